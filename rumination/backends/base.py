@@ -1,0 +1,91 @@
+"""The model backend Protocol: render with the tokenizer's template, stream a generation."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from rumination.errors import BackendError
+from rumination.protocol import STOP_TOKENS
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample one generation."""
+
+    max_new_tokens: int
+    temperature: float = 0.95
+    top_p: float = 0.7
+    seed: int | None = None
+
+
+@dataclass
+class Outcome:
+    """How a generation ended, with its accounting."""
+
+    text: str
+    finish_reason: Literal["stop", "length", "cancelled"]
+    prompt_tokens: int
+    generated_tokens: int
+    seconds: float
+    first_token_seconds: float | None = None
+    prefilled_tokens: int | None = None
+    reused_tokens: int | None = None
+
+
+@dataclass
+class Chunk:
+    """A piece of streamed text; the last chunk of a generation carries its Outcome."""
+
+    text: str = ""
+    outcome: Outcome | None = None
+
+
+@runtime_checkable
+class ModelBackend(Protocol):
+    """A loaded model that continues a rendered prompt until one of the stop ids."""
+
+    name: str
+    model_id: str
+    context_window: int
+    tokenizer: Any  # a transformers tokenizer: its chat template renders every prompt
+
+    def load(self) -> None:
+        """Load weights and tokenizer (blocking; called off the event loop)."""
+        ...
+
+    def generate(self, prompt: str, params: SamplingParams) -> AsyncIterator[Chunk]:
+        """Stream the continuation of `prompt`; the final chunk carries the Outcome."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def render(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """Render the conversation with the tokenizer's own chat template, ending with `<|assistant|>`."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """The ids of <|endoftext|>, <|user|> and <|observation|> in this tokenizer."""
+    ids = []
+    for token in STOP_TOKENS:
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or token_id == tokenizer.unk_token_id:
+            raise BackendError(f"this tokenizer has no {token} token: it is not a GLM-4-0414 tokenizer")
+        ids.append(token_id)
+    return ids
+
+
+def load_tokenizer(name_or_path: str) -> Any:
+    """Load a tokenizer, turning a missing model into a clear error."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as exc:
+        raise BackendError(
+            f"cannot load the tokenizer of {name_or_path!r}: {str(exc).splitlines()[0]}\n"
+            "Pass -m with a local model directory, or a Hugging Face id you can download."
+        ) from None

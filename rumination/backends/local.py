@@ -1,0 +1,173 @@
+"""Run the model in process with transformers (GPU, or CPU for small models)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from rumination.backends.base import Chunk, Outcome, SamplingParams, load_tokenizer, stop_token_ids
+from rumination.config import Config
+from rumination.errors import BackendError
+
+CPU_WEIGHT_LIMIT = 4e9  # bytes; larger models refuse to start on CPU unless --device cpu is explicit
+
+
+def estimate_weight_bytes(hf_config: Any, bytes_per_param: int = 2) -> int:
+    """Weight bytes of a Llama/GLM-shaped decoder, from its config."""
+    h, layers = hf_config.hidden_size, hf_config.num_hidden_layers
+    heads, kv_heads = hf_config.num_attention_heads, hf_config.num_key_value_heads
+    head_dim = getattr(hf_config, "head_dim", None) or h // heads
+    per_layer = 2 * h * heads * head_dim + 2 * h * kv_heads * head_dim + 3 * h * hf_config.intermediate_size
+    embeddings = hf_config.vocab_size * h * (1 if getattr(hf_config, "tie_word_embeddings", False) else 2)
+    return (layers * per_layer + embeddings) * bytes_per_param
+
+
+class LocalBackend:
+    """transformers `generate` in a worker thread, streaming text back to the event loop."""
+
+    name = "local"
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.model_id = config.model
+        self.context_window = config.context_window or 131072
+        self.tokenizer: Any = None
+        self.model: Any = None
+        self.stop_ids: list[int] = []
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        """Load tokenizer and weights; raise BackendError with a clear message on any user-fixable problem."""
+        try:
+            import torch
+            from transformers import AutoConfig, AutoModelForCausalLM
+        except ImportError:
+            raise BackendError(
+                "the local backend needs PyTorch and transformers: pip install 'rumination[local]'"
+            ) from None
+        try:
+            hf_config = AutoConfig.from_pretrained(self.model_id)
+        except (OSError, ValueError) as exc:
+            raise BackendError(
+                f"model not found: {self.model_id!r} ({str(exc).splitlines()[0]})\n"
+                "Download it first (hf download THUDM/GLM-Z1-Rumination-32B-0414) or pass -m DIR."
+            ) from None
+        device = self._pick_device(torch, hf_config)
+        self.tokenizer = load_tokenizer(self.model_id)
+        self.stop_ids = stop_token_ids(self.tokenizer)
+        dtype = self._dtype(torch, device)
+        try:
+            self.model = AutoModelForCausalLM.from_pretrained(
+                self.model_id, dtype=dtype, device_map="auto" if device == "cuda" else None
+            ).eval()
+        except torch.OutOfMemoryError:
+            raise BackendError(
+                f"out of GPU memory while loading {self.model_id}: it needs about "
+                f"{estimate_weight_bytes(hf_config) / 2**30:.0f} GiB for bf16 weights alone"
+            ) from None
+        self.context_window = self.config.context_window or int(
+            getattr(hf_config, "max_position_embeddings", self.context_window)
+        )
+
+    def _pick_device(self, torch: Any, hf_config: Any) -> str:
+        wanted = self.config.device
+        if torch.cuda.is_available() and wanted in ("auto", "cuda"):
+            return "cuda"
+        if wanted == "cuda":
+            raise BackendError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
+        need = estimate_weight_bytes(hf_config)
+        if wanted == "auto" and need > CPU_WEIGHT_LIMIT:
+            raise BackendError(
+                f"no CUDA GPU found: {self.model_id} needs about {need / 2**30:.0f} GiB of GPU memory for "
+                "its bf16 weights (see the README's GPU table). Pass --device cpu to run it on the CPU anyway "
+                "(very slow), or use the scripted backend to try Rumination without a model."
+            )
+        return "cpu"
+
+    def _dtype(self, torch: Any, device: str) -> Any:
+        if self.config.dtype == "auto":
+            return torch.bfloat16 if device == "cuda" else torch.float32
+        return getattr(torch, self.config.dtype)
+
+    async def generate(self, prompt: str, params: SamplingParams) -> AsyncIterator[Chunk]:
+        """Generate in a worker thread until a stop id, streaming decoded text."""
+        import torch
+        from transformers import StoppingCriteria, TextStreamer
+
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        cancel = threading.Event()
+
+        class _Streamer(TextStreamer):
+            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+                if text:
+                    loop.call_soon_threadsafe(queue.put_nowait, text)
+
+        class _Cancel(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        input_ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+        input_ids = input_ids.to(self.model.device)
+        sampling: dict[str, Any] = {"do_sample": params.temperature > 0}
+        if params.temperature > 0:
+            sampling.update(temperature=params.temperature, top_p=params.top_p)
+        max_new = max(1, min(params.max_new_tokens, self.context_window - input_ids.shape[1]))
+
+        def run() -> Any:
+            try:
+                with self._lock, torch.inference_mode():
+                    if params.seed is not None:
+                        torch.manual_seed(params.seed)
+                    return self.model.generate(
+                        input_ids,
+                        attention_mask=torch.ones_like(input_ids),
+                        max_new_tokens=max_new,
+                        eos_token_id=self.stop_ids,
+                        pad_token_id=self.stop_ids[0],
+                        streamer=_Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True),
+                        stopping_criteria=[_Cancel()],
+                        **sampling,
+                    )
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        start = time.perf_counter()
+        first: float | None = None
+        future = loop.run_in_executor(None, run)
+        try:
+            while (text := await queue.get()) is not None:
+                first = first if first is not None else time.perf_counter() - start
+                yield Chunk(text=text)
+            try:
+                output = await future
+            except torch.OutOfMemoryError:
+                raise BackendError(f"out of GPU memory at {input_ids.shape[1]} tokens of context") from None
+        finally:
+            cancel.set()
+            with contextlib.suppress(Exception):
+                await future
+        new_ids = output[0, input_ids.shape[1] :].tolist()
+        stopped = bool(new_ids) and new_ids[-1] in self.stop_ids
+        finish = "stop" if stopped else "length"
+        text = self.tokenizer.decode(new_ids[:-1] if stopped else new_ids, skip_special_tokens=True)
+        yield Chunk(
+            outcome=Outcome(
+                text=text,
+                finish_reason=finish,
+                prompt_tokens=input_ids.shape[1],
+                generated_tokens=len(new_ids),
+                seconds=time.perf_counter() - start,
+                first_token_seconds=first,
+                prefilled_tokens=input_ids.shape[1],
+                reused_tokens=0,
+            )
+        )
+
+    async def aclose(self) -> None:
+        """Drop the model so its memory can be freed."""
+        self.model = None

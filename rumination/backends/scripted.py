@@ -1,0 +1,84 @@
+"""Replay recorded model outputs: for tests, demos and debugging the loop without a GPU."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from rumination.assets import bundled_tokenizer_dir
+from rumination.backends.base import Chunk, Outcome, SamplingParams, load_tokenizer
+from rumination.config import Config
+from rumination.errors import BackendError, ConfigError
+from rumination.protocol import DEFAULT_MODEL, STOP_TOKENS
+
+
+class ScriptedBackend:
+    """Each generation returns the next string of a JSON array, cut at the first stop token.
+
+    A string longer than `max_new_tokens` is cut there and ends with finish_reason "length", as a
+    real engine would. Every prompt is kept in `prompts` so tests can assert on it.
+    """
+
+    name = "scripted"
+
+    def __init__(self, config: Config | None = None, outputs: list[str] | None = None, chunk_chars: int = 24):
+        config = config or Config(backend="scripted")
+        if outputs is None:
+            if config.script is None:
+                raise ConfigError("the scripted backend needs --script PATH (a JSON array of model outputs)")
+            outputs = read_script(config.script)
+        self.outputs = list(outputs)
+        self.prompts: list[str] = []
+        self.chunk_chars = chunk_chars
+        # Without -m, render with the bundled tokenizer whose template has the real one's shape.
+        self._tokenizer_source = str(bundled_tokenizer_dir()) if config.model == DEFAULT_MODEL else config.model
+        self.model_id = "scripted" if config.model == DEFAULT_MODEL else config.model
+        self.context_window = config.context_window or 131072
+        self.tokenizer: Any = None
+
+    def load(self) -> None:
+        """Load the tokenizer used to render and count."""
+        self.tokenizer = load_tokenizer(self._tokenizer_source)
+
+    async def generate(self, prompt: str, params: SamplingParams) -> AsyncIterator[Chunk]:
+        """Stream the next scripted output."""
+        if len(self.prompts) >= len(self.outputs):
+            raise BackendError(f"the script ran out of outputs after {len(self.outputs)} generations")
+        start = time.perf_counter()
+        self.prompts.append(prompt)
+        text, finish = _cut_at_stop(self.outputs[len(self.prompts) - 1]), "stop"
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) > params.max_new_tokens:
+            ids = ids[: params.max_new_tokens]
+            text, finish = self.tokenizer.decode(ids), "length"
+        for i in range(0, len(text), self.chunk_chars):
+            yield Chunk(text=text[i : i + self.chunk_chars])
+            await asyncio.sleep(0)
+        prompt_tokens = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        yield Chunk(outcome=Outcome(text, finish, prompt_tokens, len(ids), time.perf_counter() - start))
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+def _cut_at_stop(text: str) -> str:
+    """Emulate an engine stopping on the stop ids: drop everything from the first stop token on."""
+    cut = min((i for i in (text.find(t) for t in STOP_TOKENS) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+def read_script(path: Path) -> list[str]:
+    """Read a script file: a JSON array of strings."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"script file not found: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read script {path}: {exc}") from None
+    if not isinstance(data, list) or not all(isinstance(item, str) for item in data):
+        raise ConfigError(f"script {path} must be a JSON array of strings (one model output each)")
+    return data

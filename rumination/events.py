@@ -1,0 +1,121 @@
+"""The one typed event stream that every front-end consumes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+from rumination.results import ResearchResult, StopReason, ToolCall, TurnUsage
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Event(BaseModel):
+    at: datetime = Field(default_factory=_now)
+
+
+class StatusEvent(_Event):
+    type: Literal["status"] = "status"
+    message: str
+
+
+class RunStarted(_Event):
+    type: Literal["run_started"] = "run_started"
+    question: str
+    backend: str
+    model: str
+    search: str
+    max_turns: int
+    context_window: int
+    max_context_tokens: int
+
+
+class TurnStarted(_Event):
+    type: Literal["turn_started"] = "turn_started"
+    turn: int
+    prompt_tokens: int
+    report: bool = False
+
+
+class ThinkingDelta(_Event):
+    type: Literal["thinking"] = "thinking"
+    turn: int
+    text: str
+
+
+class ToolCallEvent(_Event):
+    type: Literal["tool_call"] = "tool_call"
+    turn: int
+    call: ToolCall | None
+    raw: str = Field(description="the text after the last </think>, as the model wrote it")
+
+
+class ObservationEvent(_Event):
+    type: Literal["observation"] = "observation"
+    turn: int
+    tool: str | None
+    content: str
+    ok: bool
+    error: str | None = Field(None, description="format | arguments | search | fetch | refused | cut_off")
+    seconds: float = 0.0
+    source_id: int | None = None
+    url: str | None = None
+    title: str | None = None
+    results: int | None = None
+
+
+class TurnFinished(_Event):
+    type: Literal["turn_finished"] = "turn_finished"
+    usage: TurnUsage
+    context_tokens: int
+    elapsed: float
+
+
+class ForcedFinish(_Event):
+    type: Literal["forced_finish"] = "forced_finish"
+    reason: StopReason
+    detail: str
+
+
+class ReportDelta(_Event):
+    type: Literal["report"] = "report"
+    text: str
+
+
+class RunFinished(_Event):
+    type: Literal["run_finished"] = "run_finished"
+    result: ResearchResult
+
+
+class ErrorEvent(_Event):
+    type: Literal["error"] = "error"
+    message: str
+    fatal: bool = False
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+Event = Annotated[
+    StatusEvent
+    | RunStarted
+    | TurnStarted
+    | ThinkingDelta
+    | ToolCallEvent
+    | ObservationEvent
+    | TurnFinished
+    | ForcedFinish
+    | ReportDelta
+    | RunFinished
+    | ErrorEvent,
+    Field(discriminator="type"),
+]
+
+event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def parse_event(line: str | bytes) -> Event:
+    """Parse one JSON line of the event stream back into its event."""
+    return event_adapter.validate_json(line)

@@ -1,0 +1,37 @@
+"""Observation formats: numbered search results and page text, as the model expects them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from rumination.sanitize import clean_text
+from rumination.search.base import SearchHit
+
+SearchLayout = Literal["card", "glm4"]
+Truncator = Callable[[str, int], tuple[str, int]]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(clean_text(text).split())
+
+
+def format_search_results(hits: Sequence[SearchHit], layout: SearchLayout = "card") -> str:
+    """Number results from 0: the card's `【i†title†url\\nsnippet】` or the GLM-4 browser's layout."""
+    blocks = []
+    for i, hit in enumerate(hits):
+        title, url, snippet = _one_line(hit.title), hit.url, _one_line(hit.snippet)
+        if layout == "card":
+            blocks.append(f"【{i}†{title}†{url}\n{snippet}】")
+        else:
+            blocks.append(f"【{i}†{title}†{url}】\n{snippet}")
+    return "\n\n".join(blocks)
+
+
+def format_page(title: str, url: str, text: str, max_tokens: int, truncate: Truncator) -> str:
+    """A title and URL header, then the page text cut to `max_tokens` with a visible marker."""
+    body = clean_text(text).strip()
+    kept, total = truncate(body, max_tokens)
+    if len(kept) < len(body):
+        kept = kept.rstrip() + f"\n\n[truncated: showing the first {max_tokens} of {total} tokens]"
+    return f"# {_one_line(title) or url}\nURL: {url}\n\n{kept}"

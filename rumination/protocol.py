@@ -1,0 +1,45 @@
+"""Fixed facts of the GLM-Z1-Rumination protocol (see docs/architecture.md and PROTOCOL.md)."""
+
+from __future__ import annotations
+
+DEFAULT_MODEL = "THUDM/GLM-Z1-Rumination-32B-0414"
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+ENDOFTEXT = "<|endoftext|>"
+USER = "<|user|>"
+ASSISTANT = "<|assistant|>"
+OBSERVATION = "<|observation|>"
+SYSTEM = "<|system|>"
+
+# The 14 special tokens of the GLM-4-0414 tokenizer, with their ids in the real vocabulary.
+SPECIAL_TOKENS: dict[str, int] = {
+    "<|endoftext|>": 151329,
+    "[MASK]": 151330,
+    "[gMASK]": 151331,
+    "[sMASK]": 151332,
+    "<sop>": 151333,
+    "<eop>": 151334,
+    "<|system|>": 151335,
+    "<|user|>": 151336,
+    "<|assistant|>": 151337,
+    "<|observation|>": 151338,
+    "<|begin_of_image|>": 151339,
+    "<|end_of_image|>": 151340,
+    "<|begin_of_video|>": 151341,
+    "<|end_of_video|>": 151342,
+}
+
+# Generation must stop on all three: a tool call ends on <|observation|>, the report on the others.
+STOP_TOKENS: tuple[str, ...] = (ENDOFTEXT, USER, OBSERVATION)
+
+TOOL_NAMES: tuple[str, ...] = ("search", "click", "open", "finish")
+
+FINISH_CALL = '{"name": "finish", "arguments": {}}'
+
+# Sampling defaults from the model card.
+DEFAULT_TEMPERATURE = 0.95
+DEFAULT_TOP_P = 0.7
+DEFAULT_MAX_NEW_TOKENS = 16384
+DEFAULT_MAX_TURNS = 35

@@ -1,0 +1,100 @@
+"""The serialised result of a research run."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+StopReason = Literal[
+    "finished",  # the model called finish
+    "max_turns",
+    "context_budget",
+    "format_errors",
+    "repeated_action",
+    "time_budget",
+    "cancelled",  # the caller asked to finish now
+]
+
+
+class Source(BaseModel):
+    """A page the run actually fetched and showed to the model."""
+
+    id: int
+    url: str
+    final_url: str
+    title: str
+    fetched_at: datetime
+    cited: bool = False
+
+
+class TurnUsage(BaseModel):
+    """Token and timing accounting for one generation."""
+
+    turn: int
+    prompt_tokens: int
+    generated_tokens: int
+    prefilled_tokens: int | None = None
+    reused_tokens: int | None = None
+    finish_reason: Literal["stop", "length", "cancelled"]
+    seconds: float
+    first_token_seconds: float | None = None
+
+
+class Usage(BaseModel):
+    """Totals over a run, plus the per-turn breakdown."""
+
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    turns: list[TurnUsage] = Field(default_factory=list)
+
+    def add(self, turn: TurnUsage) -> None:
+        """Record one generation."""
+        self.turns.append(turn)
+        self.prompt_tokens += turn.prompt_tokens
+        self.generated_tokens += turn.generated_tokens
+
+
+class ToolCall(BaseModel):
+    """A parsed, validated tool call."""
+
+    name: Literal["search", "click", "open", "finish"]
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class Step(BaseModel):
+    """One tool turn: what the model asked for and what it was shown."""
+
+    turn: int
+    call: ToolCall | None
+    observation: str
+    ok: bool
+    error: str | None = None
+
+
+class Message(BaseModel):
+    """One chat message as given to the chat template."""
+
+    role: Literal["user", "assistant", "observation"]
+    content: str
+
+
+class ResearchResult(BaseModel):
+    """Everything a run produced."""
+
+    question: str
+    report: str
+    sources: list[Source]
+    steps: list[Step]
+    turns: int
+    stop_reason: StopReason
+    usage: Usage
+    backend: str
+    model: str
+    started_at: datetime
+    finished_at: datetime
+    unverified_urls: list[str] = Field(
+        default_factory=list, description="URLs in the report that the run never fetched"
+    )
+    messages: list[Message] = Field(default_factory=list)

@@ -1,0 +1,31 @@
+"""The fetcher Protocol and the page it returns."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+
+class Page(BaseModel):
+    """A fetched page's main text."""
+
+    url: str
+    final_url: str
+    title: str
+    text: str
+    content_type: str
+    truncated: bool = False
+    fetched_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+@runtime_checkable
+class Fetcher(Protocol):
+    """Anything that turns a URL into a Page, raising FetchError with a readable message on failure."""
+
+    name: str
+
+    async def fetch(self, url: str) -> Page: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,144 @@
+"""The one guarded fetch function that every model-chosen URL goes through."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
+
+from rumination.web.guard import RefusedURL, check_url
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+MAX_RETRY_AFTER = 10.0
+
+
+class FetchError(Exception):
+    """A fetch that failed; `kind` classifies it and the message is shown to the model."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """Limits of one fetch."""
+
+    allow_private: bool = False
+    timeout: float = 30.0
+    max_bytes: int = 5_000_000
+    max_redirects: int = 5
+    retries: int = 2
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """A successful GET: the final URL, its status and headers, and the (possibly cut) body."""
+
+    url: str
+    final_url: str
+    status: int
+    content_type: str
+    charset: str | None
+    body: bytes
+    truncated: bool
+
+
+class _RetryableStatus(Exception):
+    def __init__(self, status: int, retry_after: float | None):
+        super().__init__(f"HTTP {status}")
+        self.status, self.retry_after = status, retry_after
+
+
+def make_client(user_agent: str) -> httpx.AsyncClient:
+    """An HTTP client with no ambient authority: no proxies from the environment, no .netrc, no redirects."""
+    return httpx.AsyncClient(
+        trust_env=False,
+        follow_redirects=False,
+        timeout=httpx.Timeout(15.0, connect=10.0),
+        headers={"User-Agent": user_agent, "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5"},
+        limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
+    )
+
+
+async def guarded_get(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> RawResponse:
+    """GET `url` under the egress guard, following at most `max_redirects` re-checked redirects."""
+    try:
+        async with asyncio.timeout(policy.timeout):
+            return await _follow(client, url, policy)
+    except TimeoutError:
+        raise FetchError("timeout", f"timed out after {policy.timeout:g} s") from None
+    except RefusedURL as exc:
+        raise FetchError("refused", str(exc)) from None
+    except _RetryableStatus as exc:
+        raise FetchError("http", f"HTTP {exc.status} (after {policy.retries} retries)") from None
+    except httpx.TransportError as exc:
+        raise FetchError("network", f"network error: {type(exc).__name__} {exc}".strip()) from None
+
+
+async def _follow(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> RawResponse:
+    current = url
+    for _ in range(policy.max_redirects + 1):
+        await check_url(current, allow_private=policy.allow_private)
+        response = await _send_with_retries(client, current, policy)
+        try:
+            if response.is_redirect and "location" in response.headers:
+                current = urljoin(current, response.headers["location"])
+                continue
+            if response.status_code >= 400:
+                raise FetchError("http", f"HTTP {response.status_code} {response.reason_phrase}".strip())
+            return await _read(response, url, current, policy)
+        finally:
+            await response.aclose()
+            client.cookies.clear()
+    raise FetchError("redirects", f"too many redirects (more than {policy.max_redirects})")
+
+
+async def _send_with_retries(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> httpx.Response:
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(policy.retries + 1),
+        wait=_wait,
+        retry=retry_if_exception_type((httpx.TransportError, _RetryableStatus)),
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            response = await client.send(client.build_request("GET", url), stream=True)
+            if response.status_code in RETRY_STATUSES:
+                await response.aclose()
+                raise _RetryableStatus(response.status_code, _retry_after(response))
+            return response
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _wait(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, _RetryableStatus) and exc.retry_after is not None:
+        return min(exc.retry_after, MAX_RETRY_AFTER)
+    return wait_exponential_jitter(initial=0.5, max=4.0)(state)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "")
+    return float(value) if value.strip().isdigit() else None
+
+
+async def _read(response: httpx.Response, url: str, final_url: str, policy: FetchPolicy) -> RawResponse:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > policy.max_bytes:
+        raise FetchError("too_large", f"page too large ({int(declared):,} bytes; the limit is {policy.max_bytes:,})")
+    chunks: list[bytes] = []
+    size, truncated = 0, False
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= policy.max_bytes:
+            truncated = True
+            break
+    body = b"".join(chunks)[: policy.max_bytes]
+    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    return RawResponse(url, final_url, response.status_code, content_type, response.charset_encoding, body, truncated)

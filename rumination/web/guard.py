@@ -1,0 +1,73 @@
+"""The egress rule for model-chosen URLs: http(s) only, no userinfo, public addresses only."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+MAX_URL_LENGTH = 2083
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_V4_COMPAT = ipaddress.ip_network("::/96")
+_SITE_LOCAL = ipaddress.ip_network("fec0::/10")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class RefusedURL(Exception):
+    """A URL the guard will not fetch; the message says why."""
+
+
+def is_public_address(ip: IPAddress) -> bool:
+    """True only for global unicast addresses, after unwrapping IPv6 forms that embed IPv4."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded: ipaddress.IPv4Address | None = ip.ipv4_mapped or ip.sixtofour
+        if ip.teredo:
+            embedded = ip.teredo[1]
+        elif ip in _NAT64 or (ip in _V4_COMPAT and int(ip) > 1):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            return is_public_address(embedded)
+        if ip in _SITE_LOCAL:
+            return False
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local or ip.is_loopback)
+
+
+def check_url_syntax(url: str) -> tuple[str, str, int]:
+    """Refuse before any DNS lookup: scheme, userinfo, control characters, length. Return (scheme, host, port)."""
+    if len(url) > MAX_URL_LENGTH:
+        raise RefusedURL(f"refused: URL longer than {MAX_URL_LENGTH} characters")
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise RefusedURL("refused: URL contains spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise RefusedURL(f"refused: malformed URL ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise RefusedURL(f"refused: only http and https URLs can be opened, not {scheme or 'a bare path'}")
+    if "@" in parts.netloc:
+        raise RefusedURL("refused: URLs with a user name or password are not opened")
+    if not parts.hostname:
+        raise RefusedURL("refused: URL has no host")
+    return scheme, parts.hostname, port or (443 if scheme == "https" else 80)
+
+
+async def check_url(url: str, *, allow_private: bool) -> None:
+    """Refuse `url` unless every address its host resolves to is public (or private ones are allowed)."""
+    _, host, port = check_url_syntax(url)
+    if allow_private:
+        return
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise RefusedURL(f"could not resolve host {host!r} ({exc})") from None
+    for *_, sockaddr in infos:
+        ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if not is_public_address(ip):
+            raise RefusedURL(
+                f"refused: {host} resolves to a private or local address ({ip}); "
+                "pass --allow-private-network to allow intranet and local sites"
+            )
