@@ -1,0 +1,7 @@
+"""`python -m rumination`."""
+
+import sys
+
+from rumination.cli import main
+
+sys.exit(main())

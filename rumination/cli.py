@@ -1,0 +1,193 @@
+"""The `rumination` command line: ask a question, show the configuration."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# Flag name -> Config field for the options that map one to one.
+_CONFIG_FLAGS = (
+    *("model", "backend", "script", "device", "temperature", "top_p", "seed"),
+    *("search", "searxng_url", "allow_private_network", "search_layout", "page_max_tokens"),
+    *("max_turns", "max_new_tokens", "max_context_tokens", "max_seconds"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (imports nothing heavy)."""
+    parser = argparse.ArgumentParser(
+        prog="rumination",
+        description="Deep research on your own hardware with GLM-Z1-Rumination-32B-0414.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--config", metavar="FILE", help="use this TOML config file instead of the default")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    ask = sub.add_parser(
+        "ask",
+        help="research a question and print the report",
+        description="Research QUESTION; the report goes to stdout, the trace to stderr.",
+    )
+    ask.add_argument("question", nargs="?", default="-", help="the question; '-' or omitted reads stdin")
+    model = ask.add_argument_group("model")
+    model.add_argument("-m", "--model", help="Hugging Face id or local model directory")
+    model.add_argument("--backend", help="model backend: local (default), scripted, or a plugin")
+    model.add_argument("--script", type=Path, help="JSON array of model outputs, for --backend scripted")
+    model.add_argument("--device", choices=["auto", "cuda", "cpu"], help="where the local backend runs")
+    model.add_argument("--temperature", type=float)
+    model.add_argument("--top-p", type=float)
+    model.add_argument("--seed", type=int)
+    web = ask.add_argument_group("search and browsing")
+    web.add_argument("--search", help="search engine: ddgs (default), searxng, or a plugin")
+    web.add_argument("--searxng-url", metavar="URL", help="base URL of your SearXNG instance")
+    web.add_argument(
+        "--allow-private-network",
+        action="store_true",
+        default=None,
+        help="let the model open intranet and local addresses",
+    )
+    web.add_argument("--search-layout", choices=["card", "glm4"], help="how search results are shown to the model")
+    web.add_argument("--page-max-tokens", type=int, metavar="N", help="page text kept per observation")
+    budget = ask.add_argument_group("budgets")
+    budget.add_argument("--max-turns", type=int, metavar="N", help="tool turns before the report (default 35)")
+    budget.add_argument("--max-new-tokens", type=int, metavar="N", help="tokens per generation (default 16384)")
+    budget.add_argument("--max-context-tokens", type=int, metavar="N", help="force the report above this context")
+    budget.add_argument("--max-seconds", type=float, metavar="S", help="wall-clock budget for research")
+    out = ask.add_argument_group("output")
+    fmt = out.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    fmt.add_argument("--jsonl", action="store_true", help="print every event as one JSON line")
+    out.add_argument("-o", "--output", type=Path, metavar="FILE", help="also write the report to FILE")
+    out.add_argument("-q", "--quiet", action="store_true", help="no thinking trace or progress on stderr")
+
+    cfg = sub.add_parser("config", help="print the effective configuration and where its file lives")
+    cfg.add_argument("--path", action="store_true", help="print only the config file's path")
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rumination")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config:
+        os.environ["RUMINATION_CONFIG_FILE"] = args.config
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    from rumination.errors import ConfigError, RuminationError
+
+    try:
+        return _config(args) if args.command == "config" else _ask(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ConfigError as exc:
+        print(f"rumination: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RuminationError as exc:
+        print(f"rumination: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _load_config(overrides: dict[str, Any]) -> Any:
+    from pydantic import ValidationError
+
+    from rumination.config import Config
+    from rumination.errors import ConfigError
+
+    try:
+        return Config(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from None
+    except ValueError as exc:  # a malformed TOML file
+        raise ConfigError(f"cannot read the config file: {exc}") from None
+
+
+def _config(args: argparse.Namespace) -> int:
+    from rumination.config import config_path
+
+    path = config_path()
+    if args.path:
+        print(path)
+        return EXIT_OK
+    config = _load_config({})
+    print(f"# config file: {path} ({'found' if path.exists() else 'not found; defaults in use'})")
+    print("# precedence: flags > RUMINATION_* environment variables > config file > defaults")
+    print(config.to_toml(), end="")
+    return EXIT_OK
+
+
+def _read_question(arg: str) -> str:
+    from rumination.errors import ConfigError
+
+    if arg == "-":
+        if sys.stdin is None or sys.stdin.isatty():
+            raise ConfigError("no question: pass one as an argument or pipe it on stdin")
+        arg = sys.stdin.read()
+    if not arg.strip():
+        raise ConfigError("the question is empty")
+    return arg.strip()
+
+
+def _ask(args: argparse.Namespace) -> int:
+    question = _read_question(args.question)
+    overrides = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k) is not None}
+    config = _load_config(overrides)
+    from rumination.agent import Researcher
+
+    researcher = Researcher(config)
+    import asyncio
+
+    result = asyncio.run(_consume(researcher, question, args))
+    if args.output:
+        args.output.write_text(result.report + "\n", encoding="utf-8")
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    return EXIT_OK
+
+
+async def _consume(researcher: Any, question: str, args: argparse.Namespace) -> Any:
+    from rumination import events as ev
+    from rumination.console import Trace
+
+    trace = None if args.quiet else Trace(sys.stderr)
+    stream_report = not (args.json or args.jsonl)
+    started_report = False
+    result = None
+    async for event in researcher.stream(question):
+        if trace is not None:
+            trace(event)
+        if args.jsonl:
+            sys.stdout.write(event.model_dump_json() + "\n")
+            sys.stdout.flush()
+        if isinstance(event, ev.ReportDelta) and stream_report:
+            text = event.text if started_report else event.text.lstrip()
+            started_report = started_report or bool(text)
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        if isinstance(event, ev.RunFinished):
+            result = event.result
+    if stream_report:
+        if not started_report and result is not None:
+            sys.stdout.write(result.report)
+        sys.stdout.write("\n")
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

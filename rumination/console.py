@@ -1,0 +1,59 @@
+"""Human-readable rendering of the event stream for a terminal (the CLI's stderr trace)."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from rumination import events as ev
+
+
+class Trace:
+    """Write thinking and tool activity as they happen."""
+
+    def __init__(self, out: TextIO, *, color: bool | None = None):
+        self.out = out
+        self.color = out.isatty() if color is None else color
+
+    def _style(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
+
+    def _line(self, text: str, code: str = "") -> None:
+        self.out.write("\n" + (self._style(text, code) if code else text) + "\n")
+        self.out.flush()
+
+    def __call__(self, event: ev.Event) -> None:
+        """Render one event."""
+        match event:
+            case ev.StatusEvent(message=message):
+                self._line(f"· {message}", "2")
+            case ev.RunStarted():
+                self._line(f"Researching: {event.question}", "1")
+                self._line(f"  {event.backend} · {event.model} · search: {event.search}", "2")
+            case ev.TurnStarted(report=True):
+                self._line(f"── writing the report · {event.prompt_tokens:,} tokens of context ──", "2")
+            case ev.TurnStarted():
+                self._line(f"── turn {event.turn} · {event.prompt_tokens:,} tokens of context ──", "2")
+            case ev.ThinkingDelta(text=text):
+                self.out.write(self._style(text, "2"))
+                self.out.flush()
+            case ev.ToolCallEvent(call=None):
+                self._line("✗ no valid tool call", "31")
+            case ev.ToolCallEvent(call=call) if call is not None:
+                arg = next(iter(call.arguments.values()), "")
+                self._line(f"→ {call.name} {arg}".rstrip(), "36")
+            case ev.ObservationEvent(ok=False):
+                self._line(f"✗ {event.content.splitlines()[0]}", "31")
+            case ev.ObservationEvent(results=int(n)):
+                self.out.write(self._style(f"← {n} results ({event.seconds:.1f} s)", "32") + "\n")
+            case ev.ObservationEvent(source_id=int(n)):
+                self.out.write(self._style(f"← [{n}] {event.title} ({event.url}, {event.seconds:.1f} s)", "32") + "\n")
+            case ev.ForcedFinish(detail=detail):
+                self._line(f"! writing the report now: {detail}", "33")
+            case ev.ErrorEvent(message=message):
+                self._line(f"error: {message}", "31")
+            case ev.RunFinished(result=r):
+                self._line(
+                    f"Done: {r.turns} turns, stop reason {r.stop_reason}, {len(r.sources)} sources read, "
+                    f"{r.usage.generated_tokens:,} tokens generated",
+                    "2",
+                )
