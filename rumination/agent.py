@@ -300,15 +300,22 @@ def _unverified(sources: list[Source], report: str) -> list[str]:
 
 
 class _ThinkSplitter:
-    """Split streamed text into thinking (before the first </think>) and answer, across chunk borders."""
+    """Split streamed text into thinking (inside <think>...</think>) and answer, across chunk borders."""
 
     def __init__(self) -> None:
-        self.buffer, self.after = "", False
+        self.buffer, self.opened, self.after = "", False, False
 
     def feed(self, text: str) -> tuple[str, str]:
         if self.after:
             return "", text
         self.buffer += text
+        if not self.opened:
+            stripped = self.buffer.lstrip()
+            if THINK_OPEN.startswith(stripped):  # may still become the opening tag
+                return "", ""
+            self.opened = True
+            if stripped.startswith(THINK_OPEN):
+                self.buffer = stripped[len(THINK_OPEN) :].lstrip("\n")
         head, sep, tail = self.buffer.partition(THINK_CLOSE)
         if sep:
             self.after, self.buffer = True, ""

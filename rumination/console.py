@@ -13,13 +13,22 @@ class Trace:
     def __init__(self, out: TextIO, *, color: bool | None = None):
         self.out = out
         self.color = out.isatty() if color is None else color
+        self.at_line_start = True
 
     def _style(self, text: str, code: str) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
 
-    def _line(self, text: str, code: str = "") -> None:
-        self.out.write("\n" + (self._style(text, code) if code else text) + "\n")
-        self.out.flush()
+    def _write(self, text: str, code: str = "") -> None:
+        if text:
+            self.out.write(self._style(text, code) if code else text)
+            self.out.flush()
+            self.at_line_start = text.endswith("\n")
+
+    def _line(self, text: str, code: str = "", *, gap: bool = False) -> None:
+        """Write `text` on a line of its own (after a blank line when `gap`)."""
+        self._write(("" if self.at_line_start else "\n") + ("\n" if gap else ""))
+        self._write(text, code)
+        self._write("\n")
 
     def __call__(self, event: ev.Event) -> None:
         """Render one event."""
@@ -30,12 +39,11 @@ class Trace:
                 self._line(f"Researching: {event.question}", "1")
                 self._line(f"  {event.backend} · {event.model} · search: {event.search}", "2")
             case ev.TurnStarted(report=True):
-                self._line(f"── writing the report · {event.prompt_tokens:,} tokens of context ──", "2")
+                self._line(f"── writing the report · {event.prompt_tokens:,} tokens of context ──", "2", gap=True)
             case ev.TurnStarted():
-                self._line(f"── turn {event.turn} · {event.prompt_tokens:,} tokens of context ──", "2")
+                self._line(f"── turn {event.turn} · {event.prompt_tokens:,} tokens of context ──", "2", gap=True)
             case ev.ThinkingDelta(text=text):
-                self.out.write(self._style(text, "2"))
-                self.out.flush()
+                self._write(text, "2")
             case ev.ToolCallEvent(call=None):
                 self._line("✗ no valid tool call", "31")
             case ev.ToolCallEvent(call=call) if call is not None:
@@ -44,9 +52,9 @@ class Trace:
             case ev.ObservationEvent(ok=False):
                 self._line(f"✗ {event.content.splitlines()[0]}", "31")
             case ev.ObservationEvent(results=int(n)):
-                self.out.write(self._style(f"← {n} results ({event.seconds:.1f} s)", "32") + "\n")
+                self._line(f"← {n} results ({event.seconds:.1f} s)", "32")
             case ev.ObservationEvent(source_id=int(n)):
-                self.out.write(self._style(f"← [{n}] {event.title} ({event.url}, {event.seconds:.1f} s)", "32") + "\n")
+                self._line(f"← [{n}] {event.title} ({event.url}, {event.seconds:.1f} s)", "32")
             case ev.ForcedFinish(detail=detail):
                 self._line(f"! writing the report now: {detail}", "33")
             case ev.ErrorEvent(message=message):
@@ -56,4 +64,5 @@ class Trace:
                     f"Done: {r.turns} turns, stop reason {r.stop_reason}, {len(r.sources)} sources read, "
                     f"{r.usage.generated_tokens:,} tokens generated",
                     "2",
+                    gap=True,
                 )

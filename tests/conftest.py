@@ -1,0 +1,54 @@
+"""Shared fixtures: the local website, the tiny GLM model, and script helpers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+ROOT = Path(__file__).resolve().parent.parent
+
+from localweb import LocalWeb  # noqa: E402
+
+
+@pytest.fixture
+def web() -> Iterator[LocalWeb]:
+    """A fresh local website + SearXNG-compatible endpoint on 127.0.0.1."""
+    with LocalWeb() as site:
+        yield site
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random Glm4ForCausalLM and its tokenizer, built by tools/build_tiny_model.py."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from build_tiny_model import build
+
+    return build(tmp_path_factory.mktemp("tiny-glm"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never read the developer's own config file or RUMINATION_* variables."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("RUMINATION_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("RUMINATION_CONFIG_FILE", str(tmp_path / "no-config.toml"))
+
+
+def write_script(path: Path, outputs: list[str]) -> Path:
+    """Write a scripted-backend file."""
+    path.write_text(json.dumps(outputs, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def turn(call: dict | str, thinking: str = "Let me think about the next step.") -> str:
+    """One model output: thinking, then the call, as the real model writes it."""
+    text = call if isinstance(call, str) else json.dumps(call, ensure_ascii=False)
+    return f"\n<think>\n{thinking}\n</think>{text}"
