@@ -64,14 +64,14 @@ def parse_tool_call(text: str, *, cut_off: bool = False) -> ParsedCall:
     if not thinking and THINK_OPEN in text:
         raise ToolCallError(
             "format",
-            "Error: your thinking was never closed with </think>, so no tool call was found. "
-            "End your thinking with </think> and then write one tool call such as " + _EXAMPLES["search"],
+            "Error: your thinking was never closed (the closing think tag is missing), so no tool call was found. "
+            "Close your thinking, then write one tool call such as " + _EXAMPLES["search"],
         )
     found = _find_calls(after)
     if not found:
         raise ToolCallError(
             "format",
-            'Error: no tool call found after </think>. Write exactly one JSON object with "name" and '
+            'Error: no tool call found after your thinking. Write exactly one JSON object with "name" and '
             '"arguments", for example ' + _EXAMPLES["search"] + " or " + _EXAMPLES["finish"],
         )
     (obj, _start, end), *rest = found

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import re
 
-from rumination.protocol import SPECIAL_TOKENS
+from rumination.protocol import SPECIAL_TOKENS, THINK_CLOSE, THINK_OPEN
 
 # Zero-width and bidi controls, BOM, and the Unicode tag block (used to hide instructions).
 _INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\U000e0000-\U000e007f]")
-_SPECIAL = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
+# Role tokens, and the think tags the chat template splits every message on.
+_SPECIAL = re.compile("|".join(re.escape(t) for t in (*SPECIAL_TOKENS, THINK_OPEN, THINK_CLOSE)))
 
 
 def clean_text(text: str) -> str:
-    """Strip invisible characters and defuse spelled-out role tokens such as <|user|>."""
+    """Strip invisible characters; defuse spelled-out role tokens (<|user|>) and think tags."""
     text = _INVISIBLE.sub("", text)
     # A space after the first character keeps the text readable but stops it tokenising as a role.
     return _SPECIAL.sub(lambda m: m.group(0)[0] + " " + m.group(0)[1:], text)

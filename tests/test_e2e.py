@@ -147,8 +147,20 @@ async def test_page_injection_is_defused(web):
 
 def _cli(web, tmp_path, *extra: str) -> list[str]:
     path = write_script(tmp_path / "script.json", script(web.base))
-    return ["ask", QUESTION, "--backend", "scripted", "--script", str(path), "--search", "searxng",
-            "--searxng-url", web.base, "--allow-private-network", *extra]
+    return [
+        "ask",
+        QUESTION,
+        "--backend",
+        "scripted",
+        "--script",
+        str(path),
+        "--search",
+        "searxng",
+        "--searxng-url",
+        web.base,
+        "--allow-private-network",
+        *extra,
+    ]
 
 
 def test_cli_json(web, tmp_path, capsys):
