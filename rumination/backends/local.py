@@ -7,6 +7,7 @@ import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from rumination.backends.base import Chunk, Outcome, SamplingParams, load_tokenizer, stop_token_ids
@@ -49,6 +50,8 @@ class LocalBackend:
             raise BackendError(
                 "the local backend needs PyTorch and transformers: pip install 'rumination[local]'"
             ) from None
+        if self.model_id.startswith(("/", ".", "~")) and not Path(self.model_id).expanduser().is_dir():
+            raise BackendError(f"model directory not found: {self.model_id}")
         try:
             hf_config = AutoConfig.from_pretrained(self.model_id)
         except (OSError, ValueError) as exc:

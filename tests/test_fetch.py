@@ -1,0 +1,545 @@
+"""The guarded fetch and the WebFetcher, against real HTTP servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import quote, urlsplit
+
+import pytest
+from localweb import LocalWeb
+
+import rumination.web.fetch as fetch_module
+from rumination.config import Config
+from rumination.web import guard
+from rumination.web.fetch import FetchError, FetchPolicy, guarded_get, make_client
+from rumination.web.fetcher import WebFetcher, normalize_url
+
+# --- a tiny scriptable server for the cases the shared local site does not cover -------------------------------------
+
+Route = Callable[["_Handler"], None]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        with self.server.lock:
+            self.server.hits[path] += 1
+            self.server.requests.append((path, dict(self.headers.items())))
+        route = self.server.routes.get(path)
+        if route is None:
+            self.send_body(404, b"not found")
+        else:
+            route(self)
+
+    def send_body(
+        self, status: int, body: bytes, ctype: str | None = "text/html; charset=utf-8", **headers: str
+    ) -> None:
+        self.send_response(status)
+        if ctype:
+            self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in headers.items():
+            self.send_header(key.replace("_", "-"), value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def send_chunked(self, chunks: Iterator[bytes], ctype: str = "text/html; charset=utf-8") -> None:
+        """Stream `chunks` with chunked transfer encoding (no Content-Length) until done or the client leaves."""
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for chunk in chunks:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, routes: dict[str, Route]):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.routes = routes
+        self.hits: Counter[str] = Counter()
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.lock = threading.Lock()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+    def cookies_sent(self, path: str) -> list[str | None]:
+        return [headers.get("Cookie") for p, headers in self.requests if p == path]
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[dict[str, Route]], _Server]]:
+    servers: list[_Server] = []
+
+    def start(routes: dict[str, Route]) -> _Server:
+        server = _Server(routes)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+async def make_fetcher() -> AsyncIterator[Callable[..., WebFetcher]]:
+    made: list[WebFetcher] = []
+
+    def make(**settings: object) -> WebFetcher:
+        settings.setdefault("allow_private_network", True)
+        fetcher = WebFetcher(Config(**settings))
+        made.append(fetcher)
+        return fetcher
+
+    yield make
+    for fetcher in made:
+        await fetcher.aclose()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator:
+    http = make_client("rumination-tests")
+    yield http
+    await http.aclose()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+HTML = b"<html><head><title>Tiny</title></head><body><p>A tiny page about the printing press in Mainz.</p></body></html>"
+
+
+# --- the local site through WebFetcher --------------------------------------------------------------------------------
+
+
+async def test_html_page_gives_title_and_main_text_without_boilerplate(web: LocalWeb, make_fetcher) -> None:
+    page = await make_fetcher().fetch(web.url("/gutenberg.html"))
+    assert page.title == "Johannes Gutenberg and movable type"
+    assert "goldsmith from Mainz" in page.text
+    assert "Gutenberg Bible" in page.text
+    assert "Menu: Home" not in page.text
+    assert "Copyright the archive" not in page.text
+    assert page.content_type == "text/html"
+    assert page.url == page.final_url == web.url("/gutenberg.html")
+    assert page.truncated is False
+
+
+async def test_index_page_drops_nav_and_footer(web: LocalWeb, make_fetcher) -> None:
+    page = await make_fetcher().fetch(web.url("/"))
+    assert page.title == "Printing Press Archive"
+    assert "history of printing" in page.text
+    assert "Archive footer" not in page.text
+
+
+async def test_plain_text_is_returned_verbatim(web: LocalWeb, make_fetcher) -> None:
+    page = await make_fetcher().fetch(web.url("/plain"))
+    assert page.text == "Plain text notes: Gutenberg's press, 1440."
+    assert page.content_type == "text/plain"
+    assert page.title == ""
+
+
+async def test_meta_charset_latin1_is_decoded(web: LocalWeb, make_fetcher) -> None:
+    page = await make_fetcher().fetch(web.url("/latin1"))
+    assert "café" in page.text
+    assert "écrite" in page.text
+    assert "\ufffd" not in page.text
+    assert "Ã©" not in page.text
+    assert page.title == "Café"
+
+
+@pytest.mark.parametrize(("path", "needle"), [("/binary", "binary content"), ("/pdf", "PDF")])
+async def test_binary_and_pdf_are_unsupported(web: LocalWeb, make_fetcher, path: str, needle: str) -> None:
+    with pytest.raises(FetchError) as info:
+        await make_fetcher().fetch(web.url(path))
+    assert info.value.kind == "unsupported"
+    assert needle in str(info.value)
+
+
+async def test_http_error_status_is_reported_without_retrying(web: LocalWeb, make_fetcher) -> None:
+    with pytest.raises(FetchError) as info:
+        await make_fetcher().fetch(web.url("/status/404"))
+    assert info.value.kind == "http"
+    assert "404" in str(info.value)
+    assert web.hits["/status/404"] == 1
+
+
+async def test_missing_page_is_http_404(web: LocalWeb, make_fetcher) -> None:
+    with pytest.raises(FetchError) as info:
+        await make_fetcher().fetch(web.url("/no-such-page.html"))
+    assert info.value.kind == "http"
+    assert "404" in str(info.value)
+
+
+async def test_redirects_are_followed(web: LocalWeb, make_fetcher) -> None:
+    page = await make_fetcher().fetch(web.url("/redirect/3"))
+    assert page.url == web.url("/redirect/3")
+    assert page.final_url == web.url("/gutenberg.html")
+    assert page.title == "Johannes Gutenberg and movable type"
+    assert [web.hits[f"/redirect/{n}"] for n in (3, 2, 1, 0)] == [1, 1, 1, 1]
+
+
+async def test_redirect_limit_boundary(web: LocalWeb, make_fetcher) -> None:
+    fetcher = make_fetcher()
+    page = await fetcher.fetch(web.url("/redirect/4"))  # five redirects: exactly the limit
+    assert page.final_url == web.url("/gutenberg.html")
+    with pytest.raises(FetchError) as info:
+        await fetcher.fetch(web.url("/redirect/5"))  # six redirects: one too many
+    assert info.value.kind == "redirects"
+
+
+async def test_too_many_redirects(web: LocalWeb, make_fetcher) -> None:
+    with pytest.raises(FetchError) as info:
+        await make_fetcher().fetch(web.url("/redirect/9"))
+    assert info.value.kind == "redirects"
+    assert "5" in str(info.value)
+    assert web.hits["/gutenberg.html"] == 0
+    assert web.hits["/redirect/3"] == 0  # stopped after 6 requests: /redirect/9 .. /redirect/4
+
+
+@pytest.mark.parametrize("target", ["file:///etc/passwd", "gopher://127.0.0.1:70/_x", "http://user:pw@127.0.0.1/"])
+async def test_redirect_target_syntax_is_rechecked(web: LocalWeb, make_fetcher, target: str) -> None:
+    with pytest.raises(FetchError) as info:
+        await make_fetcher().fetch(web.url("/redirect-to?url=" + quote(target, safe="")))
+    assert info.value.kind == "refused"
+
+
+@pytest.mark.parametrize("location", ["http://a]/", "//[bad", "http://a[b]/"])
+async def test_malformed_redirect_location_is_a_fetch_error(web: LocalWeb, make_fetcher, location: str) -> None:
+    """A Location that httpx accepts but urljoin rejects must end in FetchError, not an unhandled ValueError."""
+    with pytest.raises(FetchError):
+        await make_fetcher().fetch(web.url("/redirect-to?url=" + quote(location, safe="")))
+    assert web.hits["/redirect-to"] == 1
+
+
+# --- the guard inside guarded_get --------------------------------------------------------------------------------------
+
+
+async def test_private_address_is_refused_before_any_request(web: LocalWeb, client) -> None:
+    policy = FetchPolicy(allow_private=False)
+    for url in (web.url("/gutenberg.html"), web.url("/redirect/1"), web.base.replace("127.0.0.1", "localhost") + "/"):
+        with pytest.raises(FetchError) as info:
+            await guarded_get(client, url, policy)
+        assert info.value.kind == "refused"
+        assert "private or local" in str(info.value)
+    assert sum(web.hits.values()) == 0
+
+
+async def test_default_fetcher_refuses_the_local_site(web: LocalWeb, make_fetcher) -> None:
+    with pytest.raises(FetchError) as info:
+        await make_fetcher(allow_private_network=False).fetch(web.url("/gutenberg.html"))
+    assert info.value.kind == "refused"
+    assert sum(web.hits.values()) == 0
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/",
+        "http://[::1]:{port}/gutenberg.html",
+        "http://localhost:{port}/gutenberg.html",
+        "http://2130706433:{port}/gutenberg.html",
+        "http://127.0.0.1:{port}/gutenberg.html",
+    ],
+)
+async def test_every_redirect_hop_is_rechecked(web: LocalWeb, client, monkeypatch, target: str) -> None:
+    """Treat only the first URL (the redirector) as public; the guard must refuse the private hop it points to."""
+    real_check = guard.check_url
+    start = web.url("/redirect-to?url=" + quote(target.format(port=urlsplit(web.base).port), safe=""))
+
+    async def check_url(url: str, *, allow_private: bool) -> None:
+        if url == start:
+            return
+        await real_check(url, allow_private=allow_private)
+
+    monkeypatch.setattr(fetch_module, "check_url", check_url)
+    with pytest.raises(FetchError) as info:
+        await guarded_get(client, start, FetchPolicy(allow_private=False))
+    assert info.value.kind == "refused"
+    assert web.hits["/redirect-to"] == 1
+    assert web.hits["/gutenberg.html"] == 0
+
+
+# --- retries ---------------------------------------------------------------------------------------------------------
+
+
+async def test_transient_503_recovers_by_retrying(web: LocalWeb, make_fetcher) -> None:
+    page = await make_fetcher().fetch(web.url("/flaky?fail=1"))
+    assert "Recovered page text" in page.text
+    assert web.hits["/flaky"] == 2
+
+
+async def test_persistent_503_fails_after_retries(web: LocalWeb, make_fetcher) -> None:
+    with pytest.raises(FetchError) as info:
+        await make_fetcher().fetch(web.url("/flaky?fail=5"))
+    assert info.value.kind == "http"
+    assert "503" in str(info.value)
+    assert web.hits["/flaky"] == 3  # one try and two retries
+
+
+async def test_retry_after_is_capped(web: LocalWeb, make_fetcher, monkeypatch) -> None:
+    monkeypatch.setattr(fetch_module, "MAX_RETRY_AFTER", 0.2)
+    started = time.monotonic()
+    page = await make_fetcher().fetch(web.url("/flaky?fail=1&retry_after=3600"))
+    assert time.monotonic() - started < 5
+    assert "Recovered page text" in page.text
+    assert web.hits["/flaky"] == 2
+
+
+async def test_retry_after_is_honoured_below_the_cap(web: LocalWeb, make_fetcher) -> None:
+    started = time.monotonic()
+    await make_fetcher().fetch(web.url("/flaky?fail=1&retry_after=1"))
+    assert time.monotonic() - started >= 0.8
+    assert web.hits["/flaky"] == 2
+
+
+async def test_server_error_500_is_retried(web: LocalWeb, client) -> None:
+    with pytest.raises(FetchError) as info:
+        await guarded_get(client, web.url("/status/500"), FetchPolicy(allow_private=True, retries=1))
+    assert info.value.kind == "http"
+    assert "500" in str(info.value)
+    assert web.hits["/status/500"] == 2
+
+
+# --- size, time and network limits -------------------------------------------------------------------------------------
+
+
+async def test_declared_content_length_over_the_cap_is_refused(web: LocalWeb, make_fetcher) -> None:
+    with pytest.raises(FetchError) as info:
+        await make_fetcher(fetch_max_bytes=100_000).fetch(web.url("/big?n=300000"))
+    assert info.value.kind == "too_large"
+    assert "100,000" in str(info.value)
+
+
+async def test_page_under_the_cap_is_not_truncated(web: LocalWeb, client) -> None:
+    raw = await guarded_get(client, web.url("/big?n=50000"), FetchPolicy(allow_private=True, max_bytes=100_000))
+    assert raw.truncated is False
+    assert len(raw.body) == 50_000 + len(b"<html><body><p></p></body></html>")
+
+
+async def test_endless_chunked_body_is_cut_at_the_cap(serve, make_fetcher) -> None:
+    def endless(handler: _Handler) -> None:
+        def chunks() -> Iterator[bytes]:
+            yield b"<html><head><title>Endless</title></head><body><p>"
+            for _ in range(4096):  # 64 MiB at most, so the thread ends even if nobody hangs up
+                yield b"printing press " * 1092
+
+        handler.send_chunked(chunks())
+
+    server = serve({"/endless": endless})
+    started = time.monotonic()
+    page = await make_fetcher(fetch_max_bytes=20_000).fetch(server.url("/endless"))
+    assert time.monotonic() - started < 20
+    assert page.truncated is True
+    assert "printing press" in page.text
+    assert len(page.text) <= 20_000
+
+
+async def test_raw_body_is_cut_to_exactly_the_cap(serve, client) -> None:
+    server = serve({"/stream": lambda h: h.send_chunked(iter([b"a" * 700, b"b" * 700]), "text/plain")})
+    raw = await guarded_get(client, server.url("/stream"), FetchPolicy(allow_private=True, max_bytes=1000))
+    assert raw.truncated is True
+    assert raw.body == b"a" * 700 + b"b" * 300
+
+
+async def test_body_of_exactly_the_cap_is_not_truncated(serve, client) -> None:
+    server = serve({"/exact": lambda h: h.send_body(200, b"x" * 1000, "text/plain")})
+    raw = await guarded_get(client, server.url("/exact"), FetchPolicy(allow_private=True, max_bytes=1000))
+    assert raw.body == b"x" * 1000
+    assert raw.truncated is False  # nothing was cut
+
+
+async def test_utf8_page_cut_inside_a_character_still_decodes(serve, make_fetcher) -> None:
+    """The byte cap can split a multi-byte character; the rest of the page must not turn into mojibake."""
+    cap = 10_000
+    unit = "The printing press changed Europe; café culture followed. ".encode()
+    body = unit * (2 * cap // len(unit))
+    cut = body.index("é".encode(), cap - len(unit)) + 1  # just after the first byte of an é
+    body = b"-" * (cap - cut) + body  # shift so the cap falls there
+    assert body[cap - 1] == 0xC3 and body[cap] == 0xA9
+
+    server = serve({"/utf8": lambda h: h.send_chunked(iter([body]), "text/plain; charset=utf-8")})
+    page = await make_fetcher(fetch_max_bytes=cap).fetch(server.url("/utf8"))
+    assert page.truncated is True
+    assert "café culture" in page.text
+    assert "Ã" not in page.text
+
+
+async def test_slow_server_times_out(web: LocalWeb, make_fetcher) -> None:
+    started = time.monotonic()
+    with pytest.raises(FetchError) as info:
+        await make_fetcher(fetch_timeout=1).fetch(web.url("/slow?delay=3"))
+    assert time.monotonic() - started < 3
+    assert info.value.kind == "timeout"
+
+
+async def test_closed_port_is_a_network_error(make_fetcher) -> None:
+    with pytest.raises(FetchError) as info:
+        await make_fetcher().fetch(f"http://127.0.0.1:{closed_port()}/")
+    assert info.value.kind == "network"
+    assert "ConnectError" in str(info.value)
+
+
+async def test_broken_gzip_is_a_fetch_error(serve, make_fetcher) -> None:
+    """A body that fails to decompress must end in FetchError, not an unhandled httpx.DecodingError."""
+    server = serve({"/gz": lambda h: h.send_body(200, b"this is not gzip" * 8, "text/plain", Content_Encoding="gzip")})
+    with pytest.raises(FetchError):
+        await make_fetcher().fetch(server.url("/gz"))
+
+
+async def test_gzip_body_is_decoded(serve, make_fetcher) -> None:
+    server = serve({"/gz": lambda h: h.send_body(200, gzip.compress(HTML), "text/html", Content_Encoding="gzip")})
+    page = await make_fetcher().fetch(server.url("/gz"))
+    assert "printing press in Mainz" in page.text
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "expected"),
+    [
+        (HTML, None, "text/html"),
+        (HTML, "application/octet-stream", "text/html"),
+        (b"Just a plain note about movable type.", None, "text/plain"),
+    ],
+)
+async def test_missing_or_generic_content_type_is_sniffed(
+    serve, make_fetcher, body: bytes, content_type: str | None, expected: str
+) -> None:
+    server = serve({"/page": lambda h: h.send_body(200, body, content_type)})
+    page = await make_fetcher().fetch(server.url("/page"))
+    assert page.content_type == expected
+    assert "movable type" in page.text or "printing press in Mainz" in page.text
+
+
+async def test_pdf_without_content_type_is_sniffed_as_unsupported(serve, make_fetcher) -> None:
+    server = serve({"/doc": lambda h: h.send_body(200, b"%PDF-1.7\n" + bytes(range(256)), None)})
+    with pytest.raises(FetchError) as info:
+        await make_fetcher().fetch(server.url("/doc"))
+    assert info.value.kind == "unsupported"
+    assert "PDF" in str(info.value)
+
+
+async def test_page_without_text_is_empty(serve, make_fetcher) -> None:
+    server = serve({"/blank": lambda h: h.send_body(200, b"   \n  ", "text/plain")})
+    with pytest.raises(FetchError) as info:
+        await make_fetcher().fetch(server.url("/blank"))
+    assert info.value.kind == "empty"
+
+
+# --- no ambient authority: cookies, proxies ---------------------------------------------------------------------------
+
+
+def _set_cookie(handler: _Handler) -> None:
+    handler.send_body(200, HTML, Set_Cookie="sid=secret; Path=/")
+
+
+def _echo(handler: _Handler) -> None:
+    handler.send_body(200, f"cookie header: {handler.headers.get('Cookie')}".encode(), "text/plain")
+
+
+async def test_cookies_are_not_sent_back(serve, make_fetcher) -> None:
+    server = serve({"/set": _set_cookie, "/echo": _echo})
+    fetcher = make_fetcher()
+    await fetcher.fetch(server.url("/set"))
+    page = await fetcher.fetch(server.url("/echo"))
+    assert page.text == "cookie header: None"
+    assert server.cookies_sent("/echo") == [None]
+
+
+async def test_cookies_are_not_carried_along_a_redirect(serve, make_fetcher) -> None:
+    def redirect(handler: _Handler) -> None:
+        handler.send_body(302, b"", None, Location="/echo", Set_Cookie="sid=secret; Path=/")
+
+    server = serve({"/go": redirect, "/echo": _echo})
+    page = await make_fetcher().fetch(server.url("/go"))
+    assert page.text == "cookie header: None"
+
+
+async def test_cookies_are_not_sent_on_a_retry(serve, make_fetcher) -> None:
+    def flaky(handler: _Handler) -> None:
+        if handler.server.hits["/flaky"] == 1:
+            handler.send_body(503, b"busy", Set_Cookie="sid=secret; Path=/", Retry_After="0")
+        else:
+            handler.send_body(200, HTML)
+
+    server = serve({"/flaky": flaky})
+    await make_fetcher().fetch(server.url("/flaky"))
+    assert server.cookies_sent("/flaky") == [None, None]
+
+
+async def test_cookies_from_a_failed_fetch_do_not_leak_into_the_next(serve, make_fetcher) -> None:
+    def busy(handler: _Handler) -> None:
+        handler.send_body(503, b"busy", Set_Cookie="sid=secret; Path=/", Retry_After="0")
+
+    server = serve({"/busy": busy, "/echo": _echo})
+    fetcher = make_fetcher()
+    with pytest.raises(FetchError):
+        await fetcher.fetch(server.url("/busy"))
+    page = await fetcher.fetch(server.url("/echo"))
+    assert page.text == "cookie header: None"
+
+
+async def test_proxy_environment_is_ignored(web: LocalWeb, make_fetcher, monkeypatch) -> None:
+    dead_proxy = f"http://127.0.0.1:{closed_port()}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(name, dead_proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    page = await make_fetcher().fetch(web.url("/gutenberg.html"))
+    assert page.title == "Johannes Gutenberg and movable type"
+    assert web.hits["/gutenberg.html"] == 1
+
+
+async def test_user_agent_is_sent(serve, make_fetcher) -> None:
+    server = serve({"/page": lambda h: h.send_body(200, HTML)})
+    await make_fetcher(user_agent="RuminationTest/9").fetch(server.url("/page"))
+    (_, headers), *_ = server.requests
+    assert headers["User-Agent"] == "RuminationTest/9"
+    assert "Authorization" not in headers
+
+
+# --- URL normalisation -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("example.org/x", "https://example.org/x"),
+        ("  example.org  ", "https://example.org"),
+        ("http://example.org/", "http://example.org/"),
+        ("HTTPS://example.org/", "HTTPS://example.org/"),
+        ("file:///etc/passwd", "file:///etc/passwd"),
+        ("localhost:8080/x", "localhost:8080/x"),
+    ],
+)
+def test_normalize_url(url: str, expected: str) -> None:
+    assert normalize_url(url) == expected
+
+
+async def test_bare_domain_is_fetched_over_https_and_guarded(make_fetcher) -> None:
+    with pytest.raises(FetchError) as info:
+        await make_fetcher(allow_private_network=False).fetch("localhost/admin")
+    assert info.value.kind == "refused"

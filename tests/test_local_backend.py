@@ -1,0 +1,171 @@
+"""The local transformers backend on the tiny random Glm4ForCausalLM fixture (CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rumination import events as ev
+from rumination.agent import Researcher
+from rumination.backends.base import SamplingParams, render, stop_token_ids
+from rumination.backends.local import LocalBackend, estimate_weight_bytes
+from rumination.config import Config
+from rumination.errors import BackendError
+from rumination.protocol import STOP_TOKENS
+
+MESSAGES = [{"role": "user", "content": "Who printed the first book in Europe?"}]
+
+# The real model's shape, from PROTOCOL.md.
+REAL_CONFIG = {
+    "architectures": ["Glm4ForCausalLM"],
+    "model_type": "glm4",
+    "hidden_size": 6144,
+    "num_hidden_layers": 61,
+    "num_attention_heads": 48,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "intermediate_size": 23040,
+    "vocab_size": 151552,
+    "max_position_embeddings": 131072,
+    "partial_rotary_factor": 0.5,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "attention_bias": False,
+    "tie_word_embeddings": False,
+}
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir) -> LocalBackend:
+    b = LocalBackend(Config(model=str(tiny_model_dir), device="cpu"))
+    b.load()
+    return b
+
+
+async def _generate(backend: LocalBackend, prompt: str, **params):
+    chunks = [c async for c in backend.generate(prompt, SamplingParams(**params))]
+    return chunks[:-1], chunks[-1].outcome
+
+
+def test_loads_from_a_directory_and_renders_with_its_template(backend, tiny_model_dir):
+    assert backend.model_id == str(tiny_model_dir)
+    assert backend.context_window == 4096  # from the checkpoint's config
+    prompt = render(backend.tokenizer, MESSAGES)
+    assert prompt.startswith("[gMASK]<sop><|system|>\n") and prompt.endswith(
+        "<|user|>\nWho printed the first book in Europe?<|assistant|>"
+    )
+    ids = backend.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert ids[0] == backend.tokenizer.convert_tokens_to_ids("[gMASK]")  # no BOS added
+    assert backend.stop_ids == [backend.tokenizer.convert_tokens_to_ids(t) for t in STOP_TOKENS]
+
+
+async def test_generates_streams_and_reports_length(backend):
+    prompt = render(backend.tokenizer, MESSAGES)
+    chunks, outcome = await _generate(backend, prompt, max_new_tokens=12, temperature=0.0)
+    assert outcome.finish_reason == "length" and outcome.generated_tokens == 12
+    assert "".join(c.text for c in chunks) == outcome.text
+    assert len(chunks) >= 2  # streamed, not delivered in one piece
+    assert outcome.prompt_tokens == len(backend.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    again = (await _generate(backend, prompt, max_new_tokens=12, temperature=0.0))[1]
+    assert again.text == outcome.text  # greedy is deterministic
+
+
+async def test_sampling_with_a_seed_is_reproducible(backend):
+    prompt = render(backend.tokenizer, MESSAGES)
+    a = (await _generate(backend, prompt, max_new_tokens=10, temperature=0.95, top_p=0.7, seed=3))[1]
+    b = (await _generate(backend, prompt, max_new_tokens=10, temperature=0.95, top_p=0.7, seed=3))[1]
+    assert a.text == b.text and a.generated_tokens == 10
+
+
+@pytest.mark.parametrize("stop_token", STOP_TOKENS)
+async def test_stops_on_each_stop_id(tiny_model_dir, stop_token):
+    backend = LocalBackend(Config(model=str(tiny_model_dir), device="cpu"))
+    backend.load()
+    prompt = render(backend.tokenizer, MESSAGES)
+    _, free = await _generate(backend, prompt, max_new_tokens=6, temperature=0.0)
+    ids = backend.tokenizer(free.text, add_special_tokens=False)["input_ids"]
+    # Make the stop token outscore whatever greedy decoding picks at the third step.
+    stop_id = backend.tokenizer.convert_tokens_to_ids(stop_token)
+    head = backend.model.lm_head.weight
+    with torch.no_grad():
+        head[stop_id] = head[ids[2]] * 4
+    chunks, outcome = await _generate(backend, prompt, max_new_tokens=20, temperature=0.0)
+    assert outcome.finish_reason == "stop"
+    assert outcome.generated_tokens <= 3
+    assert stop_token not in outcome.text and outcome.text == "".join(c.text for c in chunks)
+
+
+async def test_cancelled_generation_releases_the_model(backend):
+    prompt = render(backend.tokenizer, MESSAGES)
+    gen = backend.generate(prompt, SamplingParams(max_new_tokens=2000, temperature=0.0))
+    first = await gen.__anext__()
+    assert first.text
+    await gen.aclose()  # stops the worker thread
+    _, outcome = await _generate(backend, prompt, max_new_tokens=3, temperature=0.0)
+    assert outcome.generated_tokens == 3
+
+
+async def test_full_run_on_the_real_backend_ends_with_a_report(web, tiny_model_dir):
+    # A random model never writes a valid call: every turn is cut off, and the run must still end cleanly.
+    cfg = Config(
+        backend="local",
+        model=str(tiny_model_dir),
+        device="cpu",
+        max_new_tokens=16,
+        temperature=0.0,
+        search="searxng",
+        searxng_url=web.base,
+    )
+    events = [e async for e in Researcher(cfg).stream("Who printed the first book in Europe?")]
+    result = events[-1].result
+    assert result.stop_reason == "format_errors"
+    assert [s.error for s in result.steps] == ["cut_off"] * 3
+    assert len(result.usage.turns) == 4 and all(t.generated_tokens == 16 for t in result.usage.turns)
+    assert any(isinstance(e, ev.StatusEvent) and "loaded" in e.message for e in events)
+    assert web.hits["/search"] == 0
+
+
+def test_weight_estimate_matches_the_real_model():
+    from transformers import Glm4Config
+
+    cfg = Glm4Config(**{k: v for k, v in REAL_CONFIG.items() if k not in ("architectures", "model_type")})
+    assert abs(estimate_weight_bytes(cfg) / 2**30 - 61.7) < 0.3  # 61.7 GiB of bf16 weights
+
+
+def test_big_model_without_a_gpu_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(REAL_CONFIG))
+    backend = LocalBackend(Config(model=str(tmp_path)))
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")  # the message is only given without one
+    with pytest.raises(BackendError, match="no CUDA GPU found.*62 GiB.*--device cpu"):
+        backend.load()
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(BackendError, match="model directory not found: .*nope"):
+        LocalBackend(Config(model=str(tmp_path / "nope"))).load()
+    with pytest.raises(BackendError, match="(?s)model not found: 'no-such-org/no-such-model'.*-m DIR"):
+        LocalBackend(Config(model="no-such-org/no-such-model")).load()
+
+
+def test_tokenizer_without_glm_tokens_is_refused():
+    class Plain:
+        unk_token_id = 0
+
+        def convert_tokens_to_ids(self, token):
+            return 0
+
+    with pytest.raises(BackendError, match="not a GLM-4-0414 tokenizer"):
+        stop_token_ids(Plain())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+async def test_runs_on_cuda(tiny_model_dir):
+    backend = LocalBackend(Config(model=str(tiny_model_dir), device="cuda"))
+    backend.load()
+    assert backend.model.device.type == "cuda"
+    _, outcome = await _generate(backend, render(backend.tokenizer, MESSAGES), max_new_tokens=5, temperature=0.0)
+    assert outcome.generated_tokens == 5
