@@ -1,0 +1,216 @@
+"""The command line: fast help, exit codes, configuration precedence, interrupts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import turn, write_script
+
+from rumination.cli import main
+
+
+def _run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rumination", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("args", [["--help"], ["ask", "--help"], ["config", "--help"]])
+def test_help_imports_no_heavy_module(args):
+    code = (
+        "import sys\nfrom rumination.cli import main\n"
+        f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'textual', 'trafilatura', 'httpx', 'ddgs')"
+        " if m in sys.modules]\n"
+        "print('HEAVY', heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert "HEAVY []" in out
+    assert "usage: rumination" in out
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "ask" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ask", "q", "--backend", "nope"], "unknown model backend 'nope'; available: local, scripted"),
+        (
+            ["ask", "q", "--search", "bing-ish", "--backend", "scripted", "--script", "{script}"],
+            "unknown search engine",
+        ),
+        (["ask", "q", "--backend", "scripted"], "needs --script"),
+        (["ask", "q", "--backend", "scripted", "--script", "/no/such/file.json"], "script file not found"),
+        (["ask", "q", "--backend", "scripted", "--script", "{script}", "--search", "searxng"], "--searxng-url"),
+        (["ask", "q", "--max-turns", "0"], "max_turns"),
+        (["ask", ""], "the question is empty"),
+    ],
+)
+def test_bad_usage_exits_2_with_a_clear_message(args, message, tmp_path, capsys):
+    script = write_script(tmp_path / "s.json", [turn({"name": "finish", "arguments": {}}), "report"])
+    assert main([a.replace("{script}", str(script)) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_unknown_flag_exits_2():
+    result = _run("ask", "q", "--no-such-flag")
+    assert result.returncode == 2 and "unrecognized arguments" in result.stderr
+
+
+def test_bad_script_content_exits_2(tmp_path, capsys):
+    bad = tmp_path / "s.json"
+    bad.write_text('{"not": "a list"}')
+    assert main(["ask", "q", "--backend", "scripted", "--script", str(bad)]) == 2
+    assert "must be a JSON array of strings" in capsys.readouterr().err
+
+
+def test_runtime_error_exits_1(web, tmp_path, capsys):
+    script = write_script(tmp_path / "s.json", [turn({"name": "search", "arguments": {"query": "printing"}})])
+    code = main(
+        ["ask", "q", "--backend", "scripted", "--script", str(script), "--search", "searxng", "--searxng-url", web.base]
+    )
+    assert code == 1
+    assert "ran out of outputs" in capsys.readouterr().err
+
+
+def test_missing_model_exits_1_without_traceback(tmp_path):
+    result = _run(
+        "ask", "q", "-m", str(tmp_path / "no-model"), "--search", "searxng", "--searxng-url", "http://127.0.0.1:9"
+    )
+    assert result.returncode == 1
+    assert "model directory not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unreachable_search_engine_is_reported_not_crashed(tmp_path, capsys):
+    script = write_script(
+        tmp_path / "s.json",
+        [
+            turn({"name": "search", "arguments": {"query": "printing"}}),
+            turn({"name": "finish", "arguments": {}}),
+            "\n<think>\nx\n</think>R",
+        ],
+    )
+    code = main(
+        [
+            "ask",
+            "q",
+            "--backend",
+            "scripted",
+            "--script",
+            str(script),
+            "--search",
+            "searxng",
+            "--searxng-url",
+            "http://127.0.0.1:9",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0 and out.strip() == "R"
+    assert "SearXNG at http://127.0.0.1:9 is unreachable" in err
+
+
+def test_config_precedence_file_env_flag(tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('max_turns = 7\nsearch = "searxng"\nsearxng_url = "http://127.0.0.1:8888"\ntemperature = 0.5\n')
+    env = {"RUMINATION_CONFIG_FILE": str(cfg), "RUMINATION_TEMPERATURE": "0.3"}
+    result = _run("config", env=env)
+    assert result.returncode == 0
+    assert f"# config file: {cfg} (found)" in result.stdout
+    assert "max_turns = 7" in result.stdout and "temperature = 0.3" in result.stdout
+    assert 'search = "searxng"' in result.stdout
+    assert _run("config", "--path", env=env).stdout.strip() == str(cfg)
+
+
+def test_flags_override_env_and_file(web, tmp_path, capsys, monkeypatch):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("max_turns = 1\n")
+    monkeypatch.setenv("RUMINATION_CONFIG_FILE", str(cfg))
+    monkeypatch.setenv("RUMINATION_MAX_TURNS", "1")
+    search = turn({"name": "search", "arguments": {"query": "printing"}})
+    script = write_script(tmp_path / "s.json", [search, search.replace("printing", "press"), "\n<think>\nx\n</think>R"])
+    args = [
+        "ask",
+        "q",
+        "--backend",
+        "scripted",
+        "--script",
+        str(script),
+        "--search",
+        "searxng",
+        "--searxng-url",
+        web.base,
+        "--json",
+        "-q",
+    ]
+    assert main([*args, "--max-turns", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["stop_reason"] == "max_turns"
+    assert (
+        len(
+            json.loads(
+                _run(
+                    *args[:-2], "--json", "-q", env={"RUMINATION_MAX_TURNS": "2", "RUMINATION_CONFIG_FILE": str(cfg)}
+                ).stdout
+            )["steps"]
+        )
+        == 2
+    )
+
+
+def test_malformed_config_file_exits_2(tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("max_turns = = 3\n")
+    result = _run("config", env={"RUMINATION_CONFIG_FILE": str(cfg)})
+    assert result.returncode == 2 and "config" in result.stderr and "Traceback" not in result.stderr
+    cfg.write_text("no_such_setting = 1\n")
+    result = _run("config", env={"RUMINATION_CONFIG_FILE": str(cfg)})
+    assert result.returncode == 2 and "no_such_setting" in result.stderr
+
+
+def test_ctrl_c_exits_130(web, tmp_path):
+    script = write_script(
+        tmp_path / "s.json", [turn({"name": "open", "arguments": {"url": f"{web.base}/slow?delay=20"}})]
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rumination",
+            "ask",
+            "q",
+            "--backend",
+            "scripted",
+            "--script",
+            str(script),
+            "--search",
+            "searxng",
+            "--searxng-url",
+            web.base,
+            "--allow-private-network",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while web.hits["/slow"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert web.hits["/slow"] == 1
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err
