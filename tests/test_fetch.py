@@ -235,6 +235,13 @@ async def test_malformed_redirect_location_is_a_fetch_error(web: LocalWeb, make_
     assert web.hits["/redirect-to"] == 1
 
 
+@pytest.mark.parametrize("url", ["http://xn--a.com/", "http://\u00e9\u200b.com/", "http://\uff21.com/"])
+async def test_host_httpx_cannot_encode_is_a_fetch_error(make_fetcher, url: str) -> None:
+    """With private addresses allowed there is no DNS check first; a host httpx rejects must still be a FetchError."""
+    with pytest.raises(FetchError):
+        await make_fetcher().fetch(url)
+
+
 # --- the guard inside guarded_get --------------------------------------------------------------------------------------
 
 
