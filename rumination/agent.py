@@ -260,8 +260,8 @@ class Researcher:
         async for event in self._generate(st, turn, prompt, report=True):
             yield event
         text = st.outcome.text if st.outcome else ""
-        thinking, report = split_thinking(text)
-        if not thinking and THINK_OPEN in text:
+        report = split_thinking(text)[1]
+        if THINK_CLOSE not in text and THINK_OPEN in text:
             report = ""
             yield ev.ErrorEvent(message="the model's report was cut off before its thinking ended; no report")
         report = report.strip()

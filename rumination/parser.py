@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from rumination.protocol import THINK_CLOSE, THINK_OPEN, TOOL_NAMES
 from rumination.results import ToolCall
+from rumination.sanitize import clean_text
 
 ErrorKind = Literal["format", "unknown_tool", "arguments", "cut_off"]
 
@@ -60,14 +61,15 @@ def parse_tool_call(text: str, *, cut_off: bool = False) -> ParsedCall:
             "Error: your output hit the token limit before a complete tool call, so nothing was run. "
             "Think more briefly, then write exactly one tool call such as " + _EXAMPLES["search"],
         )
-    thinking, after = split_thinking(text)
-    if not thinking and THINK_OPEN in text:
+    _, after = split_thinking(text)
+    found = _find_calls(after)
+    opened = after.find(THINK_OPEN)
+    if opened >= 0 and (not found or opened < found[0][1]):
         raise ToolCallError(
             "format",
             "Error: your thinking was never closed (the closing think tag is missing), so no tool call was found. "
             "Close your thinking, then write one tool call such as " + _EXAMPLES["search"],
         )
-    found = _find_calls(after)
     if not found:
         raise ToolCallError(
             "format",
@@ -109,7 +111,7 @@ def validate_call(obj: dict[str, Any]) -> ToolCall:
     if not isinstance(name, str) or name not in TOOL_NAMES:
         raise ToolCallError(
             "unknown_tool",
-            f"Error: unknown tool {json.dumps(name, ensure_ascii=False)[:80]}. The tools are search, click, "
+            f"Error: unknown tool {_show(name)}. The tools are search, click, "
             "open and finish, for example " + _EXAMPLES["search"],
         )
     args = obj.get("arguments", obj.get("parameters", {}))
@@ -138,6 +140,13 @@ def validate_call(obj: dict[str, Any]) -> ToolCall:
             raise _arg_error(name, '"url" must be a non-empty string: a URL or a domain')
         return ToolCall(name=name, arguments={"url": url.strip()})
     return ToolCall(name="finish", arguments={})
+
+
+def _show(value: Any) -> str:
+    """A short, safe rendering of a model-supplied value for an error message."""
+    if isinstance(value, dict | list):
+        return "(a JSON " + ("object" if isinstance(value, dict) else "array") + ")"
+    return clean_text(json.dumps(value, ensure_ascii=False)[:80])
 
 
 def _arg_error(name: str, problem: str) -> ToolCallError:

@@ -92,7 +92,7 @@ def serve() -> Iterator[Callable[[dict[str, Route]], _Server]]:
 
     def start(routes: dict[str, Route]) -> _Server:
         server = _Server(routes)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
         return server
 
@@ -130,7 +130,7 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-HTML = b"<html><head><title>Tiny</title></head><body><p>A tiny page about the printing press in Mainz.</p></body></html>"
+HTML = b"<html><head><title>Tiny</title></head><body><p>A page about the printing press in Mainz.</p></body></html>"
 
 
 # --- the local site through WebFetcher --------------------------------------------------------------------------------
@@ -242,7 +242,7 @@ async def test_host_httpx_cannot_encode_is_a_fetch_error(make_fetcher, url: str)
         await make_fetcher().fetch(url)
 
 
-# --- the guard inside guarded_get --------------------------------------------------------------------------------------
+# --- the guard inside guarded_get -------------------------------------------------------------------------------------
 
 
 async def test_private_address_is_refused_before_any_request(web: LocalWeb, client) -> None:
@@ -332,7 +332,7 @@ async def test_server_error_500_is_retried(web: LocalWeb, client) -> None:
     assert web.hits["/status/500"] == 2
 
 
-# --- size, time and network limits -------------------------------------------------------------------------------------
+# --- size, time and network limits ------------------------------------------------------------------------------------
 
 
 async def test_declared_content_length_over_the_cap_is_refused(web: LocalWeb, make_fetcher) -> None:
@@ -528,7 +528,7 @@ async def test_user_agent_is_sent(serve, make_fetcher) -> None:
     assert "Authorization" not in headers
 
 
-# --- URL normalisation -------------------------------------------------------------------------------------------------
+# --- URL normalisation ------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
