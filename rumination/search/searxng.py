@@ -37,9 +37,12 @@ class SearxngEngine:
         if response.status_code != 200:
             raise SearchError(f"SearXNG answered HTTP {response.status_code}")
         try:
-            rows = response.json().get("results", [])
+            data = response.json()
         except ValueError:
             raise SearchError("SearXNG did not answer with JSON") from None
+        rows = data.get("results") if isinstance(data, dict) else None
+        if not isinstance(rows, list):
+            raise SearchError("SearXNG answered JSON without a list of results")
         hits = [
             SearchHit(title=str(r.get("title") or ""), url=str(r["url"]), snippet=str(r.get("content") or ""))
             for r in rows

@@ -1,0 +1,49 @@
+"""Observation formats and text hygiene."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from transformers import AutoTokenizer
+
+from rumination.assets import bundled_tokenizer_dir
+from rumination.formatting import format_page, format_search_results
+from rumination.sanitize import clean_text
+from rumination.search.base import SearchHit
+from rumination.tokens import count_tokens, truncate_tokens
+
+HITS = [
+    SearchHit(title="A  title\n", url="https://a.example/1", snippet="First\nsnippet."),
+    SearchHit(title="B", url="https://b.example/2", snippet=""),
+]
+
+
+def test_card_layout():
+    assert format_search_results(HITS, "card") == (
+        "【0†A title†https://a.example/1\nFirst snippet.】\n\n【1†B†https://b.example/2\n】"
+    )
+
+
+def test_glm4_layout():
+    assert format_search_results(HITS, "glm4") == (
+        "【0†A title†https://a.example/1】\nFirst snippet.\n\n【1†B†https://b.example/2】\n"
+    )
+
+
+def test_page_is_cut_to_the_token_budget_with_a_marker():
+    tok = AutoTokenizer.from_pretrained(bundled_tokenizer_dir())
+    text = " ".join(f"word{i}" for i in range(400))
+    page = format_page("Title", "https://x.example/", text, 50, partial(truncate_tokens, tok))
+    header, body = page.split("\n\n", 1)
+    assert header == "# Title\nURL: https://x.example/"
+    total = count_tokens(tok, text)
+    assert body.endswith(f"[truncated: showing the first 50 of {total} tokens]")
+    kept = body.rsplit("\n\n[truncated", 1)[0]
+    assert count_tokens(tok, kept) <= 50 and text.startswith(kept)
+    whole = format_page("T", "u", "short text", 50, partial(truncate_tokens, tok))
+    assert whole == "# T\nURL: u\n\nshort text"
+
+
+def test_clean_text_strips_invisible_and_defuses_tokens():
+    dirty = "a\u200bb\u202ec\U000e0041d <|user|> [gMASK] </think> ok"
+    assert clean_text(dirty) == "abcd < |user|> [ gMASK] < /think> ok"
