@@ -185,7 +185,8 @@ async def _consume(researcher: Any, question: str, args: argparse.Namespace) -> 
     if stream_report:
         if not started_report and result is not None:
             sys.stdout.write(result.report)
-        sys.stdout.write("\n")
+        if result is not None and not result.report.endswith("\n"):
+            sys.stdout.write("\n")
     return result
 
 

@@ -46,7 +46,7 @@ class DdgsEngine:
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.attempts),
-            wait=wait_exponential_jitter(initial=1.0, max=self.max_wait),
+            wait=wait_exponential_jitter(multiplier=1.0, max=self.max_wait),
             retry=retry_if_exception(_is_rate_limit),
             reraise=True,
         )

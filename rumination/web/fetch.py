@@ -14,6 +14,7 @@ from rumination.web.guard import RefusedURL, check_url
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 10.0
+_BACKOFF = wait_exponential_jitter(multiplier=0.5, max=4.0)
 
 
 class FetchError(Exception):
@@ -119,7 +120,7 @@ def _wait(state: RetryCallState) -> float:
     exc = state.outcome.exception() if state.outcome else None
     if isinstance(exc, _RetryableStatus) and exc.retry_after is not None:
         return min(exc.retry_after, MAX_RETRY_AFTER)
-    return wait_exponential_jitter(initial=0.5, max=4.0)(state)
+    return _BACKOFF(state)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
