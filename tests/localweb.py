@@ -15,10 +15,16 @@ SITE = Path(__file__).parent / "site"
 
 # What the search endpoint knows: path, title, snippet.
 INDEX = [
-    ("/gutenberg.html", "Johannes Gutenberg and movable type",
-     "Gutenberg introduced printing with movable metal type to Europe around 1440."),
-    ("/spread.html", "How printing spread across Europe",
-     "By 1500, printing presses were operating in more than 250 cities across Europe."),
+    (
+        "/gutenberg.html",
+        "Johannes Gutenberg and movable type",
+        "Gutenberg introduced printing with movable metal type to Europe around 1440.",
+    ),
+    (
+        "/spread.html",
+        "How printing spread across Europe",
+        "By 1500, printing presses were operating in more than 250 cities across Europe.",
+    ),
     ("/index.html", "Printing Press Archive", "Articles about the history of printing."),
     ("/injection.html", "Notes on early presses", "Early presses printed about 3,600 pages per workday."),
 ]
@@ -30,8 +36,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def _send(self, status: int, body: bytes = b"", ctype: str = "text/html; charset=utf-8",
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        ctype: str = "text/html; charset=utf-8",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         if ctype:
             self.send_header("Content-Type", ctype)
@@ -59,8 +70,11 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/flaky":
             if self.server.hits[path] <= int(query.get("fail", "1")):
                 return self._send(503, b"busy", headers={"Retry-After": query.get("retry_after", "0")})
-            return self._send(200, b"<html><head><title>Flaky</title></head><body><p>Recovered page text "
-                              b"about printing after a temporary failure.</p></body></html>")
+            return self._send(
+                200,
+                b"<html><head><title>Flaky</title></head><body><p>Recovered page text "
+                b"about printing after a temporary failure.</p></body></html>",
+            )
         if path == "/big":
             return self._send(200, b"<html><body><p>" + b"x" * int(query.get("n", "200000")) + b"</p></body></html>")
         if path == "/binary":
@@ -68,10 +82,12 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/pdf":
             return self._send(200, b"%PDF-1.4\n%fake", "application/pdf")
         if path == "/plain":
-            return self._send(200, "Plain text notes: Gutenberg's press, 1440.".encode(), "text/plain; charset=utf-8")
+            return self._send(200, b"Plain text notes: Gutenberg's press, 1440.", "text/plain; charset=utf-8")
         if path == "/latin1":
-            body = ('<html><head><meta charset="iso-8859-1"><title>Café</title></head><body><p>'
-                    "Le café de Mainz: une page en français sur l'imprimerie, écrite en Latin-1.</p></body></html>")
+            body = (
+                '<html><head><meta charset="iso-8859-1"><title>Café</title></head><body><p>'
+                "Le café de Mainz: une page en français sur l'imprimerie, écrite en Latin-1.</p></body></html>"
+            )
             return self._send(200, body.encode("latin-1"), "text/html")
         if path == "/slow":
             time.sleep(float(query.get("delay", "2")))

@@ -34,18 +34,16 @@ def decode_body(body: bytes, header_charset: str | None) -> str:
     candidates += [name for bom, name in _BOMS if body.startswith(bom)]
     if match := _META_CHARSET.search(body[:4096]):
         candidates.append(match.group(1).decode("ascii"))
-    for name in candidates:
+    for name in [*candidates, "utf-8"]:
         try:
-            return body.decode(name)
+            # Not final: a body cut at the size cap may end inside a character.
+            return codecs.getincrementaldecoder(name)(errors="strict").decode(body, final=False)
         except (LookupError, UnicodeDecodeError):
             continue
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        from charset_normalizer import from_bytes
+    from charset_normalizer import from_bytes
 
-        best = from_bytes(body).best()
-        return str(best) if best is not None else body.decode("utf-8", errors="replace")
+    best = from_bytes(body).best()
+    return str(best) if best is not None else body.decode("utf-8", errors="replace")
 
 
 def extract_html(html: str, url: str) -> tuple[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import urljoin
 
 import httpx
@@ -56,9 +57,10 @@ class _RetryableStatus(Exception):
 
 
 def make_client(user_agent: str) -> httpx.AsyncClient:
-    """An HTTP client with no ambient authority: no proxies from the environment, no .netrc, no redirects."""
+    """An HTTP client with no ambient authority: no proxies from the environment, no .netrc, no cookies."""
     return httpx.AsyncClient(
         trust_env=False,
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         follow_redirects=False,
         timeout=httpx.Timeout(15.0, connect=10.0),
         headers={"User-Agent": user_agent, "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5"},
@@ -77,8 +79,14 @@ async def guarded_get(client: httpx.AsyncClient, url: str, policy: FetchPolicy) 
         raise FetchError("refused", str(exc)) from None
     except _RetryableStatus as exc:
         raise FetchError("http", f"HTTP {exc.status} (after {policy.retries} retries)") from None
+    except httpx.TimeoutException:
+        raise FetchError("timeout", "the server stopped responding") from None
     except httpx.TransportError as exc:
         raise FetchError("network", f"network error: {type(exc).__name__} {exc}".strip()) from None
+    except httpx.DecodingError as exc:
+        raise FetchError("network", f"could not decode the response: {exc}") from None
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        raise FetchError("refused", f"refused: invalid URL ({exc})") from None
 
 
 async def _follow(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> RawResponse:
@@ -88,14 +96,16 @@ async def _follow(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> R
         response = await _send_with_retries(client, current, policy)
         try:
             if response.is_redirect and "location" in response.headers:
-                current = urljoin(current, response.headers["location"])
+                try:
+                    current = urljoin(current, response.headers["location"])
+                except ValueError as exc:
+                    raise FetchError("refused", f"refused: malformed redirect location ({exc})") from None
                 continue
             if response.status_code >= 400:
                 raise FetchError("http", f"HTTP {response.status_code} {response.reason_phrase}".strip())
             return await _read(response, url, current, policy)
         finally:
             await response.aclose()
-            client.cookies.clear()
     raise FetchError("redirects", f"too many redirects (more than {policy.max_redirects})")
 
 
@@ -137,7 +147,7 @@ async def _read(response: httpx.Response, url: str, final_url: str, policy: Fetc
     async for chunk in response.aiter_bytes():
         chunks.append(chunk)
         size += len(chunk)
-        if size >= policy.max_bytes:
+        if size > policy.max_bytes:
             truncated = True
             break
     body = b"".join(chunks)[: policy.max_bytes]
