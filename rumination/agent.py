@@ -3,28 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-import re
+import contextlib
+import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from typing import Any, TypeVar
 
 from rumination import events as ev
-from rumination.backends.base import ModelBackend, Outcome, SamplingParams, render
-from rumination.browser import Browser
+from rumination.backends.base import ModelBackend, Outcome, OutOfMemory, SamplingParams, render
+from rumination.browser import Browser, ToolResult
+from rumination.citations import mark_cited, unverified_urls
 from rumination.config import Config
 from rumination.errors import RuminationError
 from rumination.parser import ToolCallError, parse_tool_call, split_thinking
 from rumination.protocol import FINISH_CALL, THINK_CLOSE, THINK_OPEN
 from rumination.registry import backends, fetchers, search_engines
-from rumination.results import Message, ResearchResult, Source, Step, StopReason, TurnUsage, Usage
+from rumination.results import Message, ResearchResult, Step, StopReason, TurnUsage, Usage
+from rumination.sanitize import clean_text
 from rumination.search.base import SearchEngine
+from rumination.streaming import ThinkSplitter
 from rumination.tokens import count_tokens, truncate_tokens
 from rumination.web.base import Fetcher
 
-_URL = re.compile(r"https?://[^\s<>\"')\]】]+")
+T = TypeVar("T")
+REPORT_ROOM = 4096  # tokens kept free below the window for the report
+OMITTED = "[omitted: this observation was dropped to leave room for the report]"
 
 
 @dataclass
@@ -41,6 +48,7 @@ class _State:
     started: float = field(default_factory=time.monotonic)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     outcome: Outcome | None = None
+    interrupted: StopReason | None = None
 
 
 class Researcher:
@@ -57,17 +65,20 @@ class Researcher:
         self.config = config or Config()
         self.backend: ModelBackend = backend or backends.get(self.config.backend)(self.config)
         self._engine, self._fetcher = engine, fetcher
-        self._finish_requested = False
+        self._finish = threading.Event()
+        self._wake: Callable[[], None] = lambda: None
 
     def request_finish(self) -> None:
-        """Ask the current run to stop researching and write its report now."""
-        self._finish_requested = True
+        """Ask the current run to stop researching and write its report now (safe from any thread)."""
+        self._finish.set()
+        self._wake()
 
     async def run(self, question: str) -> ResearchResult:
         """Research `question` and return the result."""
-        async for event in self.stream(question):
-            if isinstance(event, ev.RunFinished):
-                return event.result
+        async with contextlib.aclosing(self.stream(question)) as events:
+            async for event in events:
+                if isinstance(event, ev.RunFinished):
+                    return event.result
         raise RuminationError("the run ended without a result")  # pragma: no cover
 
     def run_sync(self, question: str) -> ResearchResult:
@@ -79,24 +90,25 @@ class Researcher:
         question = question.strip()
         if not question:
             raise RuminationError("the question is empty")
-        self._finish_requested = False
-        if self.backend.tokenizer is None:
-            yield ev.StatusEvent(message=f"loading {self.backend.name} model {self.backend.model_id} ...")
-            start = time.monotonic()
-            await asyncio.to_thread(self.backend.load)
-            yield ev.StatusEvent(message=f"model loaded in {time.monotonic() - start:.1f} s")
-        engine = self._engine or search_engines.get(self.config.search)(self.config)
-        fetcher = self._fetcher or fetchers.get(self.config.fetcher)(self.config)
+        self._finish.clear()
+        engine = fetcher = None
         try:
+            if self.backend.tokenizer is None:
+                yield ev.StatusEvent(message=f"loading the {self.backend.name} model {self.backend.model_id} ...")
+                start = time.monotonic()
+                await _in_daemon_thread(self.backend.load)
+                yield ev.StatusEvent(message=f"model loaded in {time.monotonic() - start:.1f} s")
+            engine = self._engine or search_engines.get(self.config.search)(self.config)
+            fetcher = self._fetcher or fetchers.get(self.config.fetcher)(self.config)
             async for event in self._research(question, engine, fetcher):
                 yield event
         except RuminationError as exc:
             yield ev.ErrorEvent(message=str(exc), fatal=True)
             raise
         finally:
-            if self._engine is None:
+            if engine is not None and self._engine is None:
                 await engine.aclose()
-            if self._fetcher is None:
+            if fetcher is not None and self._fetcher is None:
                 await fetcher.aclose()
 
     async def _research(self, question: str, engine: SearchEngine, fetcher: Fetcher) -> AsyncIterator[ev.Event]:
@@ -117,46 +129,53 @@ class Researcher:
             search=engine.name,
             max_turns=cfg.max_turns,
             context_window=self.backend.context_window,
-            max_context_tokens=cfg.max_context_tokens,
+            max_context_tokens=self._context_limit(),
         )
         stop: StopReason | None = None
-        turn = 0
         while stop is None:
-            turn += 1
+            turn = len(st.steps) + 1
             prompt = render(tok, st.messages)
-            stop = self._budget_stop(st, turn, count_tokens(tok, prompt))
+            prompt_tokens = count_tokens(tok, prompt)
+            stop = self._budget_stop(st, turn, prompt_tokens)
             if stop:
                 break
-            async for event in self._generate(st, turn, prompt, report=False):
+            async for event in self._generate(st, turn, prompt, prompt_tokens, report=False):
                 yield event
             if st.outcome is None:
-                stop = "cancelled"
+                stop = st.interrupted or "cancelled"
                 break
             async for event in self._act(st, turn):
                 yield event
             stop = self._loop_stop(st)
         if stop != "finished":
-            detail = f"stopped after {turn - 1} turns: {stop.replace('_', ' ')}"
+            detail = f"stopped after {len(st.steps)} turns: {stop.replace('_', ' ')}"
             yield ev.ForcedFinish(reason=stop, detail=detail)
             st.messages.append({"role": "assistant", "content": FINISH_CALL})
-        async for event in self._report(st, turn, stop):
+        async for event in self._report(st, stop):
             yield event
 
+    def _context_limit(self) -> int:
+        """Prompt tokens above which the report is forced: the setting, capped below the window."""
+        room = min(self.config.max_new_tokens, REPORT_ROOM)
+        return min(self.config.max_context_tokens, self.backend.context_window - room)
+
+    def _over_time(self, st: _State) -> bool:
+        return self.config.max_seconds is not None and time.monotonic() - st.started > self.config.max_seconds
+
     def _budget_stop(self, st: _State, turn: int, prompt_tokens: int) -> StopReason | None:
-        cfg = self.config
-        if self._finish_requested:
+        if self._finish.is_set():
             return "cancelled"
-        if turn > cfg.max_turns:
+        if turn > self.config.max_turns:
             return "max_turns"
-        if prompt_tokens > cfg.max_context_tokens:
+        if prompt_tokens > self._context_limit():
             return "context_budget"
-        if cfg.max_seconds is not None and time.monotonic() - st.started > cfg.max_seconds:
+        if self._over_time(st):
             return "time_budget"
         return None
 
     def _loop_stop(self, st: _State) -> StopReason | None:
-        last = st.steps[-1] if st.steps else None
-        if last is not None and last.call is not None and last.call.name == "finish":
+        last = st.steps[-1].call if st.steps else None
+        if last is not None and last.name == "finish":
             return "finished"
         if st.format_errors >= self.config.max_format_errors:
             return "format_errors"
@@ -164,22 +183,23 @@ class Researcher:
             return "repeated_action"
         return None
 
-    async def _generate(self, st: _State, turn: int, prompt: str, *, report: bool) -> AsyncIterator[ev.Event]:
+    async def _generate(
+        self, st: _State, turn: int, prompt: str, prompt_tokens: int, *, report: bool
+    ) -> AsyncIterator[ev.Event]:
         """Stream one generation as thinking (and report) deltas; leave its Outcome in st.outcome."""
         cfg = self.config
-        prompt_tokens = count_tokens(self.backend.tokenizer, prompt)
         yield ev.TurnStarted(turn=turn, prompt_tokens=prompt_tokens, report=report)
         room = self.backend.context_window - prompt_tokens
         params = SamplingParams(max(1, min(cfg.max_new_tokens, room)), cfg.temperature, cfg.top_p, cfg.seed)
-        st.outcome = None
-        splitter = _ThinkSplitter()
+        st.outcome, splitter = None, ThinkSplitter()
         gen = self.backend.generate(prompt, params)
         try:
             async for chunk in gen:
                 if chunk.outcome is not None:
                     st.outcome = chunk.outcome
                     thinking, answer = splitter.flush()
-                elif self._finish_requested and not report:
+                elif not report and (self._finish.is_set() or self._over_time(st)):
+                    st.interrupted = "cancelled" if self._finish.is_set() else "time_budget"
                     break
                 else:
                     thinking, answer = splitter.feed(chunk.text)
@@ -187,6 +207,13 @@ class Researcher:
                     yield ev.ThinkingDelta(turn=turn, text=thinking)
                 if answer and report:
                     yield ev.ReportDelta(text=answer)
+        except OutOfMemory as exc:
+            if report:
+                raise
+            # Out of GPU memory mid-research: drop the observation that overflowed and write the report.
+            st.interrupted = "context_budget"
+            _shrink_last_observation(st)
+            yield ev.ErrorEvent(message=f"{exc}; writing the report from what was gathered")
         finally:
             await gen.aclose()
         if st.outcome is not None:
@@ -210,7 +237,6 @@ class Researcher:
         """Parse the call in st.outcome, run it, and append the assistant and observation messages."""
         assert st.outcome is not None
         text = st.outcome.text
-        raw = split_thinking(text)[1].strip()
         try:
             parsed = parse_tool_call(text, cut_off=st.outcome.finish_reason == "length")
         except ToolCallError as err:
@@ -221,7 +247,7 @@ class Researcher:
             ]
             st.format_errors += 1
             st.steps.append(Step(turn=turn, call=None, observation=err.observation, ok=False, error=err.kind))
-            yield ev.ToolCallEvent(turn=turn, call=None, raw=raw)
+            yield ev.ToolCallEvent(turn=turn, call=None, raw=split_thinking(text)[1].strip())
             yield ev.ObservationEvent(turn=turn, tool=None, content=err.observation, ok=False, error=err.kind)
             return
         call = parsed.call
@@ -231,8 +257,8 @@ class Researcher:
             st.steps.append(Step(turn=turn, call=call, observation="", ok=True))
             return
         st.actions[st.browser.action_key(call)] += 1
-        result = await st.browser.run(call)
-        observation = result.observation
+        result = await self._unless_finished(st.browser.run(call))
+        observation = clean_text(result.observation)  # error texts can quote server-controlled strings
         if parsed.extra_calls:
             observation += (
                 f"\n\n[Note: only your first tool call was run; {parsed.extra_calls} more were "
@@ -254,84 +280,89 @@ class Researcher:
             results=result.results,
         )
 
-    async def _report(self, st: _State, turn: int, stop: StopReason) -> AsyncIterator[ev.Event]:
+    async def _unless_finished(self, action: Awaitable[ToolResult]) -> ToolResult:
+        """Run a tool call, abandoning it if the user asks to finish meanwhile."""
+        loop, woken = asyncio.get_running_loop(), asyncio.Event()
+        self._wake = lambda: loop.call_soon_threadsafe(woken.set)
+        task, waiter = asyncio.ensure_future(action), asyncio.ensure_future(woken.wait())
+        try:
+            if not self._finish.is_set():
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._wake = lambda: None
+            waiter.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        return ToolResult("Error: cancelled because the user asked for the report now.", False, "cancelled")
+
+    async def _report(self, st: _State, stop: StopReason) -> AsyncIterator[ev.Event]:
         """Generate the report after the (real or synthetic) finish call, and emit the result."""
-        prompt = render(self.backend.tokenizer, st.messages)
-        async for event in self._generate(st, turn, prompt, report=True):
+        tok, turn = self.backend.tokenizer, len(st.steps) + 1
+        prompt = render(tok, st.messages)
+        prompt_tokens = count_tokens(tok, prompt)
+        room = min(self.config.max_new_tokens, REPORT_ROOM)
+        while prompt_tokens > self.backend.context_window - room and _shrink_largest_observation(st):
+            prompt = render(tok, st.messages)
+            prompt_tokens = count_tokens(tok, prompt)
+        async for event in self._generate(st, turn, prompt, prompt_tokens, report=True):
             yield event
         text = st.outcome.text if st.outcome else ""
-        report = split_thinking(text)[1]
+        report = split_thinking(text)[1].strip()
         if THINK_CLOSE not in text and THINK_OPEN in text:
             report = ""
             yield ev.ErrorEvent(message="the model's report was cut off before its thinking ended; no report")
-        report = report.strip()
-        sources = _mark_cited(st.browser.sources, report)
+        elif st.outcome is not None and st.outcome.finish_reason == "length":
+            yield ev.ErrorEvent(message="the report was cut off at the token limit (raise --max-new-tokens)")
+        sources = mark_cited(st.browser.sources, report)
         st.messages.append({"role": "assistant", "content": text})
-        result = ResearchResult(
-            question=st.question,
-            report=report,
-            sources=sources,
-            steps=st.steps,
-            turns=turn,
-            stop_reason=stop,
-            usage=st.usage,
-            backend=self.backend.name,
-            model=self.backend.model_id,
-            started_at=st.started_at,
-            finished_at=datetime.now(UTC),
-            unverified_urls=_unverified(sources, report),
-            messages=[Message.model_validate(m) for m in st.messages],
+        yield ev.RunFinished(
+            result=ResearchResult(
+                question=st.question,
+                report=report,
+                sources=sources,
+                steps=st.steps,
+                turns=len(st.steps),
+                stop_reason=stop,
+                usage=st.usage,
+                backend=self.backend.name,
+                model=self.backend.model_id,
+                started_at=st.started_at,
+                finished_at=datetime.now(UTC),
+                unverified_urls=unverified_urls(sources, report),
+                messages=[Message.model_validate(m) for m in st.messages],
+            )
         )
-        yield ev.RunFinished(result=result)
 
 
-def _norm(url: str) -> str:
-    return url.rstrip("/.,;:").removeprefix("https://").removeprefix("http://").removeprefix("www.")
+def _shrink_last_observation(st: _State) -> None:
+    if st.messages and st.messages[-1]["role"] == "observation":
+        st.messages[-1]["content"] = OMITTED
 
 
-def _mark_cited(sources: list[Source], report: str) -> list[Source]:
-    cited = {_norm(u) for u in _URL.findall(report)}
-    return [s.model_copy(update={"cited": _norm(s.url) in cited or _norm(s.final_url) in cited}) for s in sources]
+def _shrink_largest_observation(st: _State) -> bool:
+    """Replace the longest observation with a marker; False when nothing is left to shrink."""
+    candidates = [m for m in st.messages if m["role"] == "observation" and m["content"] != OMITTED]
+    if not candidates:
+        return False
+    max(candidates, key=lambda m: len(m["content"]))["content"] = OMITTED
+    return True
 
 
-def _unverified(sources: list[Source], report: str) -> list[str]:
-    read = {_norm(s.url) for s in sources} | {_norm(s.final_url) for s in sources}
-    return sorted({u.rstrip(".,;:") for u in _URL.findall(report) if _norm(u) not in read})
+async def _in_daemon_thread(fn: Callable[[], T]) -> T:
+    """Run blocking `fn` in a daemon thread, so an interrupted program need not wait for it to end."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
 
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if not future.done():
+            future.set_result(result) if exc is None else future.set_exception(exc)
 
-class _ThinkSplitter:
-    """Split streamed text into thinking (inside <think>...</think>) and answer, across chunk borders."""
+    def target() -> None:
+        try:
+            loop.call_soon_threadsafe(settle, fn(), None)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(settle, None, exc)
 
-    def __init__(self) -> None:
-        self.buffer, self.opened, self.after = "", False, False
-
-    def feed(self, text: str) -> tuple[str, str]:
-        if self.after:
-            return "", text
-        self.buffer += text
-        if not self.opened:
-            stripped = self.buffer.lstrip()
-            if THINK_OPEN.startswith(stripped):  # may still become the opening tag
-                return "", ""
-            self.opened = True
-            if stripped.startswith(THINK_OPEN):
-                self.buffer = stripped[len(THINK_OPEN) :].lstrip("\n")
-        head, sep, tail = self.buffer.partition(THINK_CLOSE)
-        if sep:
-            self.after, self.buffer = True, ""
-            return head, tail
-        keep = _partial_suffix(self.buffer, THINK_CLOSE)
-        out, self.buffer = self.buffer[: len(self.buffer) - keep], self.buffer[len(self.buffer) - keep :]
-        return out, ""
-
-    def flush(self) -> tuple[str, str]:
-        out, self.buffer = self.buffer, ""
-        return ("", out) if self.after else (out, "")
-
-
-def _partial_suffix(text: str, marker: str) -> int:
-    """Length of the longest suffix of `text` that is a proper prefix of `marker`."""
-    for n in range(min(len(marker) - 1, len(text)), 0, -1):
-        if text.endswith(marker[:n]):
-            return n
-    return 0
+    threading.Thread(target=target, name="rumination-load", daemon=True).start()
+    return await future

@@ -83,14 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.config:
-        os.environ["RUMINATION_CONFIG_FILE"] = args.config
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
     from rumination.errors import ConfigError, RuminationError
 
     try:
+        if args.config:
+            if not Path(args.config).expanduser().is_file():
+                raise ConfigError(f"config file not found: {args.config}")
+            os.environ["RUMINATION_CONFIG_FILE"] = args.config
         return _config(args) if args.command == "config" else _ask(args)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
@@ -145,20 +147,54 @@ def _read_question(arg: str) -> str:
 
 
 def _ask(args: argparse.Namespace) -> int:
+    from rumination.errors import ConfigError, RuminationError
+
     question = _read_question(args.question)
+    if args.output and not args.output.expanduser().parent.is_dir():
+        raise ConfigError(f"cannot write the report to {args.output}: its directory does not exist")
     overrides = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k) is not None}
     config = _load_config(overrides)
+    import asyncio
+
     from rumination.agent import Researcher
 
     researcher = Researcher(config)
-    import asyncio
-
-    result = asyncio.run(_consume(researcher, question, args))
-    if args.output:
-        args.output.write_text(result.report + "\n", encoding="utf-8")
+    try:
+        result = asyncio.run(_consume(researcher, question, args))
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
     if args.json:
         print(result.model_dump_json(indent=2))
+    if args.output:
+        try:
+            args.output.expanduser().write_text(result.report + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise RuminationError(f"cannot write the report to {args.output}: {exc.strerror}") from None
     return EXIT_OK
+
+
+def _handle_ctrl_c(researcher: Any, started: list[bool]) -> None:
+    """First Ctrl-C during research: write the report from what was gathered. Otherwise: stop now."""
+    import asyncio
+    import contextlib
+    import signal
+
+    task, presses = asyncio.current_task(), [0]
+
+    def on_sigint() -> None:
+        presses[0] += 1
+        if presses[0] == 1 and started[0]:
+            researcher.request_finish()
+            print(
+                "\n! Ctrl-C: writing the report from what was gathered; press Ctrl-C again to stop now",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif task is not None:
+            task.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signal handlers on this platform/thread
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, on_sigint)
 
 
 async def _consume(researcher: Any, question: str, args: argparse.Namespace) -> Any:
@@ -169,7 +205,10 @@ async def _consume(researcher: Any, question: str, args: argparse.Namespace) -> 
     stream_report = not (args.json or args.jsonl)
     started_report = False
     result = None
+    started = [False]
+    _handle_ctrl_c(researcher, started)
     async for event in researcher.stream(question):
+        started[0] = started[0] or isinstance(event, ev.RunStarted)
         if trace is not None:
             trace(event)
         if args.jsonl:

@@ -57,8 +57,8 @@ class Trace:
                 self._line(f"← [{n}] {event.title} ({event.url}, {event.seconds:.1f} s)", "32")
             case ev.ForcedFinish(detail=detail):
                 self._line(f"! writing the report now: {detail}", "33")
-            case ev.ErrorEvent(message=message):
-                self._line(f"error: {message}", "31")
+            case ev.ErrorEvent(fatal=False, message=message):
+                self._line(f"warning: {message}", "33")
             case ev.RunFinished(result=r):
                 self._line(
                     f"Done: {r.turns} turns, stop reason {r.stop_reason}, {len(r.sources)} sources read, "

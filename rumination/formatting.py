@@ -12,15 +12,21 @@ SearchLayout = Literal["card", "glm4"]
 Truncator = Callable[[str, int], tuple[str, int]]
 
 
+# The result markup itself: a title or snippet must not be able to open a forged result.
+_MARKUP = str.maketrans({"【": "[", "】": "]", "†": "+"})
+_URL_MARKUP = str.maketrans({"【": "%E3%80%90", "】": "%E3%80%91", "†": "%E2%80%A0"})
+
+
 def _one_line(text: str) -> str:
-    return " ".join(clean_text(text).split())
+    return " ".join(clean_text(text).translate(_MARKUP).split())
 
 
 def format_search_results(hits: Sequence[SearchHit], layout: SearchLayout = "card") -> str:
     """Number results from 0: the card's `【i†title†url\\nsnippet】` or the GLM-4 browser's layout."""
     blocks = []
     for i, hit in enumerate(hits):
-        title, url, snippet = _one_line(hit.title), hit.url, _one_line(hit.snippet)
+        title, snippet = _one_line(hit.title), _one_line(hit.snippet)
+        url = "".join(clean_text(hit.url).translate(_URL_MARKUP).split())
         if layout == "card":
             blocks.append(f"【{i}†{title}†{url}\n{snippet}】")
         else:

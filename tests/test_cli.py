@@ -181,9 +181,10 @@ def test_malformed_config_file_exits_2(tmp_path):
     assert result.returncode == 2 and "no_such_setting" in result.stderr
 
 
-def test_ctrl_c_exits_130(web, tmp_path):
+def _start_slow_run(web, tmp_path, *extra: str) -> subprocess.Popen:
     script = write_script(
-        tmp_path / "s.json", [turn({"name": "open", "arguments": {"url": f"{web.base}/slow?delay=20"}})]
+        tmp_path / "s.json",
+        [turn({"name": "open", "arguments": {"url": f"{web.base}/slow?delay=20"}}), "\n<think>\nx\n</think>Partial."],
     )
     proc = subprocess.Popen(
         [
@@ -201,6 +202,7 @@ def test_ctrl_c_exits_130(web, tmp_path):
             "--searxng-url",
             web.base,
             "--allow-private-network",
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -210,7 +212,65 @@ def test_ctrl_c_exits_130(web, tmp_path):
     while web.hits["/slow"] == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert web.hits["/slow"] == 1
+    return proc
+
+
+def test_first_ctrl_c_writes_the_report_from_what_was_gathered(web, tmp_path):
+    proc = _start_slow_run(web, tmp_path, "--json")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=15)  # well before the slow page would answer
+    assert proc.returncode == 0, err
+    result = json.loads(out)
+    assert result["stop_reason"] == "cancelled" and result["report"] == "Partial."
+    assert result["steps"][0]["error"] == "cancelled"
+    assert "press Ctrl-C again" in err
+
+
+def test_second_ctrl_c_stops_now():
+    import asyncio
+
+    from rumination.cli import _handle_ctrl_c
+
+    class Researcher:
+        finish_requests = 0
+
+        def request_finish(self):
+            self.finish_requests += 1
+
+    researcher = Researcher()
+
+    async def scenario():
+        _handle_ctrl_c(researcher, [True])
+        os.kill(os.getpid(), signal.SIGINT)
+        await asyncio.sleep(0.2)
+        assert researcher.finish_requests == 1
+        os.kill(os.getpid(), signal.SIGINT)
+        await asyncio.sleep(5)
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(scenario())
+    assert researcher.finish_requests == 1
+
+
+def test_ctrl_c_before_research_starts_exits_130(tmp_path):
+    # Reading the question from a pipe that never closes: Ctrl-C must still end the program.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rumination", "ask", "--backend", "scripted", "--script", str(tmp_path / "none.json")],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.5)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130
-    assert "interrupted" in err and "Traceback" not in err
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+
+
+def test_output_into_a_missing_directory_is_refused_before_research(tmp_path, capsys):
+    code = main(["ask", "q", "--backend", "scripted", "--script", "x.json", "-o", str(tmp_path / "no" / "r.md")])
+    assert code == 2 and "directory does not exist" in capsys.readouterr().err
+
+
+def test_missing_config_file_flag_exits_2(tmp_path, capsys):
+    assert main(["--config", str(tmp_path / "nope.toml"), "config"]) == 2
+    assert "config file not found" in capsys.readouterr().err

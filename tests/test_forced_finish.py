@@ -195,3 +195,71 @@ async def test_exhausted_script_is_a_clear_fatal_error(web):
         async for event in researcher.stream("q"):
             seen.append(event)
     assert isinstance(seen[-1], ev.ErrorEvent) and seen[-1].fatal
+
+
+async def test_context_window_caps_the_budget_and_the_report_still_fits(web):
+    outputs = [turn({"name": "open", "arguments": {"url": f"{web.base}/gutenberg.html"}}), REPORT]
+    cfg = _config(web, context_window=700, max_new_tokens=100)
+    backend = ScriptedBackend(cfg, outputs=outputs)
+    events = [e async for e in Researcher(cfg, backend=backend).stream("What about printing?")]
+    result = events[-1].result
+    assert result.stop_reason == "context_budget"
+    started = next(e for e in events if isinstance(e, ev.RunStarted))
+    assert started.max_context_tokens == 600  # the window minus room for the report
+    report_turn = [e for e in events if isinstance(e, ev.TurnStarted)][-1]
+    assert report_turn.report and report_turn.prompt_tokens <= 600
+    assert "[omitted: this observation was dropped" in backend.prompts[-1]
+    assert result.report.startswith("# Report")
+
+
+@pytest.mark.parametrize(
+    ("outputs", "turns"),
+    [
+        ([_search("a"), turn({"name": "finish", "arguments": {}}), REPORT], [1, 2, 3]),
+        ([_search("a"), _search("b"), REPORT], [1, 2, 3]),
+    ],
+)
+async def test_turns_are_numbered_once_each(web, outputs, turns):
+    events, result, _ = await _run(web, outputs, max_turns=2)
+    assert [t.turn for t in result.usage.turns] == turns
+    assert [e.turn for e in events if isinstance(e, ev.TurnStarted)] == turns
+    assert result.turns == 2
+
+
+class _OutOfMemoryOnTurn(ScriptedBackend):
+    """A scripted model whose accelerator runs out of memory on one generation."""
+
+    def __init__(self, cfg, outputs, fail_on):
+        super().__init__(cfg, outputs=outputs)
+        self.fail_on, self.calls = fail_on, 0
+
+    async def generate(self, prompt, params):
+        self.calls += 1
+        if self.calls == self.fail_on:
+            from rumination.backends.base import OutOfMemory
+
+            raise OutOfMemory("out of GPU memory at 123 tokens of context")
+        async for chunk in super().generate(prompt, params):
+            yield chunk
+
+
+async def test_out_of_memory_mid_research_still_writes_a_report(web):
+    cfg = _config(web)
+    outputs = [turn({"name": "open", "arguments": {"url": f"{web.base}/gutenberg.html"}}), REPORT]
+    backend = _OutOfMemoryOnTurn(cfg, outputs, fail_on=2)
+    events = [e async for e in Researcher(cfg, backend=backend).stream("q")]
+    result = events[-1].result
+    assert result.stop_reason == "context_budget" and result.report.startswith("# Report")
+    assert any(isinstance(e, ev.ErrorEvent) and "out of GPU memory" in e.message for e in events)
+    assert "Johannes Gutenberg" not in backend.prompts[-1]  # the page that overflowed was dropped
+
+
+async def test_server_text_in_errors_cannot_forge_role_tokens(web):
+    outputs = [
+        turn({"name": "open", "arguments": {"url": f"{web.base}/forged-reason"}}),
+        turn({"name": "finish", "arguments": {}}),
+        REPORT,
+    ]
+    _, result, backend = await _run(web, outputs)
+    assert "404" in result.steps[0].observation and "<|user|>" not in result.steps[0].observation
+    assert backend.prompts[1].count("<|user|>") == 1 and backend.prompts[1].count("<|assistant|>") == 2

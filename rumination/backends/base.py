@@ -10,6 +10,10 @@ from rumination.errors import BackendError
 from rumination.protocol import STOP_TOKENS
 
 
+class OutOfMemory(BackendError):
+    """The accelerator ran out of memory for this prompt; a shorter context may still fit."""
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How to sample one generation."""

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from rumination.backends.base import Chunk, Outcome, SamplingParams, load_tokenizer, stop_token_ids
+from rumination.backends.base import Chunk, Outcome, OutOfMemory, SamplingParams, load_tokenizer, stop_token_ids
 from rumination.config import Config
 from rumination.errors import BackendError
 
@@ -63,15 +63,22 @@ class LocalBackend:
         self.tokenizer = load_tokenizer(self.model_id)
         self.stop_ids = stop_token_ids(self.tokenizer)
         dtype = self._dtype(torch, device)
+        need = f"about {estimate_weight_bytes(hf_config) / 2**30:.0f} GiB for bf16 weights alone"
         try:
             self.model = AutoModelForCausalLM.from_pretrained(
                 self.model_id, dtype=dtype, device_map="auto" if device == "cuda" else None
             ).eval()
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:
+            raise BackendError(f"out of GPU memory while loading {self.model_id}: it needs {need}") from None
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise BackendError(f"cannot load {self.model_id}: {str(exc).splitlines()[0]}") from None
+        offloaded = {v for v in (getattr(self.model, "hf_device_map", None) or {}).values() if v in ("cpu", "disk")}
+        if device == "cuda" and offloaded:
+            self.model = None
             raise BackendError(
-                f"out of GPU memory while loading {self.model_id}: it needs about "
-                f"{estimate_weight_bytes(hf_config) / 2**30:.0f} GiB for bf16 weights alone"
-            ) from None
+                f"{self.model_id} does not fit in GPU memory ({need}); part of it would run from "
+                f"{' and '.join(sorted(offloaded))}. Free GPU memory, add a GPU, or pass --device cpu."
+            )
         self.context_window = self.config.context_window or int(
             getattr(hf_config, "max_position_embeddings", self.context_window)
         )
@@ -119,7 +126,9 @@ class LocalBackend:
         sampling: dict[str, Any] = {"do_sample": params.temperature > 0}
         if params.temperature > 0:
             sampling.update(temperature=params.temperature, top_p=params.top_p)
-        max_new = max(1, min(params.max_new_tokens, self.context_window - input_ids.shape[1]))
+        if input_ids.shape[1] >= self.context_window:
+            raise BackendError(f"the prompt ({input_ids.shape[1]} tokens) fills the {self.context_window}-token window")
+        max_new = min(params.max_new_tokens, self.context_window - input_ids.shape[1])
 
         def run() -> Any:
             try:
@@ -148,8 +157,11 @@ class LocalBackend:
                 yield Chunk(text=text)
             try:
                 output = await future
-            except torch.OutOfMemoryError:
-                raise BackendError(f"out of GPU memory at {input_ids.shape[1]} tokens of context") from None
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                raise OutOfMemory(f"out of GPU memory at {input_ids.shape[1]:,} tokens of context") from None
+            except Exception as exc:
+                raise BackendError(f"generation failed: {type(exc).__name__}: {exc}") from None
         finally:
             cancel.set()
             with contextlib.suppress(Exception):

@@ -59,7 +59,8 @@ class ScriptedBackend:
             yield Chunk(text=text[i : i + self.chunk_chars])
             await asyncio.sleep(0)
         prompt_tokens = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        yield Chunk(outcome=Outcome(text, finish, prompt_tokens, len(ids), time.perf_counter() - start))
+        generated = len(ids) + (finish == "stop")  # the stop token is generated too
+        yield Chunk(outcome=Outcome(text, finish, prompt_tokens, generated, time.perf_counter() - start))
 
     async def aclose(self) -> None:
         """Nothing to release."""
