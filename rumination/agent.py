@@ -93,13 +93,13 @@ class Researcher:
         self._finish.clear()
         engine = fetcher = None
         try:
+            engine = self._engine or search_engines.get(self.config.search)(self.config)
+            fetcher = self._fetcher or fetchers.get(self.config.fetcher)(self.config)
             if self.backend.tokenizer is None:
-                yield ev.StatusEvent(message=f"loading the {self.backend.name} model {self.backend.model_id} ...")
+                yield ev.StatusEvent(message=f"loading the {self.backend.name} model: {self.backend.model_id} ...")
                 start = time.monotonic()
                 await _in_daemon_thread(self.backend.load)
                 yield ev.StatusEvent(message=f"model loaded in {time.monotonic() - start:.1f} s")
-            engine = self._engine or search_engines.get(self.config.search)(self.config)
-            fetcher = self._fetcher or fetchers.get(self.config.fetcher)(self.config)
             async for event in self._research(question, engine, fetcher):
                 yield event
         except RuminationError as exc:

@@ -18,6 +18,9 @@ _CONFIG_FLAGS = (
 )
 
 
+_FLAG_NAMES = {name.replace("_", "-") for name in _CONFIG_FLAGS}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (imports nothing heavy)."""
     parser = argparse.ArgumentParser(
@@ -25,26 +28,35 @@ def build_parser() -> argparse.ArgumentParser:
         description="Deep research on your own hardware with GLM-Z1-Rumination-32B-0414.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    parser.add_argument("--config", metavar="FILE", help="use this TOML config file instead of the default")
+    config_flag = argparse.ArgumentParser(add_help=False)
+    config_flag.add_argument(
+        "--config", metavar="FILE", default=argparse.SUPPRESS, help="use this TOML config file instead of the default"
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", default=None, help="use this TOML config file instead of the default"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     ask = sub.add_parser(
         "ask",
+        parents=[config_flag],
         help="research a question and print the report",
         description="Research QUESTION; the report goes to stdout, the trace to stderr.",
     )
     ask.add_argument("question", nargs="?", default="-", help="the question; '-' or omitted reads stdin")
     model = ask.add_argument_group("model")
     model.add_argument("-m", "--model", help="Hugging Face id or local model directory")
-    model.add_argument("--backend", help="model backend: local (default), scripted, or a plugin")
-    model.add_argument("--script", type=Path, help="JSON array of model outputs, for --backend scripted")
-    model.add_argument("--device", choices=["auto", "cuda", "cpu"], help="where the local backend runs")
-    model.add_argument("--temperature", type=float)
-    model.add_argument("--top-p", type=float)
-    model.add_argument("--seed", type=int)
+    model.add_argument("--backend", help="model backend: local (default), scripted, or a plugin's name")
+    model.add_argument("--script", type=Path, help="JSON array of model outputs to replay (implies --backend scripted)")
+    model.add_argument("--device", choices=["auto", "cuda", "cpu"], help="where the local backend runs (auto)")
+    model.add_argument("--temperature", type=float, help="sampling temperature (0.95; 0 = greedy)")
+    model.add_argument("--top-p", type=float, help="nucleus sampling (0.7)")
+    model.add_argument("--seed", type=int, help="random seed for reproducible sampling")
     web = ask.add_argument_group("search and browsing")
     web.add_argument("--search", help="search engine: ddgs (default), searxng, or a plugin")
-    web.add_argument("--searxng-url", metavar="URL", help="base URL of your SearXNG instance")
+    web.add_argument(
+        "--searxng-url", metavar="URL", help="base URL of your SearXNG instance (implies --search searxng)"
+    )
     web.add_argument(
         "--allow-private-network",
         action="store_true",
@@ -52,12 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="let the model open intranet and local addresses",
     )
     web.add_argument("--search-layout", choices=["card", "glm4"], help="how search results are shown to the model")
-    web.add_argument("--page-max-tokens", type=int, metavar="N", help="page text kept per observation")
+    web.add_argument("--page-max-tokens", type=int, metavar="N", help="page text kept per observation (8000)")
     budget = ask.add_argument_group("budgets")
     budget.add_argument("--max-turns", type=int, metavar="N", help="tool turns before the report (default 35)")
     budget.add_argument("--max-new-tokens", type=int, metavar="N", help="tokens per generation (default 16384)")
-    budget.add_argument("--max-context-tokens", type=int, metavar="N", help="force the report above this context")
-    budget.add_argument("--max-seconds", type=float, metavar="S", help="wall-clock budget for research")
+    budget.add_argument(
+        "--max-context-tokens", type=int, metavar="N", help="force the report above this context (110000)"
+    )
+    budget.add_argument("--max-seconds", type=float, metavar="S", help="wall-clock budget for research (none)")
     out = ask.add_argument_group("output")
     fmt = out.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -65,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("-o", "--output", type=Path, metavar="FILE", help="also write the report to FILE")
     out.add_argument("-q", "--quiet", action="store_true", help="no thinking trace or progress on stderr")
 
-    cfg = sub.add_parser("config", help="print the effective configuration and where its file lives")
+    cfg = sub.add_parser(
+        "config", parents=[config_flag], help="print the effective configuration and where its file lives"
+    )
     cfg.add_argument("--path", action="store_true", help="print only the config file's path")
     return parser
 
@@ -84,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
+        parser.print_help(sys.stderr)
         return EXIT_USAGE
     from rumination.errors import ConfigError, RuminationError
 
@@ -97,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `rumination ask ... --jsonl | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
     except ConfigError as exc:
         print(f"rumination: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -108,16 +127,24 @@ def main(argv: list[str] | None = None) -> int:
 def _load_config(overrides: dict[str, Any]) -> Any:
     from pydantic import ValidationError
 
-    from rumination.config import Config
+    from rumination.config import Config, config_path
     from rumination.errors import ConfigError
 
     try:
         return Config(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid configuration: {problems}") from None
+        problems = "; ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(
+            f"invalid configuration: {problems} (settings come from flags, RUMINATION_* variables and {config_path()})"
+        ) from None
     except ValueError as exc:  # a malformed TOML file
-        raise ConfigError(f"cannot read the config file: {exc}") from None
+        raise ConfigError(f"cannot read the config file {config_path()}: {exc}") from None
+
+
+def _describe(error: Any) -> str:
+    field = ".".join(map(str, error["loc"])) or "config"
+    flag = f" (--{field.replace('_', '-')})" if field.replace("_", "-") in _FLAG_NAMES else ""
+    return f"{field}{flag}: {error['msg']}"
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -153,6 +180,10 @@ def _ask(args: argparse.Namespace) -> int:
     if args.output and not args.output.expanduser().parent.is_dir():
         raise ConfigError(f"cannot write the report to {args.output}: its directory does not exist")
     overrides = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k) is not None}
+    if args.script is not None and args.backend is None:
+        overrides["backend"] = "scripted"
+    if args.searxng_url is not None and args.search is None:
+        overrides["search"] = "searxng"
     config = _load_config(overrides)
     import asyncio
 
@@ -203,7 +234,7 @@ async def _consume(researcher: Any, question: str, args: argparse.Namespace) -> 
 
     trace = None if args.quiet else Trace(sys.stderr)
     stream_report = not (args.json or args.jsonl)
-    started_report = False
+    started_report, ends_in_newline = False, True
     result = None
     started = [False]
     _handle_ctrl_c(researcher, started)
@@ -219,12 +250,14 @@ async def _consume(researcher: Any, question: str, args: argparse.Namespace) -> 
             started_report = started_report or bool(text)
             sys.stdout.write(text)
             sys.stdout.flush()
+            ends_in_newline = text.endswith("\n") if text else ends_in_newline
         if isinstance(event, ev.RunFinished):
             result = event.result
     if stream_report:
         if not started_report and result is not None:
             sys.stdout.write(result.report)
-        if result is not None and not result.report.endswith("\n"):
+            ends_in_newline = result.report.endswith("\n")
+        if not ends_in_newline:
             sys.stdout.write("\n")
     return result
 

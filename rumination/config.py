@@ -62,7 +62,7 @@ class Config(BaseSettings):
     page_max_tokens: int = Field(8000, ge=100, description="page text kept per observation")
     fetch_timeout: float = Field(30.0, gt=0, description="total seconds per fetch")
     fetch_max_bytes: int = Field(5_000_000, ge=10_000)
-    user_agent: str = "Rumination/0.1 (+https://github.com/rumination; local deep-research agent)"
+    user_agent: str = "Rumination/0.1 (local deep-research agent)"
 
     @field_validator("script", mode="before")
     @classmethod

@@ -37,7 +37,7 @@ class Trace:
                 self._line(f"· {message}", "2")
             case ev.RunStarted():
                 self._line(f"Researching: {event.question}", "1")
-                self._line(f"  {event.backend} · {event.model} · search: {event.search}", "2")
+                self._line(f"  backend: {event.backend} · model: {event.model} · search: {event.search}", "2")
             case ev.TurnStarted(report=True):
                 self._line(f"── writing the report · {event.prompt_tokens:,} tokens of context ──", "2", gap=True)
             case ev.TurnStarted():
@@ -61,8 +61,14 @@ class Trace:
                 self._line(f"warning: {message}", "33")
             case ev.RunFinished(result=r):
                 self._line(
-                    f"Done: {r.turns} turns, stop reason {r.stop_reason}, {len(r.sources)} sources read, "
-                    f"{r.usage.generated_tokens:,} tokens generated",
+                    f"Done: {_n(r.turns, 'turn')}, stop reason {r.stop_reason}, {_n(len(r.sources), 'source')} "
+                    f"read, {r.usage.generated_tokens:,} tokens generated",
                     "2",
                     gap=True,
                 )
+                if not r.sources:
+                    self._line("warning: no page was read; the report rests on the model's own knowledge", "33")
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")

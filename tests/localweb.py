@@ -122,6 +122,9 @@ class LocalWeb:
         daemon_threads = True
         hits: Counter[str]
 
+        def handle_error(self, request: object, client_address: object) -> None:
+            """Clients hanging up early (cancelled or capped fetches) are expected in tests."""
+
         def url(self, path: str = "/") -> str:
             host, port = self.server_address[:2]
             return f"http://{host}:{port}{path}"

@@ -42,7 +42,7 @@ def test_help_imports_no_heavy_module(args):
 
 def test_no_command_prints_help_and_exits_2(capsys):
     assert main([]) == 2
-    assert "ask" in capsys.readouterr().out
+    assert "ask" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -274,3 +274,62 @@ def test_output_into_a_missing_directory_is_refused_before_research(tmp_path, ca
 def test_missing_config_file_flag_exits_2(tmp_path, capsys):
     assert main(["--config", str(tmp_path / "nope.toml"), "config"]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_config_flag_after_the_subcommand(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("max_turns = 9\n")
+    result = _run("config", "--config", str(cfg))
+    assert result.returncode == 0 and "max_turns = 9" in result.stdout
+
+
+def test_script_and_searxng_url_imply_their_backend_and_engine(web, tmp_path, capsys):
+    script = write_script(
+        tmp_path / "s.json",
+        [
+            turn({"name": "search", "arguments": {"query": "Gutenberg"}}),
+            turn({"name": "finish", "arguments": {}}),
+            "\n<think>\nx\n</think>R",
+        ],
+    )
+    assert main(["ask", "q", "--script", str(script), "--searxng-url", web.base, "--json", "-q"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["backend"] == "scripted" and data["steps"][0]["observation"].startswith("【0†Johannes")
+
+
+def test_bad_search_settings_fail_before_the_model_loads(tmp_path):
+    result = _run("ask", "q", "-m", str(tmp_path), "--search", "searxng")
+    assert result.returncode == 2 and "--searxng-url" in result.stderr and "loading" not in result.stderr
+
+
+def test_closed_stdout_pipe_is_not_a_traceback(web, tmp_path):
+    script = write_script(
+        tmp_path / "s.json",
+        [
+            turn({"name": "search", "arguments": {"query": "Gutenberg"}}),
+            turn({"name": "finish", "arguments": {}}),
+            "\n<think>\nx\n</think>R",
+        ],
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rumination",
+            "ask",
+            "q",
+            "--script",
+            str(script),
+            "--searxng-url",
+            web.base,
+            "--jsonl",
+            "-q",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.readline()
+    proc.stdout.close()  # like `| head -1`
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipe" not in err

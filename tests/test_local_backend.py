@@ -169,3 +169,10 @@ async def test_runs_on_cuda(tiny_model_dir):
     assert backend.model.device.type == "cuda"
     _, outcome = await _generate(backend, render(backend.tokenizer, MESSAGES), max_new_tokens=5, temperature=0.0)
     assert outcome.generated_tokens == 5
+
+
+def test_default_model_without_a_gpu_fails_fast_without_the_hub():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")  # the message is only given without one
+    with pytest.raises(BackendError, match="no CUDA GPU found.*62 GiB"):
+        LocalBackend(Config()).load()

@@ -90,6 +90,6 @@ def load_tokenizer(name_or_path: str) -> Any:
         return AutoTokenizer.from_pretrained(name_or_path)
     except (OSError, ValueError) as exc:
         raise BackendError(
-            f"cannot load the tokenizer of {name_or_path!r}: {str(exc).splitlines()[0]}\n"
+            f"cannot load the tokenizer of {name_or_path!r}: {' '.join(str(exc).split())[:300]}\n"
             "Pass -m with a local model directory, or a Hugging Face id you can download."
         ) from None

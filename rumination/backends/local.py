@@ -13,8 +13,10 @@ from typing import Any
 from rumination.backends.base import Chunk, Outcome, OutOfMemory, SamplingParams, load_tokenizer, stop_token_ids
 from rumination.config import Config
 from rumination.errors import BackendError
+from rumination.protocol import DEFAULT_MODEL
 
 CPU_WEIGHT_LIMIT = 4e9  # bytes; larger models refuse to start on CPU unless --device cpu is explicit
+DEFAULT_MODEL_WEIGHT_BYTES = 66_280_488_960  # GLM-Z1-Rumination-32B-0414 in bf16 (61.7 GiB)
 
 
 def estimate_weight_bytes(hf_config: Any, bytes_per_param: int = 2) -> int:
@@ -52,12 +54,14 @@ class LocalBackend:
             ) from None
         if self.model_id.startswith(("/", ".", "~")) and not Path(self.model_id).expanduser().is_dir():
             raise BackendError(f"model directory not found: {self.model_id}")
+        if self.model_id == DEFAULT_MODEL and self.config.device == "auto" and not torch.cuda.is_available():
+            raise BackendError(self._no_gpu_message(DEFAULT_MODEL_WEIGHT_BYTES))  # known size: skip the hub
         try:
             hf_config = AutoConfig.from_pretrained(self.model_id)
         except (OSError, ValueError) as exc:
             raise BackendError(
-                f"model not found: {self.model_id!r} ({str(exc).splitlines()[0]})\n"
-                "Download it first (hf download THUDM/GLM-Z1-Rumination-32B-0414) or pass -m DIR."
+                f"model not found: {self.model_id!r} ({' '.join(str(exc).split())[:300]})\n"
+                f"Download it first (hf download {self.model_id}) or pass -m DIR."
             ) from None
         device = self._pick_device(torch, hf_config)
         self.tokenizer = load_tokenizer(self.model_id)
@@ -91,12 +95,15 @@ class LocalBackend:
             raise BackendError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
         need = estimate_weight_bytes(hf_config)
         if wanted == "auto" and need > CPU_WEIGHT_LIMIT:
-            raise BackendError(
-                f"no CUDA GPU found: {self.model_id} needs about {need / 2**30:.0f} GiB of GPU memory for "
-                "its bf16 weights (see the README's GPU table). Pass --device cpu to run it on the CPU anyway "
-                "(very slow), or use the scripted backend to try Rumination without a model."
-            )
+            raise BackendError(self._no_gpu_message(need))
         return "cpu"
+
+    def _no_gpu_message(self, need: int) -> str:
+        return (
+            f"no CUDA GPU found: {self.model_id} needs about {need / 2**30:.0f} GiB of GPU memory for its bf16 "
+            "weights (see the README's GPU table). Pass --device cpu to run it on the CPU anyway (very slow), "
+            "or try Rumination without a model: python tools/demo.py"
+        )
 
     def _dtype(self, torch: Any, device: str) -> Any:
         if self.config.dtype == "auto":

@@ -47,7 +47,10 @@ class ScriptedBackend:
     async def generate(self, prompt: str, params: SamplingParams) -> AsyncIterator[Chunk]:
         """Stream the next scripted output."""
         if len(self.prompts) >= len(self.outputs):
-            raise BackendError(f"the script ran out of outputs after {len(self.outputs)} generations")
+            raise BackendError(
+                f"the script ran out of outputs: it has {len(self.outputs)}, and every run needs one more "
+                "for the report after the finish call"
+            )
         start = time.perf_counter()
         self.prompts.append(prompt)
         text, finish = _cut_at_stop(self.outputs[len(self.prompts) - 1]), "stop"

@@ -62,7 +62,7 @@ class DdgsEngine:
                 ) from None
             if "no results" in str(exc).lower():
                 return []
-            raise SearchError(f"ddgs search failed: {exc}") from None
+            raise SearchError(f"ddgs search failed: {str(exc)[:200]}") from None
         return [
             SearchHit(
                 title=str(r.get("title", "")),
