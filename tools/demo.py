@@ -45,8 +45,22 @@ def run(extra: list[str]) -> int:
     with LocalWeb() as web, tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "script.json"
         path.write_text(json.dumps(script(web.base)), encoding="utf-8")
-        return main(["ask", QUESTION, "--backend", "scripted", "--script", str(path), "--search", "searxng",
-                     "--searxng-url", web.base, "--allow-private-network", *extra])
+        return main(
+            [
+                "ask",
+                QUESTION,
+                "--backend",
+                "scripted",
+                "--script",
+                str(path),
+                "--search",
+                "searxng",
+                "--searxng-url",
+                web.base,
+                "--allow-private-network",
+                *extra,
+            ]
+        )
 
 
 if __name__ == "__main__":
