@@ -44,7 +44,34 @@ def build_parser() -> argparse.ArgumentParser:
         description="Research QUESTION; the report goes to stdout, the trace to stderr.",
     )
     ask.add_argument("question", nargs="?", default="-", help="the question; '-' or omitted reads stdin")
-    model = ask.add_argument_group("model")
+    _add_research_flags(ask)
+    out = ask.add_argument_group("output")
+    fmt = out.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    fmt.add_argument("--jsonl", action="store_true", help="print every event as one JSON line")
+    out.add_argument("-o", "--output", type=Path, metavar="FILE", help="also write the report to FILE")
+    out.add_argument("-q", "--quiet", action="store_true", help="no thinking trace or progress on stderr")
+
+    tui = sub.add_parser(
+        "tui",
+        parents=[config_flag],
+        help="research in a full-screen terminal app (extra: tui)",
+        description="Watch the model think, search and read, and read the report as it is written.",
+    )
+    tui.add_argument("question", nargs="?", default="", help="start researching this question at once")
+    _add_research_flags(tui)
+    tui.add_argument("--theme", help="a Textual theme name (default: the terminal's own colours)")
+
+    cfg = sub.add_parser(
+        "config", parents=[config_flag], help="print the effective configuration and where its file lives"
+    )
+    cfg.add_argument("--path", action="store_true", help="print only the config file's path")
+    return parser
+
+
+def _add_research_flags(parser: argparse.ArgumentParser) -> None:
+    """The model, search and budget flags shared by `ask` and `tui`."""
+    model = parser.add_argument_group("model")
     model.add_argument("-m", "--model", help="Hugging Face id or local model directory")
     model.add_argument("--backend", help="model backend: local (default), scripted, or a plugin's name")
     model.add_argument("--script", type=Path, help="JSON array of model outputs to replay (implies --backend scripted)")
@@ -52,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--temperature", type=float, help="sampling temperature (0.95; 0 = greedy)")
     model.add_argument("--top-p", type=float, help="nucleus sampling (0.7)")
     model.add_argument("--seed", type=int, help="random seed for reproducible sampling")
-    web = ask.add_argument_group("search and browsing")
+    web = parser.add_argument_group("search and browsing")
     web.add_argument("--search", help="search engine: ddgs (default), searxng, or a plugin")
     web.add_argument(
         "--searxng-url", metavar="URL", help="base URL of your SearXNG instance (implies --search searxng)"
@@ -65,25 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     web.add_argument("--search-layout", choices=["card", "glm4"], help="how search results are shown to the model")
     web.add_argument("--page-max-tokens", type=int, metavar="N", help="page text kept per observation (8000)")
-    budget = ask.add_argument_group("budgets")
+    budget = parser.add_argument_group("budgets")
     budget.add_argument("--max-turns", type=int, metavar="N", help="tool turns before the report (default 35)")
     budget.add_argument("--max-new-tokens", type=int, metavar="N", help="tokens per generation (default 16384)")
     budget.add_argument(
         "--max-context-tokens", type=int, metavar="N", help="force the report above this context (110000)"
     )
     budget.add_argument("--max-seconds", type=float, metavar="S", help="wall-clock budget for research (none)")
-    out = ask.add_argument_group("output")
-    fmt = out.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    fmt.add_argument("--jsonl", action="store_true", help="print every event as one JSON line")
-    out.add_argument("-o", "--output", type=Path, metavar="FILE", help="also write the report to FILE")
-    out.add_argument("-q", "--quiet", action="store_true", help="no thinking trace or progress on stderr")
-
-    cfg = sub.add_parser(
-        "config", parents=[config_flag], help="print the effective configuration and where its file lives"
-    )
-    cfg.add_argument("--path", action="store_true", help="print only the config file's path")
-    return parser
 
 
 def _version() -> str:
@@ -109,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             if not Path(args.config).expanduser().is_file():
                 raise ConfigError(f"config file not found: {args.config}")
             os.environ["RUMINATION_CONFIG_FILE"] = args.config
-        return _config(args) if args.command == "config" else _ask(args)
+        return {"config": _config, "ask": _ask, "tui": _tui}[args.command](args)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -173,18 +188,34 @@ def _read_question(arg: str) -> str:
     return arg.strip()
 
 
+def _research_config(args: argparse.Namespace) -> Any:
+    overrides = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k) is not None}
+    if args.script is not None and args.backend is None:
+        overrides["backend"] = "scripted"
+    if args.searxng_url is not None and args.search is None:
+        overrides["search"] = "searxng"
+    return _load_config(overrides)
+
+
+def _tui(args: argparse.Namespace) -> int:
+    from rumination.errors import RuminationError
+
+    config = _research_config(args)
+    try:
+        from rumination.tui.app import run_tui
+    except ImportError:
+        raise RuminationError("the TUI needs Textual: pip install 'rumination[tui]'") from None
+    run_tui(config, args.question, theme=args.theme)
+    return EXIT_OK
+
+
 def _ask(args: argparse.Namespace) -> int:
     from rumination.errors import ConfigError, RuminationError
 
     question = _read_question(args.question)
     if args.output and not args.output.expanduser().parent.is_dir():
         raise ConfigError(f"cannot write the report to {args.output}: its directory does not exist")
-    overrides = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k) is not None}
-    if args.script is not None and args.backend is None:
-        overrides["backend"] = "scripted"
-    if args.searxng_url is not None and args.search is None:
-        overrides["search"] = "searxng"
-    config = _load_config(overrides)
+    config = _research_config(args)
     import asyncio
 
     from rumination.agent import Researcher

@@ -1,6 +1,7 @@
 """Try Rumination without a GPU or the internet: the scripted backend researches a local website.
 
     python tools/demo.py [--jsonl | --json]
+    python tools/demo.py --tui          # the same run in the full-screen TUI
 
 Starts the test website and its SearXNG-compatible search endpoint on 127.0.0.1, replays a recorded
 research run through the real loop, browser, fetcher and CLI, and prints the report.
@@ -41,26 +42,14 @@ def script(base: str) -> list[str]:
 
 
 def run(extra: list[str]) -> int:
-    """Serve the site, write the script, run `rumination ask` on it."""
+    """Serve the site, write the script, run `rumination ask` (or `tui`) on it."""
+    command = ["tui", QUESTION] if "--tui" in extra else ["ask", QUESTION]
+    extra = [arg for arg in extra if arg != "--tui"]
     with LocalWeb() as web, tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "script.json"
         path.write_text(json.dumps(script(web.base)), encoding="utf-8")
-        return main(
-            [
-                "ask",
-                QUESTION,
-                "--backend",
-                "scripted",
-                "--script",
-                str(path),
-                "--search",
-                "searxng",
-                "--searxng-url",
-                web.base,
-                "--allow-private-network",
-                *extra,
-            ]
-        )
+        flags = ["--script", str(path), "--searxng-url", web.base, "--allow-private-network"]
+        return main([*command, *flags, *extra])
 
 
 if __name__ == "__main__":

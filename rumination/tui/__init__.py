@@ -1,0 +1,1 @@
+"""The Textual research TUI (extra `tui`)."""

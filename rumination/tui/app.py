@@ -1,0 +1,328 @@
+"""ResearchApp: the research TUI, a consumer of the event stream like the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Markdown, Static, TabbedContent, TabPane
+
+from rumination import events as ev
+from rumination.config import Config
+from rumination.errors import RuminationError
+from rumination.results import ResearchResult
+from rumination.tui.panels import SaveReport, SourcesTable, ThinkingLog, Timeline
+
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+class ResearchApp(App[ResearchResult | None]):
+    """Ask a question, watch the model think, search and read, and get the report."""
+
+    TITLE = "Rumination"
+    CSS_PATH = "app.tcss"
+    BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
+        Binding("f", "finish_now", "Finish now"),
+        Binding("x", "stop_now", "Stop"),
+        Binding("ctrl+s", "save_report", "Save"),
+        Binding("y", "copy_report", "Copy"),
+        Binding("n", "new_question", "New"),
+        Binding("t", "show_tab('thinking')", "Thinking", show=False),
+        Binding("l", "show_tab('timeline')", "Timeline", show=False),
+        Binding("s", "show_tab('sources')", "Sources", show=False),
+        Binding("r", "show_tab('report')", "Report", show=False),
+        Binding("o", "open_source", "Open source", show=False),
+    ]
+
+    def __init__(self, config: Config, question: str = "", researcher: Any = None, theme: str | None = None):
+        super().__init__(ansi_color=theme is None)
+        self.config, self.initial_question = config, question
+        self._researcher = researcher
+        self._theme_name = theme or "ansi-dark"
+        self.result: ResearchResult | None = None
+        self.phase = "idle"  # idle | loading | running | reporting | done | stopped | failed
+        self._status_message = ""
+        self._run_started = 0.0
+        self._turn = self._max_turns = self._ctx_tokens = self._window = 0
+        self._tokens_per_s: float | None = None
+        self._backend = self._model = ""
+        self._report = ""
+        self._worker_loop: asyncio.AbstractEventLoop | None = None
+        self._worker_task: asyncio.Task[Any] | None = None
+        self.clock = time.monotonic  # replaceable, so screens can be pinned in tests
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="question-row"):
+            yield Input(self.initial_question, placeholder="Ask a research question and press Enter", id="question")
+        with TabbedContent(initial="thinking"):
+            with TabPane("Thinking", id="thinking"):
+                yield ThinkingLog()
+            with TabPane("Timeline", id="timeline"):
+                yield Timeline()
+            with TabPane("Sources", id="sources"):
+                yield SourcesTable()
+            with TabPane("Report", id="report"), VerticalScroll(id="report-scroll"):
+                yield Static("The report appears here as it is written.", id="empty-report")
+                yield Markdown("", id="report-md")
+        yield Static("", id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.theme = self._theme_name
+        self.set_interval(0.1, self._tick)
+        self._refresh_status()
+        if self.initial_question.strip():
+            self.start(self.initial_question)
+        else:
+            self.query_one("#question", Input).focus()
+
+    # --- running research -------------------------------------------------------------------------
+
+    @property
+    def researcher(self) -> Any:
+        """One Researcher for the app's life, so a loaded model serves every question."""
+        if self._researcher is None:
+            from rumination.agent import Researcher
+
+            self._researcher = Researcher(self.config)
+        return self._researcher
+
+    @property
+    def running(self) -> bool:
+        return self.phase in ("loading", "running", "reporting")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "question" and not self.running:
+            self.start(event.value)
+
+    def start(self, question: str) -> None:
+        """Start researching `question` in a thread worker."""
+        question = question.strip()
+        if not question:
+            self.notify("Type a question first.", severity="warning")
+            return
+        self.result, self._report, self._tokens_per_s = None, "", None
+        self._turn = self._ctx_tokens = 0
+        self.query_one(ThinkingLog).clear()
+        self.query_one(Timeline).clear()
+        self.query_one(SourcesTable).clear()
+        self.query_one(SourcesTable).urls.clear()
+        self.query_one("#report-md", Markdown).update("")
+        self.query_one("#empty-report").display = True
+        self.query_one(TabbedContent).active = "thinking"
+        self.query_one(ThinkingLog).focus()
+        self.phase, self._status_message, self._run_started = "running", "starting", self.clock()
+        self._research(question)
+
+    @work(thread=True, exclusive=True, group="research")
+    def _research(self, question: str) -> None:
+        """Run the async research loop on this worker thread's own event loop."""
+
+        async def consume() -> None:
+            self._worker_loop, self._worker_task = asyncio.get_running_loop(), asyncio.current_task()
+            async for event in self.researcher.stream(question):
+                self.call_from_thread(self.on_research_event, event)
+
+        try:
+            asyncio.run(consume())
+        except asyncio.CancelledError:
+            self.call_from_thread(self._ended, "stopped", "stopped by the user; no report")
+        except RuminationError as exc:
+            self.call_from_thread(self._ended, "failed", str(exc))
+        except Exception as exc:  # shown in the app, never as a traceback over the screen
+            self.call_from_thread(self._ended, "failed", f"{type(exc).__name__}: {exc}")
+        finally:
+            self._worker_loop = self._worker_task = None
+
+    def _ended(self, state: str, message: str) -> None:
+        self.phase, self._status_message = state, message
+        self.notify(message, severity="error" if state == "failed" else "warning", timeout=8)
+        self._refresh_status()
+        self.refresh_bindings()
+
+    # --- events -----------------------------------------------------------------------------------
+
+    def on_research_event(self, event: ev.Event) -> None:
+        """Route one event to the panels (the only way research reaches the screen)."""
+        thinking, timeline = self.query_one(ThinkingLog), self.query_one(Timeline)
+        match event:
+            case ev.StatusEvent(message=message):
+                self._status_message = message
+                self.phase = "loading" if message.startswith("loading") else "running"
+            case ev.RunStarted():
+                self.phase, self._status_message = "running", "researching"
+                self._max_turns, self._window = event.max_turns, event.context_window
+                self._backend, self._model = event.backend, event.model
+            case ev.TurnStarted():
+                thinking.start_turn(event.turn, event.prompt_tokens, event.report)
+                self._ctx_tokens = event.prompt_tokens
+                if event.report:
+                    self.phase, self._status_message = "reporting", "writing the report"
+                else:
+                    self._turn = event.turn
+            case ev.ThinkingDelta(text=text):
+                thinking.append(text)
+            case ev.ToolCallEvent():
+                timeline.call(event)
+            case ev.ObservationEvent():
+                timeline.observed(event)
+                if event.ok and event.source_id is not None:
+                    self.query_one(SourcesTable).add_source(
+                        event.source_id, event.title or "", event.url or "", event.at
+                    )
+            case ev.TurnFinished(usage=usage):
+                self._ctx_tokens = event.context_tokens
+                if usage.seconds > 0:
+                    self._tokens_per_s = usage.generated_tokens / usage.seconds
+            case ev.ForcedFinish():
+                timeline.forced(event)
+                self.notify(f"Writing the report now: {event.detail}", severity="warning")
+            case ev.ReportDelta(text=text):
+                if not self._report:
+                    self.query_one(TabbedContent).active = "report"
+                    self.query_one("#empty-report").display = False
+                self._report += text
+            case ev.RunFinished(result=result):
+                self._finish(result)
+            case ev.ErrorEvent(message=message, fatal=fatal):
+                self.notify(message, severity="error" if fatal else "warning", timeout=8)
+        self._refresh_status()
+        self.refresh_bindings()
+
+    def _finish(self, result: ResearchResult) -> None:
+        self.result, self.phase = result, "done"
+        self._status_message = f"done: {result.stop_reason.replace('_', ' ')}"
+        self._report = result.report
+        self.query_one(ThinkingLog).flush()
+        self.query_one("#report-md", Markdown).update(result.report or "*The model wrote no report.*")
+        self.query_one("#empty-report").display = False
+        self.query_one(SourcesTable).sync(result.sources)
+        self.query_one(TabbedContent).active = "report"
+        self.query_one("#report-scroll").focus()
+        self._elapsed_final = (result.finished_at - result.started_at).total_seconds()
+
+    def _tick(self) -> None:
+        """Redraw streaming text and the status line at a steady rate."""
+        self.query_one(ThinkingLog).flush()
+        if self.phase == "reporting" and self._report:
+            md = self.query_one("#report-md", Markdown)
+            if getattr(md, "_shown", "") != self._report:
+                md.update(self._report)
+                md._shown = self._report  # type: ignore[attr-defined]
+        if self.running:
+            self._refresh_status()
+
+    def _refresh_status(self) -> None:
+        status = self.query_one("#status", Static)
+        status.set_class(self.phase == "failed", "-error")
+        parts = []
+        if self.running:
+            parts.append(f"{SPINNER[int(self.clock() * 10) % len(SPINNER)]} {self._status_message}")
+        elif self._status_message:
+            parts.append(self._status_message)
+        else:
+            parts.append("ready")
+        if self._max_turns:
+            parts.append(f"turn {self._turn}/{self._max_turns}")
+        if self._window:
+            share = min(1.0, self._ctx_tokens / self._window)
+            bar = "█" * round(share * 8) + "░" * (8 - round(share * 8))
+            parts.append(f"ctx {bar} {self._ctx_tokens:,}/{self._window:,}")
+        if self._tokens_per_s is not None:
+            parts.append(f"{self._tokens_per_s:.1f} tok/s")
+        if self.running or self.result is not None:
+            seconds = getattr(self, "_elapsed_final", 0.0) if not self.running else self.clock() - self._run_started
+            parts.append(f"{int(seconds // 60):02d}:{int(seconds % 60):02d}")
+        if self._backend:
+            model = self._model.rstrip("/").rsplit("/", 1)[-1]
+            parts.append(self._backend if model == self._backend else f"{self._backend} · {model}")
+        status.update(" │ ".join(parts))
+
+    # --- actions ----------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("finish_now", "stop_now"):
+            return self.running
+        if action in ("save_report", "copy_report"):
+            return bool(self._report)
+        return True
+
+    def action_finish_now(self) -> None:
+        """Stop researching and write the report from what was gathered."""
+        if self.running:
+            self.researcher.request_finish()
+            self._status_message = "finishing: writing the report from what was gathered"
+            self.notify("Finishing: the report will be written from what was gathered.")
+
+    def action_stop_now(self) -> None:
+        """Abandon the run at once, without a report."""
+        if self._worker_loop is not None and self._worker_task is not None:
+            self._worker_loop.call_soon_threadsafe(self._worker_task.cancel)
+
+    def action_save_report(self) -> None:
+        """Save the report as Markdown (asks for the path)."""
+        if not self._report:
+            self.notify("There is no report yet.", severity="warning")
+            return
+        default = f"report-{datetime.now().strftime('%Y%m%d-%H%M%S')}.md"
+        self.push_screen(SaveReport(default), self._save_to)
+
+    def _save_to(self, path: str | None) -> None:
+        if not path:
+            return
+        try:
+            target = Path(path).expanduser()
+            target.write_text(self._report.rstrip() + "\n", encoding="utf-8")
+        except OSError as exc:
+            self.notify(f"Could not save the report: {exc.strerror or exc}", severity="error")
+            return
+        self.notify(f"Saved the report to {target}")
+
+    def action_copy_report(self) -> None:
+        """Copy the report to the clipboard."""
+        if self._report:
+            self.copy_to_clipboard(self._report)
+            self.notify("Copied the report to the clipboard.")
+
+    def action_new_question(self) -> None:
+        """Focus the question box."""
+        self.query_one("#question", Input).focus()
+
+    def action_show_tab(self, tab: str) -> None:
+        """Switch to a panel and focus it, so its keys work at once."""
+        self.query_one(TabbedContent).active = tab
+        target = {"thinking": ThinkingLog, "timeline": Timeline, "sources": SourcesTable}.get(tab)
+        self.query_one(target if target else "#report-scroll").focus()
+
+    def action_open_source(self) -> None:
+        """Open the selected source in the system browser."""
+        url = self.query_one(SourcesTable).selected_url()
+        if url:
+            self.open_url(url)
+
+    def on_data_table_row_selected(self, event: SourcesTable.RowSelected) -> None:
+        if isinstance(event.data_table, SourcesTable):
+            self.action_open_source()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Finish now", "Stop researching and write the report", self.action_finish_now)
+        yield SystemCommand("Stop now", "Abandon the run without a report", self.action_stop_now)
+        yield SystemCommand("Save report", "Save the report as a Markdown file", self.action_save_report)
+        yield SystemCommand("Copy report", "Copy the report to the clipboard", self.action_copy_report)
+        yield SystemCommand("New question", "Ask another question", self.action_new_question)
+        yield SystemCommand("Open source", "Open the selected source in the browser", self.action_open_source)
+
+
+def run_tui(config: Config, question: str = "", theme: str | None = None) -> ResearchResult | None:
+    """Run the TUI until the user quits; return the last result."""
+    return ResearchApp(config, question, theme=theme).run()

@@ -1,0 +1,167 @@
+"""The TUI's panels: per-turn thinking, tool timeline, sources, status line, save dialog."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Collapsible, DataTable, Input, Label, Static
+
+from rumination import events as ev
+from rumination.results import Source
+
+
+class ThinkingLog(VerticalScroll):
+    """The thinking trace, one collapsible block per turn; follows new text unless scrolled away."""
+
+    def on_mount(self) -> None:
+        self._current: Static | None = None
+        self._buffer = ""
+        self._dirty = False
+
+    def _following(self) -> bool:
+        return self.scroll_y >= self.max_scroll_y - 1
+
+    def _follow(self, was_following: bool) -> None:
+        if was_following:
+            self.call_after_refresh(self.scroll_end, animate=False, immediate=True)
+
+    def start_turn(self, turn: int, prompt_tokens: int, report: bool) -> None:
+        """Open a new block (and fold the previous one)."""
+        self.flush()
+        following = self._following()
+        for block in self.query(Collapsible):
+            block.collapsed = True
+        title = "Report" if report else f"Turn {turn}"
+        self._current = Static("", classes="thinking", markup=False)
+        self.mount(Collapsible(self._current, title=f"{title} · {prompt_tokens:,} tokens in context", collapsed=False))
+        self._buffer = ""
+        self._follow(following)
+
+    def append(self, text: str) -> None:
+        """Queue streamed thinking text; `flush` shows it."""
+        self._buffer += text
+        self._dirty = True
+
+    def flush(self) -> None:
+        """Show the queued text (called on a timer, so a fast stream does not redraw per token)."""
+        if self._current is not None and self._dirty:
+            following = self._following()
+            self._current.update(self._buffer.strip("\n"))
+            self._dirty = False
+            self._follow(following)
+
+    def clear(self) -> None:
+        """Forget every block."""
+        self.remove_children()
+        self._current, self._buffer = None, ""
+
+
+class Timeline(DataTable):
+    """Tool calls with their status and latency."""
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.add_column("#", key="turn", width=3)
+        self.add_column("tool", key="tool", width=7)
+        self.add_column("status", key="status", width=11)
+        self.add_column("detail", key="detail")
+
+    def call(self, event: ev.ToolCallEvent) -> None:
+        """A call was made: add its row as running."""
+        if event.call is None:
+            detail, tool = Text(event.raw[:120] or "(empty output)", style="dim"), "?"
+        else:
+            tool = event.call.name
+            arg = next(iter(event.call.arguments.values()), "")
+            detail = Text(str(arg) if tool != "search" else f"“{arg}”")
+        status = Text("…", style="dim") if event.call and event.call.name != "finish" else Text("")
+        self.add_row(str(event.turn), tool, status, detail, key=str(event.turn))
+        self.move_cursor(row=self.row_count - 1)
+
+    def observed(self, event: ev.ObservationEvent) -> None:
+        """The call finished: show what it produced, errors distinct from successes."""
+        key = str(event.turn)
+        if event.ok and event.results is not None:
+            detail = Text(f"{self.get_cell(key, 'detail')} → {event.results} results")
+            self.update_cell(key, "detail", detail, update_width=True)
+        elif event.ok and event.title:
+            self.update_cell(key, "detail", Text(f"{event.title} ({_host(event.url or '')})"), update_width=True)
+        if event.ok:
+            self.update_cell(key, "status", Text(f"✓ {event.seconds:.1f} s", style="green"))
+            return
+        reason = event.content.removeprefix("Error: ").splitlines()[0]
+        self.update_cell(key, "detail", Text(reason, style="red"), update_width=True)
+        label = f"✗ {event.error or 'error'}"
+        self.update_cell(key, "status", Text(label, style="bold red" if event.error == "refused" else "red"))
+
+    def forced(self, event: ev.ForcedFinish) -> None:
+        """The loop forced the report."""
+        self.add_row("", "report", Text("forced", style="yellow"), Text(event.detail, style="yellow"))
+
+
+class SourcesTable(DataTable):
+    """Every page the run read; Enter opens the selected one in the system browser."""
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.add_column("[n]", key="id", width=4)
+        self.add_column("title", key="title")
+        self.add_column("host", key="host", width=22)
+        self.add_column("read", key="when", width=8)
+        self.urls: dict[str, str] = {}
+
+    def add_source(self, source_id: int, title: str, url: str, when: datetime) -> None:
+        """Add a page the first time it is read."""
+        key = str(source_id)
+        if key in self.urls:
+            return
+        self.urls[key] = url
+        self.add_row(f"[{source_id}]", title, _host(url), when.astimezone().strftime("%H:%M:%S"), key=key)
+
+    def sync(self, sources: list[Source]) -> None:
+        """Mark the sources the report cites."""
+        for source in sources:
+            self.add_source(source.id, source.title, source.final_url, source.fetched_at)
+            if source.cited:
+                self.update_cell(str(source.id), "id", Text(f"[{source.id}]", style="bold green"))
+
+    def selected_url(self) -> str | None:
+        """URL of the row under the cursor."""
+        if not self.row_count:
+            return None
+        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        return self.urls.get(key or "")
+
+
+class SaveReport(ModalScreen[str | None]):
+    """Ask where to save the report."""
+
+    def __init__(self, default: str):
+        super().__init__()
+        self.default = default
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="save-dialog"):
+            yield Label("Save the report as Markdown:")
+            yield Input(self.default, id="save-path")
+            with Horizontal(id="save-buttons"):
+                yield Button("Save", variant="primary", id="save")
+                yield Button("Cancel", id="cancel")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(self.query_one(Input).value.strip() if event.button.id == "save" else None)
+
+    def key_escape(self) -> None:
+        self.dismiss(None)
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc or url

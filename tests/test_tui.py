@@ -1,0 +1,275 @@
+"""The Textual TUI: Pilot-driven scripted runs against the local site, and snapshots of its screens."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from conftest import turn
+from test_e2e import QUESTION, script
+from textual.widgets import Collapsible, Input, Markdown, Static, TabbedContent
+
+from rumination import events as ev
+from rumination.agent import Researcher
+from rumination.backends.scripted import ScriptedBackend
+from rumination.config import Config
+from rumination.search.base import SearchHit
+from rumination.tui.app import ResearchApp
+from rumination.tui.panels import SourcesTable, Timeline
+from rumination.web.base import Page
+
+REPORT = "\n<think>\nSummarise.\n</think>\n# Partial report\n\nWhat was gathered."
+
+
+def _config(web) -> Config:
+    return Config(backend="scripted", search="searxng", searxng_url=web.base, allow_private_network=True)
+
+
+def _app(web, outputs: list[str]) -> ResearchApp:
+    cfg = _config(web)
+    return ResearchApp(cfg, researcher=Researcher(cfg, backend=ScriptedBackend(cfg, outputs=outputs)))
+
+
+async def _until(pilot, condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the app"
+        await pilot.pause(0.05)
+
+
+def _status(app: ResearchApp) -> str:
+    return str(app.query_one("#status", Static).content)
+
+
+async def test_full_scripted_run_fills_every_panel(web, tmp_path):
+    app = _app(web, script(web.base))
+    async with app.run_test(size=(100, 30)) as pilot:
+        assert app.focused is app.query_one("#question", Input)
+        await pilot.press(*"When did Gutenberg introduce movable type?")
+        await pilot.press("enter")
+        await _until(pilot, lambda: app.result is not None)
+        await pilot.pause()
+        result = app.result
+        assert result.stop_reason == "finished"
+
+        blocks = app.query(Collapsible)
+        assert [b.title.split(" · ")[0] for b in blocks] == ["Turn 1", "Turn 2", "Turn 3", "Turn 4", "Report"]
+        assert [b.collapsed for b in blocks] == [True, True, True, True, False]
+        first = blocks.first().query_one(".thinking", Static)
+        assert str(first.content) == "I should search first."
+
+        timeline = app.query_one(Timeline)
+        assert timeline.row_count == 4
+        assert str(timeline.get_cell("1", "detail")) == "“Gutenberg printing” → 3 results"
+        assert str(timeline.get_cell("2", "detail")).startswith("Johannes Gutenberg and movable type (127.0.0.1:")
+        assert str(timeline.get_cell("3", "detail")).startswith("How printing spread across Europe")
+        assert str(timeline.get_cell("1", "status")).startswith("✓")
+
+        sources = app.query_one(SourcesTable)
+        assert sources.row_count == 2 and sources.urls["1"] == f"{web.base}/gutenberg.html"
+
+        assert app.query_one(TabbedContent).active == "report"
+        assert app.query_one("#report-md", Markdown).source == result.report
+        status = _status(app)
+        assert "done: finished" in status and "turn 4/35" in status and "tok/s" in status
+
+
+async def test_save_copy_and_open(web, tmp_path):
+    app = _app(web, script(web.base))
+    opened: list[str] = []
+    app.open_url = lambda url, **kwargs: opened.append(url)  # the system browser is not ours to start
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.start(QUESTION)
+        await _until(pilot, lambda: app.result is not None)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        dialog = app.screen.query_one("#save-path", Input)
+        dialog.value = str(tmp_path / "report.md")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert (tmp_path / "report.md").read_text() == app.result.report + "\n"
+
+        await pilot.press("y")
+        assert app.clipboard == app.result.report
+
+        await pilot.press("s")
+        app.query_one(SourcesTable).focus()
+        await pilot.press("down", "o")
+        assert opened == [f"{web.base}/spread.html"]
+
+
+async def test_save_to_a_bad_path_is_an_in_app_error(web, tmp_path):
+    app = _app(web, script(web.base))
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.start(QUESTION)
+        await _until(pilot, lambda: app.result is not None)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        app.screen.query_one("#save-path", Input).value = str(tmp_path / "missing" / "r.md")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert any("Could not save" in n.message for n in app._notifications)
+
+
+def _slow_script(web) -> list[str]:
+    return [turn({"name": "open", "arguments": {"url": f"{web.base}/slow?delay=10"}}), REPORT]
+
+
+async def test_finish_now_writes_the_report_from_what_was_gathered(web):
+    app = _app(web, _slow_script(web))
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.start("What about printing?")
+        await _until(pilot, lambda: web.hits["/slow"] == 1 and app.query_one(Timeline).row_count == 1)
+        await pilot.press("f")
+        await _until(pilot, lambda: app.result is not None, timeout=8)
+        assert app.result.stop_reason == "cancelled"
+        assert app.result.report.startswith("# Partial report")
+        assert str(app.query_one(Timeline).get_cell("1", "status")) == "✗ cancelled"
+
+
+async def test_stop_now_abandons_the_run(web):
+    app = _app(web, _slow_script(web))
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.start("What about printing?")
+        await _until(pilot, lambda: web.hits["/slow"] == 1)
+        await pilot.press("x")
+        await _until(pilot, lambda: app.phase == "stopped", timeout=8)
+        assert app.result is None
+        assert "stopped by the user" in _status(app)
+        # The app is still usable: a new question can be asked.
+        assert app.check_action("stop_now", ()) is False
+
+
+async def test_a_failing_backend_is_shown_in_the_app(web):
+    app = _app(web, [turn({"name": "search", "arguments": {"query": "Gutenberg"}})])  # no report output
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.start("q")
+        await _until(pilot, lambda: app.phase == "failed")
+        assert "ran out of outputs" in _status(app)
+        assert app.query_one("#status").has_class("-error")
+
+
+# --- snapshots -------------------------------------------------------------------------------------
+
+BASE = "https://archive.example.org"
+PAGES = {
+    f"{BASE}/gutenberg": ("Johannes Gutenberg and movable type", "Gutenberg printed with movable type around 1440."),
+    f"{BASE}/spread": ("How printing spread across Europe", "By 1500 presses worked in more than 250 cities."),
+}
+T0 = datetime(2026, 1, 2, 12, 0, 0, tzinfo=UTC)
+
+
+class _Engine:
+    name = "archive"
+
+    async def search(self, query, max_results):
+        return [SearchHit(title=title, url=url, snippet=text) for url, (title, text) in PAGES.items()]
+
+    async def aclose(self):
+        pass
+
+
+class _Fetcher:
+    name = "archive"
+
+    async def fetch(self, url):
+        title, text = PAGES[url]
+        return Page(url=url, final_url=url, title=title, text=text, content_type="text/html", fetched_at=T0)
+
+    async def aclose(self):
+        pass
+
+
+def _recorded_events() -> list[ev.Event]:
+    """A real scripted run over fixed pages, with its clock readings pinned so screens are repeatable."""
+    outputs = [
+        turn({"name": "search", "arguments": {"query": "Gutenberg printing"}}, "Find sources on Gutenberg."),
+        turn({"name": "click", "arguments": {"link_id": 0}}, "Read the Gutenberg article."),
+        turn({"name": "open", "arguments": {"url": f"{BASE}/missing"}}, "Try another page."),
+        turn({"name": "click", "arguments": {"link_id": 1}}, "Now how it spread."),
+        turn({"name": "finish", "arguments": {}}, "Enough to answer."),
+        "\n<think>\nWrite it.\n</think>\n# Gutenberg and the spread of printing\n\nGutenberg printed with movable "
+        f"type around 1440 [1]({BASE}/gutenberg). By 1500 presses worked in 250 cities [2]({BASE}/spread).",
+    ]
+
+    class _Missing(_Fetcher):
+        async def fetch(self, url):
+            if url not in PAGES:
+                from rumination.web.fetch import FetchError
+
+                raise FetchError("http", "HTTP 404 Not Found")
+            return await super().fetch(url)
+
+    cfg = Config(backend="scripted")
+    researcher = Researcher(cfg, backend=ScriptedBackend(cfg, outputs=outputs), engine=_Engine(), fetcher=_Missing())
+    import asyncio
+
+    async def collect():
+        return [e async for e in researcher.stream(QUESTION)]
+
+    events = []
+    for i, event in enumerate(asyncio.run(collect())):
+        update: dict = {"at": T0 + timedelta(seconds=i)}
+        if isinstance(event, ev.ObservationEvent):
+            update["seconds"] = 0.4
+        if isinstance(event, ev.TurnFinished):
+            usage = event.usage.model_copy(update={"seconds": 2.0, "first_token_seconds": 0.5})
+            update.update(usage=usage, elapsed=10.0 * event.usage.turn)
+        if isinstance(event, ev.RunFinished):
+            result = event.result.model_copy(update={"started_at": T0, "finished_at": T0 + timedelta(seconds=83)})
+            update["result"] = result
+        events.append(event.model_copy(update=update))
+    return events
+
+
+@pytest.fixture(scope="module")
+def recorded() -> list[ev.Event]:
+    return _recorded_events()
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def _replay(events: list[ev.Event], tab: str | None = None):
+    async def run_before(pilot) -> None:
+        pilot.app.clock = lambda: 42.0
+        pilot.app._run_started = 0.0
+        pilot.app.query_one("#question", Input).value = QUESTION
+        for event in events:
+            pilot.app.on_research_event(event)
+        await pilot.pause()
+        if tab:
+            pilot.app.action_show_tab(tab)
+        pilot.app.set_focus(None)
+        await pilot.pause()
+
+    return run_before
+
+
+def test_snapshot_start_screen(snap_compare):
+    assert snap_compare(ResearchApp(Config(backend="scripted")), terminal_size=(80, 24))
+
+
+@pytest.mark.parametrize("tab", ["report", "timeline", "sources", "thinking"])
+def test_snapshot_finished_run_80x24(snap_compare, recorded, tab):
+    app = ResearchApp(Config(backend="scripted"))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_replay(recorded, tab))
+
+
+def test_snapshot_finished_run_large(snap_compare, recorded):
+    app = ResearchApp(Config(backend="scripted"))
+    assert snap_compare(app, terminal_size=(160, 48), run_before=_replay(recorded, "timeline"))
+
+
+def test_snapshot_mid_run_thinking(snap_compare, recorded):
+    upto = next(i for i, e in enumerate(recorded) if isinstance(e, ev.ToolCallEvent) and e.turn == 3)
+    app = ResearchApp(Config(backend="scripted"))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_replay(recorded[:upto]))
