@@ -96,10 +96,8 @@ class Researcher:
             engine = self._engine or search_engines.get(self.config.search)(self.config)
             fetcher = self._fetcher or fetchers.get(self.config.fetcher)(self.config)
             if self.backend.tokenizer is None:
-                yield ev.StatusEvent(message=f"loading the {self.backend.name} model: {self.backend.model_id} ...")
-                start = time.monotonic()
-                await _in_daemon_thread(self.backend.load)
-                yield ev.StatusEvent(message=f"model loaded in {time.monotonic() - start:.1f} s")
+                async for event in self._load_backend():
+                    yield event
             async for event in self._research(question, engine, fetcher):
                 yield event
         except RuminationError as exc:
@@ -110,6 +108,24 @@ class Researcher:
                 await engine.aclose()
             if fetcher is not None and self._fetcher is None:
                 await fetcher.aclose()
+
+    async def _load_backend(self) -> AsyncIterator[ev.Event]:
+        """Load the model in a daemon thread, passing on its progress lines as status events."""
+        yield ev.StatusEvent(message=f"loading the {self.backend.name} model: {self.backend.model_id} ...")
+        start, loop = time.monotonic(), asyncio.get_running_loop()
+        lines: asyncio.Queue[str] = asyncio.Queue()
+        load = asyncio.ensure_future(
+            _in_daemon_thread(lambda: self.backend.load(lambda line: loop.call_soon_threadsafe(lines.put_nowait, line)))
+        )
+        while not load.done():
+            line = asyncio.ensure_future(lines.get())
+            await asyncio.wait({load, line}, return_when=asyncio.FIRST_COMPLETED)
+            if line.done():
+                yield ev.StatusEvent(message=line.result(), transient=True)
+            else:
+                line.cancel()
+        await load
+        yield ev.StatusEvent(message=f"model loaded in {time.monotonic() - start:.1f} s")
 
     async def _research(self, question: str, engine: SearchEngine, fetcher: Fetcher) -> AsyncIterator[ev.Event]:
         cfg, tok = self.config, self.backend.tokenizer

@@ -33,6 +33,9 @@ class Trace:
     def __call__(self, event: ev.Event) -> None:
         """Render one event."""
         match event:
+            case ev.StatusEvent(transient=True, message=message):
+                if self.color:  # a live terminal: overwrite the progress line in place
+                    self._write(("" if self.at_line_start else "\r\x1b[K") + f"· {message}", "2")
             case ev.StatusEvent(message=message):
                 self._line(f"· {message}", "2")
             case ev.RunStarted():

@@ -21,6 +21,7 @@ class _Event(BaseModel):
 class StatusEvent(_Event):
     type: Literal["status"] = "status"
     message: str
+    transient: bool = Field(False, description="a progress line that the next status replaces")
 
 
 class RunStarted(_Event):

@@ -123,7 +123,13 @@ async def test_full_run_on_the_real_backend_ends_with_a_report(web, tiny_model_d
     assert result.stop_reason == "format_errors"
     assert [s.error for s in result.steps] == ["cut_off"] * 3
     assert len(result.usage.turns) == 4 and all(t.generated_tokens == 16 for t in result.usage.turns)
-    assert any(isinstance(e, ev.StatusEvent) and "loaded" in e.message for e in events)
+    statuses = [e.message for e in events if isinstance(e, ev.StatusEvent)]
+    assert statuses[1:4] == [
+        "reading the model configuration",
+        "loading the tokenizer",
+        "loading 0.0 GiB of weights onto cpu",
+    ]
+    assert statuses[-1].startswith("model loaded in")
     assert web.hits["/search"] == 0
 
 

@@ -17,7 +17,7 @@ from rumination.backends.scripted import ScriptedBackend
 from rumination.config import Config
 from rumination.search.base import SearchHit
 from rumination.tui.app import ResearchApp
-from rumination.tui.panels import SourcesTable, Timeline
+from rumination.tui.panels import SourcesTable, ThinkingLog, Timeline
 from rumination.web.base import Page
 
 REPORT = "\n<think>\nSummarise.\n</think>\n# Partial report\n\nWhat was gathered."
@@ -273,3 +273,48 @@ def test_snapshot_mid_run_thinking(snap_compare, recorded):
     upto = next(i for i, e in enumerate(recorded) if isinstance(e, ev.ToolCallEvent) and e.turn == 3)
     app = ResearchApp(Config(backend="scripted"))
     assert snap_compare(app, terminal_size=(80, 24), run_before=_replay(recorded[:upto]))
+
+
+def test_snapshot_loading_the_model(snap_compare):
+    loading = [
+        ev.StatusEvent(message="loading the local model: THUDM/GLM-Z1-Rumination-32B-0414 ...", at=T0),
+        ev.StatusEvent(message="loading weights: 23.4 of 61.7 GiB on the GPU", transient=True, at=T0),
+    ]
+
+    async def run_before(pilot) -> None:
+        pilot.app.clock = lambda: 42.0
+        pilot.app._run_started = 0.0
+        pilot.app.phase = "loading"
+        pilot.app.query_one("#question", Input).value = QUESTION
+        for event in loading:
+            pilot.app.on_research_event(event)
+        pilot.app.query_one(ThinkingLog).focus()  # as when a run starts
+        await pilot.pause()
+
+    assert snap_compare(ResearchApp(Config(backend="scripted")), terminal_size=(80, 24), run_before=run_before)
+
+
+async def test_question_on_the_command_line_starts_at_once(web):
+    cfg = _config(web)
+    researcher = Researcher(cfg, backend=ScriptedBackend(cfg, outputs=script(web.base)))
+    app = ResearchApp(cfg, question=QUESTION, researcher=researcher)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _until(pilot, lambda: app.result is not None)
+        assert app.result.question == QUESTION
+
+
+async def test_command_palette_offers_the_research_actions(web):
+    app = ResearchApp(_config(web))
+    async with app.run_test(size=(80, 24)):
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for title in ("Finish now", "Stop now", "Save report", "Copy report", "New question", "Open source"):
+            assert title in titles
+
+
+async def test_empty_question_is_refused_politely(web):
+    app = ResearchApp(_config(web))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.phase == "idle"
+        assert any("Type a question" in n.message for n in app._notifications)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from rumination.errors import BackendError
 from rumination.protocol import STOP_TOKENS
+
+Progress = Callable[[str], None]
 
 
 class OutOfMemory(BackendError):
@@ -55,8 +57,8 @@ class ModelBackend(Protocol):
     context_window: int
     tokenizer: Any  # a transformers tokenizer: its chat template renders every prompt
 
-    def load(self) -> None:
-        """Load weights and tokenizer (blocking; called off the event loop)."""
+    def load(self, progress: Progress | None = None) -> None:
+        """Load weights and tokenizer (blocking; called off the event loop); `progress` takes status lines."""
         ...
 
     def generate(self, prompt: str, params: SamplingParams) -> AsyncIterator[Chunk]:

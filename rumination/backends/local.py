@@ -6,11 +6,19 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from rumination.backends.base import Chunk, Outcome, OutOfMemory, SamplingParams, load_tokenizer, stop_token_ids
+from rumination.backends.base import (
+    Chunk,
+    Outcome,
+    OutOfMemory,
+    Progress,
+    SamplingParams,
+    load_tokenizer,
+    stop_token_ids,
+)
 from rumination.config import Config
 from rumination.errors import BackendError
 from rumination.protocol import DEFAULT_MODEL
@@ -29,6 +37,24 @@ def estimate_weight_bytes(hf_config: Any, bytes_per_param: int = 2) -> int:
     return (layers * per_layer + embeddings) * bytes_per_param
 
 
+@contextlib.contextmanager
+def _report_gpu_fill(torch: Any, device: str, total_gib: float, say: Progress) -> Iterator[None]:
+    """While weights load onto the GPU, report how much has arrived every few seconds."""
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(3.0):
+            loaded = sum(torch.cuda.memory_allocated(i) for i in range(torch.cuda.device_count())) / 2**30
+            say(f"loading weights: {loaded:.1f} of {total_gib:.1f} GiB on the GPU")
+
+    if device == "cuda":
+        threading.Thread(target=poll, daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
 class LocalBackend:
     """transformers `generate` in a worker thread, streaming text back to the event loop."""
 
@@ -42,9 +68,16 @@ class LocalBackend:
         self.model: Any = None
         self.stop_ids: list[int] = []
         self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
 
-    def load(self) -> None:
+    def load(self, progress: Progress | None = None) -> None:
         """Load tokenizer and weights; raise BackendError with a clear message on any user-fixable problem."""
+        # An abandoned load (Ctrl-C, "stop" in the TUI) keeps running in its thread: never start a second one.
+        with self._load_lock:
+            if self.model is None:
+                self._load(progress or (lambda message: None))
+
+    def _load(self, say: Progress) -> None:
         try:
             import torch
             from transformers import AutoConfig, AutoModelForCausalLM
@@ -56,6 +89,7 @@ class LocalBackend:
             raise BackendError(f"model directory not found: {self.model_id}")
         if self.model_id == DEFAULT_MODEL and self.config.device == "auto" and not torch.cuda.is_available():
             raise BackendError(self._no_gpu_message(DEFAULT_MODEL_WEIGHT_BYTES))  # known size: skip the hub
+        say("reading the model configuration")
         try:
             hf_config = AutoConfig.from_pretrained(self.model_id)
         except (OSError, ValueError) as exc:
@@ -64,14 +98,18 @@ class LocalBackend:
                 f"Download it first (hf download {self.model_id}) or pass -m DIR."
             ) from None
         device = self._pick_device(torch, hf_config)
+        say("loading the tokenizer")
         self.tokenizer = load_tokenizer(self.model_id)
         self.stop_ids = stop_token_ids(self.tokenizer)
         dtype = self._dtype(torch, device)
-        need = f"about {estimate_weight_bytes(hf_config) / 2**30:.0f} GiB for bf16 weights alone"
+        total = estimate_weight_bytes(hf_config) / 2**30
+        need = f"about {total:.0f} GiB for bf16 weights alone"
+        say(f"loading {total:.1f} GiB of weights onto {device}")
         try:
-            self.model = AutoModelForCausalLM.from_pretrained(
-                self.model_id, dtype=dtype, device_map="auto" if device == "cuda" else None
-            ).eval()
+            with _report_gpu_fill(torch, device, total, say):
+                self.model = AutoModelForCausalLM.from_pretrained(
+                    self.model_id, dtype=dtype, device_map="auto" if device == "cuda" else None
+                ).eval()
         except torch.cuda.OutOfMemoryError:
             raise BackendError(f"out of GPU memory while loading {self.model_id}: it needs {need}") from None
         except (OSError, ValueError, RuntimeError) as exc:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rumination.assets import bundled_tokenizer_dir
-from rumination.backends.base import Chunk, Outcome, SamplingParams, load_tokenizer
+from rumination.backends.base import Chunk, Outcome, Progress, SamplingParams, load_tokenizer
 from rumination.config import Config
 from rumination.errors import BackendError, ConfigError
 from rumination.protocol import DEFAULT_MODEL, STOP_TOKENS
@@ -40,7 +40,7 @@ class ScriptedBackend:
         self.context_window = config.context_window or 131072
         self.tokenizer: Any = None
 
-    def load(self) -> None:
+    def load(self, progress: Progress | None = None) -> None:
         """Load the tokenizer used to render and count."""
         self.tokenizer = load_tokenizer(self._tokenizer_source)
 

@@ -65,6 +65,7 @@ class ResearchApp(App[ResearchResult | None]):
             yield Input(self.initial_question, placeholder="Ask a research question and press Enter", id="question")
         with TabbedContent(initial="thinking"):
             with TabPane("Thinking", id="thinking"):
+                yield Static("", id="banner")
                 yield ThinkingLog()
             with TabPane("Timeline", id="timeline"):
                 yield Timeline()
@@ -110,7 +111,7 @@ class ResearchApp(App[ResearchResult | None]):
         if not question:
             self.notify("Type a question first.", severity="warning")
             return
-        self.result, self._report, self._tokens_per_s = None, "", None
+        self.result, self._report, self._tokens_per_s, self._backend = None, "", None, ""
         self._turn = self._ctx_tokens = 0
         self.query_one(ThinkingLog).clear()
         self.query_one(Timeline).clear()
@@ -157,7 +158,8 @@ class ResearchApp(App[ResearchResult | None]):
         match event:
             case ev.StatusEvent(message=message):
                 self._status_message = message
-                self.phase = "loading" if message.startswith("loading") else "running"
+                if not self._backend:  # statuses before RunStarted come from loading the model
+                    self.phase = "loading"
             case ev.RunStarted():
                 self.phase, self._status_message = "running", "researching"
                 self._max_turns, self._window = event.max_turns, event.context_window
@@ -222,6 +224,13 @@ class ResearchApp(App[ResearchResult | None]):
             self._refresh_status()
 
     def _refresh_status(self) -> None:
+        banner = self.query_one("#banner", Static)
+        banner.display = self.phase == "loading"
+        if banner.display:
+            banner.update(
+                f"{self._status_message}\n\nLoading a large model takes minutes; the line above shows what it is "
+                "doing. Press x to cancel."
+            )
         status = self.query_one("#status", Static)
         status.set_class(self.phase == "failed", "-error")
         parts = []
@@ -250,7 +259,9 @@ class ResearchApp(App[ResearchResult | None]):
     # --- actions ----------------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("finish_now", "stop_now"):
+        if action == "finish_now":
+            return self.phase == "running"
+        if action == "stop_now":
             return self.running
         if action in ("save_report", "copy_report"):
             return bool(self._report)
