@@ -318,3 +318,35 @@ async def test_empty_question_is_refused_politely(web):
         await pilot.pause()
         assert app.phase == "idle"
         assert any("Type a question" in n.message for n in app._notifications)
+
+
+async def test_second_question_reuses_the_loaded_model_and_keeps_focus(web):
+    cfg = _config(web)
+    outputs = [turn({"name": "finish", "arguments": {}}), REPORT] * 2
+    researcher = Researcher(cfg, backend=ScriptedBackend(cfg, outputs=outputs))
+    app = ResearchApp(cfg, researcher=researcher)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.start("first question")
+        await _until(pilot, lambda: app.result is not None)
+        tokenizer = researcher.backend.tokenizer
+        await pilot.press("n")
+        assert app.focused is app.query_one("#question", Input)
+        await pilot.press(*"second question", "enter")  # typing replaces the selected old question
+        await _until(pilot, lambda: app.result is not None and app.result.question == "second question")
+        assert researcher.backend.tokenizer is tokenizer  # loaded once
+
+
+async def test_enter_while_running_explains_how_to_stop(web):
+    app = _app(web, _slow_script(web))
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.start("What about printing?")
+        await _until(pilot, lambda: web.hits["/slow"] == 1)
+        app.query_one("#question", Input).focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert any("A run is in progress" in n.message for n in app._notifications)
+        await pilot.press("ctrl+p")  # the palette works mid-run too
+        await pilot.pause()
+        await pilot.press("escape")
+        app.action_stop_now()
+        await _until(pilot, lambda: app.phase == "stopped", timeout=8)

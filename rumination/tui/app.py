@@ -102,7 +102,11 @@ class ResearchApp(App[ResearchResult | None]):
         return self.phase in ("loading", "running", "reporting")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "question" and not self.running:
+        if event.input.id != "question":
+            return
+        if self.running:
+            self.notify("A run is in progress: press f to finish it now, or x to stop it.", severity="warning")
+        else:
             self.start(event.value)
 
     def start(self, question: str) -> None:
@@ -209,7 +213,8 @@ class ResearchApp(App[ResearchResult | None]):
         self.query_one("#empty-report").display = False
         self.query_one(SourcesTable).sync(result.sources)
         self.query_one(TabbedContent).active = "report"
-        self.query_one("#report-scroll").focus()
+        if not isinstance(self.focused, Input):  # never pull focus from someone typing the next question
+            self.query_one("#report-scroll").focus()
         self._elapsed_final = (result.finished_at - result.started_at).total_seconds()
 
     def _tick(self) -> None:
@@ -244,8 +249,8 @@ class ResearchApp(App[ResearchResult | None]):
             parts.append(f"turn {self._turn}/{self._max_turns}")
         if self._window:
             share = min(1.0, self._ctx_tokens / self._window)
-            bar = "█" * round(share * 8) + "░" * (8 - round(share * 8))
-            parts.append(f"ctx {bar} {self._ctx_tokens:,}/{self._window:,}")
+            bar = "█" * round(share * 6) + "░" * (6 - round(share * 6))
+            parts.append(f"ctx {self._ctx_tokens:,}/{_k(self._window)} {bar}")
         if self._tokens_per_s is not None:
             parts.append(f"{self._tokens_per_s:.1f} tok/s")
         if self.running or self.result is not None:
@@ -305,8 +310,10 @@ class ResearchApp(App[ResearchResult | None]):
             self.notify("Copied the report to the clipboard.")
 
     def action_new_question(self) -> None:
-        """Focus the question box."""
-        self.query_one("#question", Input).focus()
+        """Focus the question box with its text selected, so typing replaces it."""
+        question = self.query_one("#question", Input)
+        question.focus()
+        question.select_all()
 
     def action_show_tab(self, tab: str) -> None:
         """Switch to a panel and focus it, so its keys work at once."""
@@ -332,6 +339,11 @@ class ResearchApp(App[ResearchResult | None]):
         yield SystemCommand("Copy report", "Copy the report to the clipboard", self.action_copy_report)
         yield SystemCommand("New question", "Ask another question", self.action_new_question)
         yield SystemCommand("Open source", "Open the selected source in the browser", self.action_open_source)
+
+
+def _k(tokens: int) -> str:
+    """131072 -> '131K', 4096 -> '4.1K'."""
+    return f"{tokens / 1000:.0f}K" if tokens >= 10_000 else f"{tokens / 1000:.1f}K" if tokens >= 1000 else str(tokens)
 
 
 def run_tui(config: Config, question: str = "", theme: str | None = None) -> ResearchResult | None:
