@@ -350,3 +350,13 @@ async def test_enter_while_running_explains_how_to_stop(web):
         await pilot.press("escape")
         app.action_stop_now()
         await _until(pilot, lambda: app.phase == "stopped", timeout=8)
+
+
+async def test_quitting_mid_run_does_not_wait_for_the_research(web):
+    app = _app(web, _slow_script(web))
+    started = time.monotonic()
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.start("What about printing?")
+        await _until(pilot, lambda: web.hits["/slow"] == 1)
+        await pilot.press("ctrl+q")
+    assert time.monotonic() - started < 8  # the slow page takes 10 s to answer

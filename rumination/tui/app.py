@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable
 from datetime import datetime
@@ -135,18 +136,28 @@ class ResearchApp(App[ResearchResult | None]):
         async def consume() -> None:
             self._worker_loop, self._worker_task = asyncio.get_running_loop(), asyncio.current_task()
             async for event in self.researcher.stream(question):
-                self.call_from_thread(self.on_research_event, event)
+                self._post(self.on_research_event, event)
 
         try:
             asyncio.run(consume())
         except asyncio.CancelledError:
-            self.call_from_thread(self._ended, "stopped", "stopped by the user; no report")
+            self._post(self._ended, "stopped", "stopped by the user; no report")
         except RuminationError as exc:
-            self.call_from_thread(self._ended, "failed", str(exc))
+            self._post(self._ended, "failed", str(exc))
         except Exception as exc:  # shown in the app, never as a traceback over the screen
-            self.call_from_thread(self._ended, "failed", f"{type(exc).__name__}: {exc}")
+            self._post(self._ended, "failed", f"{type(exc).__name__}: {exc}")
         finally:
             self._worker_loop = self._worker_task = None
+
+    def _post(self, callback: Any, *args: Any) -> None:
+        """Run `callback` on the UI thread; after the app has closed there is nobody to tell."""
+        with contextlib.suppress(RuntimeError):
+            self.call_from_thread(callback, *args)
+
+    async def action_quit(self) -> None:
+        """Quit at once: a running research is stopped first rather than waited for."""
+        self.action_stop_now()
+        await super().action_quit()
 
     def _ended(self, state: str, message: str) -> None:
         self.phase, self._status_message = state, message
