@@ -90,7 +90,6 @@ class Researcher:
         question = question.strip()
         if not question:
             raise RuminationError("the question is empty")
-        self._finish.clear()
         engine = fetcher = None
         try:
             engine = self._engine or search_engines.get(self.config.search)(self.config)
@@ -104,6 +103,7 @@ class Researcher:
             yield ev.ErrorEvent(message=str(exc), fatal=True)
             raise
         finally:
+            self._finish.clear()  # cleared at the end, so a request made as the run starts is not lost
             if engine is not None and self._engine is None:
                 await engine.aclose()
             if fetcher is not None and self._fetcher is None:
@@ -115,7 +115,7 @@ class Researcher:
         start, loop = time.monotonic(), asyncio.get_running_loop()
         lines: asyncio.Queue[str] = asyncio.Queue()
         load = asyncio.ensure_future(
-            _in_daemon_thread(lambda: self.backend.load(lambda line: loop.call_soon_threadsafe(lines.put_nowait, line)))
+            _in_daemon_thread(lambda: self.backend.load(lambda line: _call_soon(loop, lines.put_nowait, line)))
         )
         while not load.done():
             line = asyncio.ensure_future(lines.get())
@@ -365,6 +365,12 @@ def _shrink_largest_observation(st: _State) -> bool:
     return True
 
 
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:
+    """Hand `callback` to `loop` from another thread; a loop that has closed (run abandoned) is ignored."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
+
+
 async def _in_daemon_thread(fn: Callable[[], T]) -> T:
     """Run blocking `fn` in a daemon thread, so an interrupted program need not wait for it to end."""
     loop = asyncio.get_running_loop()
@@ -376,9 +382,11 @@ async def _in_daemon_thread(fn: Callable[[], T]) -> T:
 
     def target() -> None:
         try:
-            loop.call_soon_threadsafe(settle, fn(), None)
+            result = fn()
         except BaseException as exc:
-            loop.call_soon_threadsafe(settle, None, exc)
+            _call_soon(loop, settle, None, exc)
+        else:
+            _call_soon(loop, settle, result, None)
 
     threading.Thread(target=target, name="rumination-load", daemon=True).start()
     return await future

@@ -202,9 +202,11 @@ def _tui(args: argparse.Namespace) -> int:
 
     config = _research_config(args)
     try:
-        from rumination.tui.app import run_tui
+        from rumination.tui.app import check_theme, run_tui
     except ImportError:
         raise RuminationError("the TUI needs Textual: pip install 'rumination[tui]'") from None
+    if args.theme:
+        check_theme(args.theme)
     run_tui(config, args.question, theme=args.theme)
     return EXIT_OK
 

@@ -64,7 +64,7 @@ async def test_full_scripted_run_fills_every_panel(web, tmp_path):
         assert timeline.row_count == 4
         assert str(timeline.get_cell("1", "detail")) == "“Gutenberg printing” → 3 results"
         assert str(timeline.get_cell("2", "detail")).startswith("Johannes Gutenberg and movable type (127.0.0.1:")
-        assert str(timeline.get_cell("3", "detail")).startswith("How printing spread across Europe")
+        assert str(timeline.get_cell("3", "detail")) == f"{web.base}/spread.html · How printing spread across Europe"
         assert str(timeline.get_cell("1", "status")).startswith("✓")
 
         sources = app.query_one(SourcesTable)
@@ -360,3 +360,41 @@ async def test_quitting_mid_run_does_not_wait_for_the_research(web):
         await _until(pilot, lambda: web.hits["/slow"] == 1)
         await pilot.press("ctrl+q")
     assert time.monotonic() - started < 8  # the slow page takes 10 s to answer
+
+
+def test_unknown_theme_is_refused_before_the_screen_is_taken(capsys):
+    from rumination.cli import main
+
+    assert main(["tui", "--theme", "nope", "--script", "x.json"]) == 2
+    assert "unknown theme 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("colorfgbg", "theme"), [("15;0", "ansi-dark"), ("0;15", "ansi-light"), ("", "ansi-dark")])
+def test_theme_follows_the_terminal_background(monkeypatch, colorfgbg, theme):
+    from rumination.tui.app import terminal_theme
+
+    monkeypatch.setenv("COLORFGBG", colorfgbg)
+    assert terminal_theme() == theme
+
+
+async def test_long_thinking_is_split_into_paragraph_widgets(web):
+    app = ResearchApp(_config(web))
+    async with app.run_test(size=(80, 24)) as pilot:
+        log = app.query_one(ThinkingLog)
+        log.start_turn(1, 100, report=False)
+        await pilot.pause()
+        for i in range(200):
+            log.append(f"Paragraph {i} about printing presses and the spread of movable type.\n\n")
+        log.flush()
+        await pilot.pause()
+        paragraphs = log.query(".thinking")
+        assert len(paragraphs) == 201  # 200 finished paragraphs + the one being written
+        assert str(paragraphs.first().content) == "Paragraph 0 about printing presses and the spread of movable type."
+        await pilot.pause(0.2)
+        assert log.is_anchored and log.scroll_y == log.max_scroll_y  # following the newest text
+        log.scroll_home(animate=False, immediate=True)
+        await pilot.pause()
+        log.append("More text.\n\n")
+        log.flush()
+        await pilot.pause()
+        assert log.scroll_y == 0  # the user scrolled away: the view stays where they put it

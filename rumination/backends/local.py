@@ -99,8 +99,8 @@ class LocalBackend:
             ) from None
         device = self._pick_device(torch, hf_config)
         say("loading the tokenizer")
-        self.tokenizer = load_tokenizer(self.model_id)
-        self.stop_ids = stop_token_ids(self.tokenizer)
+        tokenizer = load_tokenizer(self.model_id)  # published as self.tokenizer only once weights are in
+        self.stop_ids = stop_token_ids(tokenizer)
         dtype = self._dtype(torch, device)
         total = estimate_weight_bytes(hf_config) / 2**30
         need = f"about {total:.0f} GiB for bf16 weights alone"
@@ -124,6 +124,7 @@ class LocalBackend:
         self.context_window = self.config.context_window or int(
             getattr(hf_config, "max_position_embeddings", self.context_window)
         )
+        self.tokenizer = tokenizer
 
     def _pick_device(self, torch: Any, hf_config: Any) -> str:
         wanted = self.config.device

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Iterable
 from datetime import datetime
@@ -19,7 +20,7 @@ from textual.widgets import Footer, Input, Markdown, Static, TabbedContent, TabP
 
 from rumination import events as ev
 from rumination.config import Config
-from rumination.errors import RuminationError
+from rumination.errors import ConfigError, RuminationError
 from rumination.results import ResearchResult
 from rumination.tui.panels import SaveReport, SourcesTable, ThinkingLog, Timeline
 
@@ -48,7 +49,7 @@ class ResearchApp(App[ResearchResult | None]):
         super().__init__(ansi_color=theme is None)
         self.config, self.initial_question = config, question
         self._researcher = researcher
-        self._theme_name = theme or "ansi-dark"
+        self._theme_name = theme or terminal_theme()
         self.result: ResearchResult | None = None
         self.phase = "idle"  # idle | loading | running | reporting | done | stopped | failed
         self._status_message = ""
@@ -56,7 +57,10 @@ class ResearchApp(App[ResearchResult | None]):
         self._turn = self._max_turns = self._ctx_tokens = self._window = 0
         self._tokens_per_s: float | None = None
         self._backend = self._model = ""
-        self._report = ""
+        self._report = self._pending_report = ""
+        self._run_id = 0
+        self._stop_requested = False
+        self._elapsed_final = 0.0
         self._worker_loop: asyncio.AbstractEventLoop | None = None
         self._worker_task: asyncio.Task[Any] | None = None
         self.clock = time.monotonic  # replaceable, so screens can be pinned in tests
@@ -116,8 +120,11 @@ class ResearchApp(App[ResearchResult | None]):
         if not question:
             self.notify("Type a question first.", severity="warning")
             return
-        self.result, self._report, self._tokens_per_s, self._backend = None, "", None, ""
-        self._turn = self._ctx_tokens = 0
+        researcher = self.researcher  # built here, on the UI thread
+        self._run_id += 1
+        self.result, self._report, self._pending_report, self._tokens_per_s = None, "", "", None
+        self._backend, self._model, self._elapsed_final, self._stop_requested = "", "", 0.0, False
+        self._turn = self._ctx_tokens = self._max_turns = self._window = 0
         self.query_one(ThinkingLog).clear()
         self.query_one(Timeline).clear()
         self.query_one(SourcesTable).clear()
@@ -127,32 +134,39 @@ class ResearchApp(App[ResearchResult | None]):
         self.query_one(TabbedContent).active = "thinking"
         self.query_one(ThinkingLog).focus()
         self.phase, self._status_message, self._run_started = "running", "starting", self.clock()
-        self._research(question)
+        self._research(researcher, question, self._run_id)
 
     @work(thread=True, exclusive=True, group="research")
-    def _research(self, question: str) -> None:
+    def _research(self, researcher: Any, question: str, run_id: int) -> None:
         """Run the async research loop on this worker thread's own event loop."""
 
         async def consume() -> None:
-            self._worker_loop, self._worker_task = asyncio.get_running_loop(), asyncio.current_task()
-            async for event in self.researcher.stream(question):
-                self._post(self.on_research_event, event)
+            task = asyncio.current_task()
+            self._worker_loop, self._worker_task = asyncio.get_running_loop(), task
+            if self._stop_requested:  # "stop" was pressed before the loop existed
+                raise asyncio.CancelledError
+            async with contextlib.aclosing(researcher.stream(question)) as events:
+                async for event in events:
+                    self._post(run_id, self.on_research_event, event)
 
         try:
             asyncio.run(consume())
         except asyncio.CancelledError:
-            self._post(self._ended, "stopped", "stopped by the user; no report")
+            self._post(run_id, self._ended, "stopped", "stopped by the user; no report")
         except RuminationError as exc:
-            self._post(self._ended, "failed", str(exc))
+            self._post(run_id, self._ended, "failed", str(exc))
         except Exception as exc:  # shown in the app, never as a traceback over the screen
-            self._post(self._ended, "failed", f"{type(exc).__name__}: {exc}")
+            self._post(run_id, self._ended, "failed", f"{type(exc).__name__}: {exc}")
         finally:
-            self._worker_loop = self._worker_task = None
+            if run_id == self._run_id:
+                self._worker_loop = self._worker_task = None
 
-    def _post(self, callback: Any, *args: Any) -> None:
-        """Run `callback` on the UI thread; after the app has closed there is nobody to tell."""
+    def _post(self, run_id: int, callback: Any, *args: Any) -> None:
+        """Run `callback` on the UI thread, unless the app has closed or a newer run has started."""
+        if run_id != self._run_id or not self.is_running:
+            return
         with contextlib.suppress(RuntimeError):
-            self.call_from_thread(callback, *args)
+            self.call_from_thread(lambda: run_id == self._run_id and callback(*args))
 
     async def action_quit(self) -> None:
         """Quit at once: a running research is stopped first rather than waited for."""
@@ -160,6 +174,7 @@ class ResearchApp(App[ResearchResult | None]):
         await super().action_quit()
 
     def _ended(self, state: str, message: str) -> None:
+        self._show_pending_report()
         self.phase, self._status_message = state, message
         self.notify(message, severity="error" if state == "failed" else "warning", timeout=8)
         self._refresh_status()
@@ -207,18 +222,20 @@ class ResearchApp(App[ResearchResult | None]):
                 if not self._report:
                     self.query_one(TabbedContent).active = "report"
                     self.query_one("#empty-report").display = False
+                    text = text.lstrip()
                 self._report += text
+                self._pending_report += text
             case ev.RunFinished(result=result):
                 self._finish(result)
-            case ev.ErrorEvent(message=message, fatal=fatal):
-                self.notify(message, severity="error" if fatal else "warning", timeout=8)
+            case ev.ErrorEvent(message=message, fatal=False):
+                self.notify(message, severity="warning", timeout=8)
         self._refresh_status()
         self.refresh_bindings()
 
     def _finish(self, result: ResearchResult) -> None:
         self.result, self.phase = result, "done"
         self._status_message = f"done: {result.stop_reason.replace('_', ' ')}"
-        self._report = result.report
+        self._report, self._pending_report = result.report, ""
         self.query_one(ThinkingLog).flush()
         self.query_one("#report-md", Markdown).update(result.report or "*The model wrote no report.*")
         self.query_one("#empty-report").display = False
@@ -231,13 +248,15 @@ class ResearchApp(App[ResearchResult | None]):
     def _tick(self) -> None:
         """Redraw streaming text and the status line at a steady rate."""
         self.query_one(ThinkingLog).flush()
-        if self.phase == "reporting" and self._report:
-            md = self.query_one("#report-md", Markdown)
-            if getattr(md, "_shown", "") != self._report:
-                md.update(self._report)
-                md._shown = self._report  # type: ignore[attr-defined]
+        self._show_pending_report()
         if self.running:
             self._refresh_status()
+
+    def _show_pending_report(self) -> None:
+        """Append newly streamed report text (Markdown.append parses only the new part)."""
+        if self._pending_report:
+            self.query_one("#report-md", Markdown).append(self._pending_report)
+            self._pending_report = ""
 
     def _refresh_status(self) -> None:
         banner = self.query_one("#banner", Static)
@@ -265,7 +284,7 @@ class ResearchApp(App[ResearchResult | None]):
         if self._tokens_per_s is not None:
             parts.append(f"{self._tokens_per_s:.1f} tok/s")
         if self.running or self.result is not None:
-            seconds = getattr(self, "_elapsed_final", 0.0) if not self.running else self.clock() - self._run_started
+            seconds = self._elapsed_final if not self.running else self.clock() - self._run_started
             parts.append(f"{int(seconds // 60):02d}:{int(seconds % 60):02d}")
         if self._backend:
             model = self._model.rstrip("/").rsplit("/", 1)[-1]
@@ -285,15 +304,20 @@ class ResearchApp(App[ResearchResult | None]):
 
     def action_finish_now(self) -> None:
         """Stop researching and write the report from what was gathered."""
-        if self.running:
+        if self.phase == "running":
             self.researcher.request_finish()
             self._status_message = "finishing: writing the report from what was gathered"
             self.notify("Finishing: the report will be written from what was gathered.")
 
     def action_stop_now(self) -> None:
         """Abandon the run at once, without a report."""
-        if self._worker_loop is not None and self._worker_task is not None:
-            self._worker_loop.call_soon_threadsafe(self._worker_task.cancel)
+        if not self.running:
+            return
+        self._stop_requested, self._status_message = True, "stopping"
+        loop, task = self._worker_loop, self._worker_task
+        if loop is not None and task is not None:
+            with contextlib.suppress(RuntimeError):  # the loop may have just finished
+                loop.call_soon_threadsafe(task.cancel)
 
     def action_save_report(self) -> None:
         """Save the report as Markdown (asks for the path)."""
@@ -318,7 +342,7 @@ class ResearchApp(App[ResearchResult | None]):
         """Copy the report to the clipboard."""
         if self._report:
             self.copy_to_clipboard(self._report)
-            self.notify("Copied the report to the clipboard.")
+            self.notify("Sent the report to the clipboard (terminals without OSC 52 ignore it; Ctrl+S saves it).")
 
     def action_new_question(self) -> None:
         """Focus the question box with its text selected, so typing replaces it."""
@@ -350,6 +374,19 @@ class ResearchApp(App[ResearchResult | None]):
         yield SystemCommand("Copy report", "Copy the report to the clipboard", self.action_copy_report)
         yield SystemCommand("New question", "Ask another question", self.action_new_question)
         yield SystemCommand("Open source", "Open the selected source in the browser", self.action_open_source)
+
+
+def terminal_theme() -> str:
+    """The ANSI theme matching the terminal's background, from COLORFGBG where the terminal sets it."""
+    background = os.environ.get("COLORFGBG", "").rsplit(";", 1)[-1]
+    return "ansi-light" if background.isdigit() and int(background) in (7, *range(9, 16)) else "ansi-dark"
+
+
+def check_theme(name: str) -> None:
+    """Refuse an unknown Textual theme before the screen is taken over."""
+    themes = App().available_themes
+    if name not in themes:
+        raise ConfigError(f"unknown theme {name!r}; choose one of: {', '.join(sorted(themes))}")
 
 
 def _k(tokens: int) -> str:

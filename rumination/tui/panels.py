@@ -18,29 +18,26 @@ from rumination.results import Source
 class ThinkingLog(VerticalScroll):
     """The thinking trace, one collapsible block per turn; follows new text unless scrolled away."""
 
-    def on_mount(self) -> None:
-        self._current: Static | None = None
+    def __init__(self) -> None:
+        super().__init__()
+        self._block: Collapsible | None = None
+        self._body: Vertical | None = None
+        self._paragraph: Static | None = None
         self._buffer = ""
         self._dirty = False
 
-    def _following(self) -> bool:
-        return self.scroll_y >= self.max_scroll_y - 1
-
-    def _follow(self, was_following: bool) -> None:
-        if was_following:
-            self.call_after_refresh(self.scroll_end, animate=False, immediate=True)
-
     def start_turn(self, turn: int, prompt_tokens: int, report: bool) -> None:
-        """Open a new block (and fold the previous one)."""
+        """Open a new block, folding the previous one (blocks the user opened again stay open)."""
         self.flush()
-        following = self._following()
-        for block in self.query(Collapsible):
-            block.collapsed = True
+        if self._block is not None:
+            self._block.collapsed = True
         title = "Report" if report else f"Turn {turn}"
-        self._current = Static("", classes="thinking", markup=False)
-        self.mount(Collapsible(self._current, title=f"{title} · {prompt_tokens:,} tokens in context", collapsed=False))
+        self._paragraph = Static("", classes="thinking", markup=False)
+        self._body = Vertical(self._paragraph, classes="turn-body")
+        self._block = Collapsible(self._body, title=f"{title} · {prompt_tokens:,} tokens in context", collapsed=False)
+        self.mount(self._block)
         self._buffer = ""
-        self._follow(following)
+        self.call_after_refresh(self._keep_following)
 
     def append(self, text: str) -> None:
         """Queue streamed thinking text; `flush` shows it."""
@@ -48,17 +45,30 @@ class ThinkingLog(VerticalScroll):
         self._dirty = True
 
     def flush(self) -> None:
-        """Show the queued text (called on a timer, so a fast stream does not redraw per token)."""
-        if self._current is not None and self._dirty:
-            following = self._following()
-            self._current.update(self._buffer.strip("\n"))
-            self._dirty = False
-            self._follow(following)
+        """Show the queued text: finished paragraphs get their own widget, so only the last one is redrawn."""
+        if self._paragraph is None or self._body is None or not self._dirty or not self._body.is_mounted:
+            return  # nothing new, or the block is not on screen yet (the next tick retries)
+        *done, self._buffer = self._buffer.split("\n\n")
+        for paragraph in done:
+            if paragraph.strip():
+                self._paragraph.update(paragraph.strip("\n"))
+                self._paragraph = Static("", classes="thinking", markup=False)
+                self._body.mount(self._paragraph)
+        self._paragraph.update(self._buffer.strip("\n"))
+        self._dirty = False
+        self.call_after_refresh(self._keep_following)
+
+    def _keep_following(self) -> None:
+        # Anchor once the text overflows; Textual releases the anchor when the user scrolls up and restores
+        # it when they scroll back to the bottom.
+        if self.max_scroll_y > 0 and not self.is_anchored:
+            self.anchor()
 
     def clear(self) -> None:
         """Forget every block."""
         self.remove_children()
-        self._current, self._buffer = None, ""
+        self.anchor(False)
+        self._block, self._body, self._paragraph, self._buffer, self._dirty = None, None, None, "", False
 
 
 class Timeline(DataTable):
@@ -89,6 +99,8 @@ class Timeline(DataTable):
         if event.ok and event.results is not None:
             detail = Text(f"{self.get_cell(key, 'detail')} → {event.results} results")
             self.update_cell(key, "detail", detail, update_width=True)
+        elif event.ok and event.tool == "open":
+            self.update_cell(key, "detail", Text(f"{event.url} · {event.title}"), update_width=True)
         elif event.ok and event.title:
             self.update_cell(key, "detail", Text(f"{event.title} ({_host(event.url or '')})"), update_width=True)
         if event.ok:
