@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -15,6 +15,12 @@ from pydantic_settings import (
 )
 
 from rumination import protocol
+
+
+def _user_dir(kind: str) -> Path:
+    from platformdirs import user_cache_path, user_data_path
+
+    return (user_data_path if kind == "data" else user_cache_path)("rumination")
 
 
 def config_path() -> Path:
@@ -55,6 +61,14 @@ class Config(BaseSettings):
     search: str = Field("ddgs", description="search engine: ddgs, searxng, or a plugin's name")
     searxng_url: str | None = Field(None, description="base URL of a SearXNG instance")
     ddgs_backend: str = Field("auto", description="ddgs backend, e.g. duckduckgo, bing, auto")
+    search_fallback: list[str] = Field(default_factory=list, description="engines to try when the first fails")
+    search_min_interval: float = Field(1.0, ge=0, description="seconds between two calls to one engine")
+    brave_api_key: SecretStr | None = None
+    brave_url: str = "https://api.search.brave.com/res/v1/web/search"
+    tavily_api_key: SecretStr | None = None
+    tavily_url: str = "https://api.tavily.com/search"
+    allow_domains: list[str] = Field(default_factory=list, description="if set, only these domains (and subdomains)")
+    deny_domains: list[str] = Field(default_factory=list, description="never these domains (and subdomains)")
     search_results: int = Field(10, ge=1, le=50)
     search_layout: Literal["card", "glm4"] = "card"
     fetcher: str = "web"
@@ -62,9 +76,16 @@ class Config(BaseSettings):
     page_max_tokens: int = Field(8000, ge=100, description="page text kept per observation")
     fetch_timeout: float = Field(30.0, gt=0, description="total seconds per fetch")
     fetch_max_bytes: int = Field(5_000_000, ge=10_000)
+    robots_txt: bool = Field(True, description="honour robots.txt of the sites the model opens")
+    prefetch: int = Field(3, ge=0, le=10, description="top search results fetched ahead of a click")
+    page_cache: bool = Field(True, description="keep fetched pages on disk and reuse them")
+    pdf_timeout: float = Field(30.0, gt=0)
+    pdf_max_memory_mb: int = Field(1024, ge=64)
+    data_dir: Path = Field(default_factory=lambda: _user_dir("data"), description="local indexes")
+    cache_dir: Path = Field(default_factory=lambda: _user_dir("cache"), description="page cache")
     user_agent: str = "Rumination/0.1 (local deep-research agent)"
 
-    @field_validator("script", mode="before")
+    @field_validator("script", "data_dir", "cache_dir", mode="before")
     @classmethod
     def _expand(cls, value: Any) -> Any:
         return Path(value).expanduser() if isinstance(value, str) and value else value
@@ -85,7 +106,11 @@ class Config(BaseSettings):
         """The effective configuration as TOML, for `rumination config`."""
         lines = []
         for key, value in self.model_dump(mode="json").items():
-            if value is None:
+            if key.endswith("_api_key") and value is not None:
+                lines.append(f'{key} = "**********"')
+            elif isinstance(value, list):
+                lines.append(f"{key} = [{', '.join(_toml_str(str(v)) for v in value)}]")
+            elif value is None:
                 lines.append(f"# {key} = (unset)")
             elif isinstance(value, bool):
                 lines.append(f"{key} = {str(value).lower()}")

@@ -38,13 +38,13 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never read the developer's own config file or RUMINATION_* variables."""
-    import os
-
+    """Never read the developer's own config, cache or data, or RUMINATION_* variables."""
     for key in list(os.environ):
         if key.startswith("RUMINATION_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("RUMINATION_CONFIG_FILE", str(tmp_path / "no-config.toml"))
+    monkeypatch.setenv("RUMINATION_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RUMINATION_DATA_DIR", str(tmp_path / "data"))
 
 
 def write_script(path: Path, outputs: list[str]) -> Path:
