@@ -281,10 +281,10 @@ async def test_every_redirect_hop_is_rechecked(web: LocalWeb, client, monkeypatc
     real_check = guard.check_url
     start = web.url("/redirect-to?url=" + quote(target.format(port=urlsplit(web.base).port), safe=""))
 
-    async def check_url(url: str, *, allow_private: bool) -> None:
+    async def check_url(url: str, *, allow_private: bool, resolver=None) -> str:
         if url == start:
-            return
-        await real_check(url, allow_private=allow_private)
+            return "127.0.0.1"
+        return await real_check(url, allow_private=allow_private, resolver=resolver)
 
     monkeypatch.setattr(fetch_module, "check_url", check_url)
     with pytest.raises(FetchError) as info:

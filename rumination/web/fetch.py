@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import zlib
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any
 from urllib.parse import urljoin
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
-from rumination.web.guard import RefusedURL, check_url
+from rumination.web.guard import RefusedURL, Resolver, check_url
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 10.0
@@ -35,6 +37,7 @@ class FetchPolicy:
     max_bytes: int = 5_000_000
     max_redirects: int = 5
     retries: int = 2
+    resolver: Resolver | None = None  # None: the system resolver
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,11 @@ def make_client(user_agent: str) -> httpx.AsyncClient:
         cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         follow_redirects=False,
         timeout=httpx.Timeout(15.0, connect=10.0),
-        headers={"User-Agent": user_agent, "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5"},
+        headers={
+            "User-Agent": user_agent,
+            "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5",
+            "Accept-Encoding": "gzip, deflate",  # only encodings we can decompress with a size limit
+        },
         limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
     )
 
@@ -83,7 +90,7 @@ async def guarded_get(client: httpx.AsyncClient, url: str, policy: FetchPolicy) 
         raise FetchError("timeout", "the server stopped responding") from None
     except httpx.TransportError as exc:
         raise FetchError("network", f"network error: {type(exc).__name__} {exc}".strip()) from None
-    except httpx.DecodingError as exc:
+    except (httpx.DecodingError, zlib.error) as exc:
         raise FetchError("network", f"could not decode the response: {exc}") from None
     except (httpx.InvalidURL, UnicodeError) as exc:
         raise FetchError("refused", f"refused: invalid URL ({exc})") from None
@@ -92,8 +99,8 @@ async def guarded_get(client: httpx.AsyncClient, url: str, policy: FetchPolicy) 
 async def _follow(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> RawResponse:
     current = url
     for _ in range(policy.max_redirects + 1):
-        await check_url(current, allow_private=policy.allow_private)
-        response = await _send_with_retries(client, current, policy)
+        address = await check_url(current, allow_private=policy.allow_private, resolver=policy.resolver)
+        response = await _send_with_retries(client, _pinned_request(client, current, address), policy)
         try:
             if response.is_redirect and "location" in response.headers:
                 try:
@@ -109,7 +116,17 @@ async def _follow(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> R
     raise FetchError("redirects", f"too many redirects (more than {policy.max_redirects})")
 
 
-async def _send_with_retries(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> httpx.Response:
+def _pinned_request(client: httpx.AsyncClient, url: str, address: str) -> httpx.Request:
+    """A GET that connects to the checked `address`; the Host header and TLS SNI keep the URL's hostname."""
+    target = httpx.URL(url)
+    host = f"[{address}]" if ":" in address else address
+    request = client.build_request("GET", target.copy_with(host=host.strip("[]")))
+    request.headers["Host"] = target.netloc.decode("ascii")
+    request.extensions["sni_hostname"] = target.host
+    return request
+
+
+async def _send_with_retries(client: httpx.AsyncClient, request: httpx.Request, policy: FetchPolicy) -> httpx.Response:
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.retries + 1),
         wait=_wait,
@@ -118,7 +135,7 @@ async def _send_with_retries(client: httpx.AsyncClient, url: str, policy: FetchP
     )
     async for attempt in retrying:
         with attempt:
-            response = await client.send(client.build_request("GET", url), stream=True)
+            response = await client.send(request, stream=True)
             if response.status_code in RETRY_STATUSES:
                 await response.aclose()
                 raise _RetryableStatus(response.status_code, _retry_after(response))
@@ -139,17 +156,40 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 async def _read(response: httpx.Response, url: str, final_url: str, policy: FetchPolicy) -> RawResponse:
+    """Read the raw body and decompress it ourselves, stopping both at the cap (no decompression bombs)."""
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > policy.max_bytes:
         raise FetchError("too_large", f"page too large ({int(declared):,} bytes; the limit is {policy.max_bytes:,})")
-    chunks: list[bytes] = []
-    size, truncated = 0, False
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > policy.max_bytes:
+    decoders = _decoders(response.headers.get("content-encoding", ""))
+    body, raw_size, truncated = bytearray(), 0, False
+    async for chunk in response.aiter_raw():
+        raw_size += len(chunk)
+        for decoder in decoders:
+            chunk = decoder.decompress(chunk, policy.max_bytes + 1 - len(body))
+        body += chunk
+        if len(body) > policy.max_bytes or raw_size > policy.max_bytes:
             truncated = True
             break
-    body = b"".join(chunks)[: policy.max_bytes]
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    return RawResponse(url, final_url, response.status_code, content_type, response.charset_encoding, body, truncated)
+    return RawResponse(
+        url,
+        final_url,
+        response.status_code,
+        content_type,
+        response.charset_encoding,
+        bytes(body[: policy.max_bytes]),
+        truncated,
+    )
+
+
+def _decoders(content_encoding: str) -> list[Any]:
+    """zlib decoders for each listed encoding, outermost last as sent; unknown encodings are refused."""
+    decoders = []
+    for encoding in reversed([e.strip().lower() for e in content_encoding.split(",") if e.strip()]):
+        if encoding in ("gzip", "x-gzip"):
+            decoders.append(zlib.decompressobj(16 + zlib.MAX_WBITS))
+        elif encoding == "deflate":
+            decoders.append(zlib.decompressobj())
+        elif encoding != "identity":
+            raise FetchError("unsupported", f"unsupported content encoding {encoding!r}")
+    return decoders

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 MAX_URL_LENGTH = 2083
@@ -55,19 +56,31 @@ def check_url_syntax(url: str) -> tuple[str, str, int]:
     return scheme, parts.hostname, port or (443 if scheme == "https" else 80)
 
 
-async def check_url(url: str, *, allow_private: bool) -> None:
-    """Refuse `url` unless every address its host resolves to is public (or private ones are allowed)."""
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to, through the operating system's resolver."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(sockaddr[0]).split("%", 1)[0] for *_, sockaddr in infos]
+
+
+async def check_url(url: str, *, allow_private: bool, resolver: Resolver | None = None) -> str:
+    """Resolve the host once and return the address to connect to; refuse unless every address is public.
+
+    Connecting to the returned address (not the name again) is what defeats DNS rebinding.
+    """
     _, host, port = check_url_syntax(url)
-    if allow_private:
-        return
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
+        addresses = [ipaddress.ip_address(a) for a in await (resolver or system_resolver)(host, port)]
+    except (OSError, UnicodeError, ValueError) as exc:
         raise RefusedURL(f"could not resolve host {host!r} ({exc})") from None
-    for *_, sockaddr in infos:
-        ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-        if not is_public_address(ip):
+    if not addresses:
+        raise RefusedURL(f"could not resolve host {host!r}")
+    for ip in addresses:
+        if not allow_private and not is_public_address(ip):
             raise RefusedURL(
                 f"refused: {host} resolves to a private or local address ({ip}); "
                 "pass --allow-private-network to allow intranet and local sites"
             )
+    return str(addresses[0])

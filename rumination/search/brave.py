@@ -1,0 +1,97 @@
+"""The Brave Search web API (needs a subscription token)."""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+import httpx
+
+from rumination.config import Config
+from rumination.errors import ConfigError
+from rumination.search.base import SearchError, SearchHit
+from rumination.search.errors import parse_retry_after, rate_limited
+
+MAX_COUNT = 20  # the API refuses a larger `count`
+_TAG = re.compile(r"<[^>]*>")
+
+
+def strip_tags(text: str) -> str:
+    """Plain text from a snippet with inline HTML (Brave marks matches with <strong>) and entities."""
+    return html.unescape(_TAG.sub("", text)).strip()
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return ""
+    error = data.get("error") if isinstance(data, dict) else None
+    detail = error.get("detail") if isinstance(error, dict) else None
+    return f": {str(detail)[:200]}" if detail else ""
+
+
+class BraveEngine:
+    """Search the web through the Brave Search API."""
+
+    name = "brave"
+
+    def __init__(self, config: Config):
+        key = config.brave_api_key.get_secret_value().strip() if config.brave_api_key else ""
+        if not key:
+            raise ConfigError(
+                "--search brave needs an API key: set RUMINATION_BRAVE_API_KEY or brave_api_key in the config file"
+            )
+        if not config.brave_url.startswith(("http://", "https://")):
+            raise ConfigError(f"brave_url must be an http(s) URL, got {config.brave_url!r}")
+        self.url = config.brave_url
+        self.client = httpx.AsyncClient(
+            trust_env=False,
+            timeout=httpx.Timeout(20.0, connect=5.0),
+            headers={"User-Agent": config.user_agent, "Accept": "application/json", "X-Subscription-Token": key},
+        )
+
+    async def search(self, query: str, max_results: int) -> list[SearchHit]:
+        """Return up to `max_results` hits; raise SearchError (RateLimited on HTTP 429) with the reason on failure."""
+        count = max(1, min(max_results, MAX_COUNT))
+        try:
+            response = await self.client.get(self.url, params={"q": query, "count": count})
+        except httpx.TransportError as exc:
+            raise SearchError(f"Brave Search at {self.url} is unreachable ({type(exc).__name__})") from None
+        status = response.status_code
+        if status in (401, 403):
+            raise SearchError(
+                f"Brave Search rejected the API key (HTTP {status}): check RUMINATION_BRAVE_API_KEY or brave_api_key, "
+                "and that the key's plan covers web search"
+            )
+        if status == 429:
+            raise rate_limited("Brave Search", parse_retry_after(response.headers.get("Retry-After")))
+        if status != 200:
+            raise SearchError(f"Brave Search answered HTTP {status}{_detail(response)}")
+        try:
+            data: Any = response.json()
+        except ValueError:
+            raise SearchError("Brave Search did not answer with JSON") from None
+        if not isinstance(data, dict):
+            raise SearchError("Brave Search answered JSON that is not an object")
+        web = data.get("web")
+        if web is None:
+            return []  # the API leaves `web` out when nothing matched
+        rows = web.get("results") if isinstance(web, dict) else None
+        if not isinstance(rows, list):
+            raise SearchError("Brave Search answered JSON without a list of web results")
+        hits = [
+            SearchHit(
+                title=strip_tags(str(r.get("title") or "")),
+                url=str(r["url"]),
+                snippet=strip_tags(str(r.get("description") or "")),
+            )
+            for r in rows
+            if isinstance(r, dict) and r.get("url")
+        ]
+        return hits[:max_results]
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self.client.aclose()

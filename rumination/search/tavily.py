@@ -1,0 +1,82 @@
+"""The Tavily search API (needs an API key)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from rumination.config import Config
+from rumination.errors import ConfigError
+from rumination.search.base import SearchError, SearchHit
+from rumination.search.errors import parse_retry_after, rate_limited
+
+MAX_RESULTS = 20  # the API refuses a larger `max_results`
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return ""
+    detail = data.get("detail") if isinstance(data, dict) else None
+    if isinstance(detail, dict):
+        detail = detail.get("error") or detail.get("message")
+    return f": {str(detail)[:200]}" if detail else ""
+
+
+class TavilyEngine:
+    """Search the web through the Tavily API."""
+
+    name = "tavily"
+
+    def __init__(self, config: Config):
+        key = config.tavily_api_key.get_secret_value().strip() if config.tavily_api_key else ""
+        if not key:
+            raise ConfigError(
+                "--search tavily needs an API key: set RUMINATION_TAVILY_API_KEY or tavily_api_key in the config file"
+            )
+        if not config.tavily_url.startswith(("http://", "https://")):
+            raise ConfigError(f"tavily_url must be an http(s) URL, got {config.tavily_url!r}")
+        self.url = config.tavily_url
+        self.client = httpx.AsyncClient(
+            trust_env=False,
+            timeout=httpx.Timeout(30.0, connect=5.0),
+            headers={"User-Agent": config.user_agent, "Accept": "application/json", "Authorization": f"Bearer {key}"},
+        )
+
+    async def search(self, query: str, max_results: int) -> list[SearchHit]:
+        """Return up to `max_results` hits; raise SearchError (RateLimited on HTTP 429) with the reason on failure."""
+        body = {"query": query, "max_results": max(1, min(max_results, MAX_RESULTS)), "search_depth": "basic"}
+        try:
+            response = await self.client.post(self.url, json=body)
+        except httpx.TransportError as exc:
+            raise SearchError(f"Tavily at {self.url} is unreachable ({type(exc).__name__})") from None
+        status = response.status_code
+        if status in (401, 403):
+            raise SearchError(
+                f"Tavily rejected the API key (HTTP {status}): check RUMINATION_TAVILY_API_KEY or tavily_api_key"
+            )
+        if status == 429:
+            raise rate_limited("Tavily", parse_retry_after(response.headers.get("Retry-After")))
+        if status in (432, 433):
+            raise SearchError(f"Tavily refused the call: the key's usage or spending limit is reached (HTTP {status})")
+        if status != 200:
+            raise SearchError(f"Tavily answered HTTP {status}{_detail(response)}")
+        try:
+            data: Any = response.json()
+        except ValueError:
+            raise SearchError("Tavily did not answer with JSON") from None
+        rows = data.get("results") if isinstance(data, dict) else None
+        if not isinstance(rows, list):
+            raise SearchError("Tavily answered JSON without a list of results")
+        hits = [
+            SearchHit(title=str(r.get("title") or ""), url=str(r["url"]), snippet=str(r.get("content") or ""))
+            for r in rows
+            if isinstance(r, dict) and r.get("url")
+        ]
+        return hits[:max_results]
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self.client.aclose()
