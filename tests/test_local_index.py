@@ -13,7 +13,7 @@ import pytest
 from rumination.config import Config
 from rumination.errors import ConfigError
 from rumination.search import local_index
-from rumination.search.base import SearchEngine
+from rumination.search.base import SearchEngine, SearchError
 from rumination.search.local_index import LocalEngine, LocalFetcher, build_index, fts_query, index_file
 from rumination.web.base import Fetcher
 from rumination.web.fetch import FetchError
@@ -39,7 +39,7 @@ def html_page(title: str, heading: str, paragraphs: list[str]) -> str:
 
 
 SPICE = html_page(
-    "The Spice Islands",
+    "Cloves of the Zanzibar archipelago",
     "Cloves of the Zanzibar archipelago",
     [
         "The Zanzibar archipelago lies off the coast of East Africa and was once the world's largest producer of "
@@ -51,7 +51,7 @@ SPICE = html_page(
     ],
 )
 LEAVES = html_page(
-    "How leaves make sugar",
+    "Photosynthesis explained",
     "Photosynthesis explained",
     [
         "Photosynthesis is the process by which green plants turn light, water and carbon dioxide into sugar. "
@@ -126,7 +126,7 @@ PDF = make_pdf("Quasar survey", ["Quasars are the luminous cores of distant gala
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     """A folder of real documents, some of which must not be indexed."""
-    root = tmp_path / "docs"
+    root = tmp_path / "my-documents"
     files: dict[str, str | bytes] = {
         "site/spice.html": SPICE,
         "site/leaves.htm": LEAVES,
@@ -189,7 +189,7 @@ async def test_hidden_files_and_dirs_are_not_indexed(corpus: Path, config: Confi
 
 
 async def test_pdf_indexed_or_skipped(corpus: Path, config: Config):
-    stats, messages = build(corpus, config)
+    _, messages = build(corpus, config)
     hits = await LocalEngine(config, "docs").search("quasar", 5)
     if HAS_PDF:
         assert len(hits) == 1
@@ -263,16 +263,18 @@ async def test_distinctive_terms_find_the_right_documents(corpus: Path, config: 
     engine = LocalEngine(config, "docs")
     assert isinstance(engine, SearchEngine)
     assert engine.name == "local"
-    assert await titles(engine, "cloves") == ["The Spice Islands"]
-    assert await titles(engine, "chlorophyll") == ["How leaves make sugar"]
+    assert await titles(engine, "cloves") == ["Cloves of the Zanzibar archipelago"]
+    assert await titles(engine, "chlorophyll") == ["Photosynthesis explained"]
     assert await titles(engine, "sourdough") == ["Sourdough baking"]
     assert await titles(engine, "liverworts") == ["Notes on moss gardens"]
     # Porter stemming: "pulsars" matches "pulsar"; the page that says it many times ranks first (BM25).
-    assert await titles(engine, "pulsars") == ["Neutron stars and pulsars", "How leaves make sugar"]
+    assert await titles(engine, "pulsars") == ["Neutron stars and pulsars", "Photosynthesis explained"]
     # OR semantics: each term brings its documents; more matching terms rank higher.
     both = await titles(engine, "cloves sourdough starter")
-    assert both == ["Sourdough baking", "The Spice Islands"]
-    assert await titles(engine, "pulsar cloves chlorophyll", n=2) == await titles(engine, "pulsar cloves chlorophyll")[:2]
+    assert both == ["Sourdough baking", "Cloves of the Zanzibar archipelago"]
+    everything = await titles(engine, "pulsar cloves chlorophyll")
+    assert len(everything) == 3
+    assert await titles(engine, "pulsar cloves chlorophyll", n=2) == everything[:2]
     await engine.aclose()
 
 
@@ -328,8 +330,9 @@ async def test_hostile_queries_never_raise(corpus: Path, config: Config, query: 
 async def test_operators_are_searched_as_words(corpus: Path, config: Config):
     build(corpus, config)
     engine = LocalEngine(config, "docs")
-    assert await titles(engine, "title:cloves") == ["The Spice Islands"]
-    assert await titles(engine, '"NEAR(chlorophyll') == ["How leaves make sugar"]
+    assert await titles(engine, '(cloves)" OR') == ["Cloves of the Zanzibar archipelago"]
+    assert await engine.search("title:cloves", 5) == []  # one phrase, "title cloves", that no page contains
+    assert await titles(engine, '"NEAR( chlorophyll') == ["Photosynthesis explained"]
     assert await engine.search("*", 5) == []
     assert await engine.search("cloves", 0) == []
 
@@ -348,7 +351,7 @@ async def test_hits_never_reveal_file_paths(corpus: Path, config: Config, tmp_pa
         for hit in await engine.search(query, 10):
             assert hit.url.startswith("local://docs/")
             dumped = hit.model_dump_json()
-            for secret in (str(tmp_path), "docs/", "site/", "notes/", ".html", ".md", ".txt", ".rst", ".pdf"):
+            for secret in (str(tmp_path), corpus.name, "site/", "notes/", ".html", ".md", ".txt", ".rst", ".pdf"):
                 assert secret not in dumped
 
 
@@ -373,8 +376,6 @@ async def test_corrupt_index_raises_search_error(config: Config):
     path = index_file(config.data_dir, "junk")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"this is not an sqlite database" * 100)
-    from rumination.search.base import SearchError
-
     with pytest.raises(SearchError, match="rumination index DIR --name junk"):
         await LocalEngine(config, "junk").search("anything", 5)
 
@@ -390,7 +391,7 @@ async def test_fetcher_returns_the_document(corpus: Path, config: Config, tmp_pa
     [hit] = await LocalEngine(config, "docs").search("chlorophyll", 5)
     page = await fetcher.fetch(hit.url)
     assert page.url == page.final_url == hit.url
-    assert page.title == "How leaves make sugar"
+    assert page.title == "Photosynthesis explained"
     assert "Calvin cycle" in page.text
     assert "Zeppelinhangar" not in page.text
     assert page.content_type == "text/markdown"
@@ -481,7 +482,7 @@ async def test_interrupted_build_keeps_the_old_index(corpus: Path, config: Confi
     with pytest.raises(KeyboardInterrupt):
         build_index(corpus, "docs", config.data_dir, interrupted)
     engine = LocalEngine(config, "docs")
-    assert await titles(engine, "pulsar") == ["Neutron stars and pulsars", "How leaves make sugar"]
+    assert await titles(engine, "pulsar") == ["Neutron stars and pulsars", "Photosynthesis explained"]
     assert await engine.search("axolotl", 5) == []
     assert not list((config.data_dir / "indexes").glob("*.tmp"))
 
@@ -493,4 +494,4 @@ async def test_corrupt_index_is_rebuilt(corpus: Path, config: Config):
     stats, messages = build(corpus, config)
     assert stats.files_indexed == (7 if HAS_PDF else 6)
     assert any("unreadable" in m for m in messages)
-    assert await titles(LocalEngine(config, "docs"), "cloves") == ["The Spice Islands"]
+    assert await titles(LocalEngine(config, "docs"), "cloves") == ["Cloves of the Zanzibar archipelago"]

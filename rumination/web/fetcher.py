@@ -1,13 +1,19 @@
-"""The default fetcher: guarded HTTP GET, content-type routing, extraction off the event loop."""
+"""The default fetcher: guarded HTTP GET, robots.txt, page cache, content routing, extraction off the loop."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
+from urllib.parse import urlsplit
 
 from rumination.config import Config
 from rumination.web.base import Page
+from rumination.web.cache import PageCache
 from rumination.web.extract import HTML_TYPES, TEXT_TYPES, decode_body, extract_html, sniff_type
-from rumination.web.fetch import FetchError, FetchPolicy, guarded_get, make_client
+from rumination.web.fetch import FetchError, FetchPolicy, RawResponse, guarded_get, make_client
+from rumination.web.robots import Robots
+
+PER_HOST = 2  # concurrent requests to one host
 
 
 def normalize_url(url: str) -> str:
@@ -24,35 +30,52 @@ class WebFetcher:
     name = "web"
 
     def __init__(self, config: Config):
+        self.config = config
         self.policy = FetchPolicy(
             allow_private=config.allow_private_network,
             timeout=config.fetch_timeout,
             max_bytes=config.fetch_max_bytes,
         )
         self.client = make_client(config.user_agent)
+        self.cache = PageCache(config.cache_dir / "pages") if config.page_cache else None
+        self.robots = Robots(self.client, self.policy, config.user_agent) if config.robots_txt else None
+        self._hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(PER_HOST))
 
     async def fetch(self, url: str) -> Page:
         """Fetch `url` and return its main text; raise FetchError on any failure."""
-        raw = await guarded_get(self.client, normalize_url(url), self.policy)
+        url = normalize_url(url)
+        cached = self.cache.get(url) if self.cache else None
+        if cached is not None:
+            return cached
+        async with self._hosts[urlsplit(url).netloc.lower()]:
+            if self.robots is not None and not await self.robots.allowed(url):
+                raise FetchError("robots", "the site's robots.txt asks crawlers not to fetch this page")
+            raw = await guarded_get(self.client, url, self.policy)
+        page = await self._to_page(raw)
+        if self.cache is not None:
+            await asyncio.to_thread(self.cache.put, page)
+        return page
+
+    async def _to_page(self, raw: RawResponse) -> Page:
         kind = sniff_type(raw.content_type, raw.body)
         if kind == "application/pdf":
-            raise FetchError("unsupported", "PDF documents cannot be read yet; try another source")
-        if kind not in HTML_TYPES and kind not in TEXT_TYPES and not kind.startswith("text/"):
-            raise FetchError("unsupported", f"binary content skipped ({kind})")
-        text = decode_body(raw.body, raw.charset)
-        if kind in HTML_TYPES:
-            title, text = await asyncio.to_thread(extract_html, text, raw.final_url)
+            from rumination.web.pdf import extract_pdf
+
+            title, text = await extract_pdf(
+                raw.body, timeout=self.config.pdf_timeout, max_memory_mb=self.config.pdf_max_memory_mb
+            )
+        elif kind in HTML_TYPES:
+            title, text = await asyncio.to_thread(extract_html, decode_body(raw.body, raw.charset), raw.final_url)
+        elif kind in TEXT_TYPES or kind.startswith("text/"):
+            title, text = "", decode_body(raw.body, raw.charset)
         else:
-            title = ""
+            raise FetchError("unsupported", f"binary content skipped ({kind})")
         if not text.strip():
             raise FetchError("empty", "the page has no readable text (it may need JavaScript)")
+        if raw.truncated:
+            text += "\n\n[truncated: the page is larger than the download limit]"
         return Page(
-            url=raw.url,
-            final_url=raw.final_url,
-            title=title,
-            text=text,
-            content_type=kind,
-            truncated=raw.truncated,
+            url=raw.url, final_url=raw.final_url, title=title, text=text, content_type=kind, truncated=raw.truncated
         )
 
     async def aclose(self) -> None:
