@@ -19,9 +19,10 @@ from rumination.browser import Browser, ToolResult
 from rumination.citations import mark_cited, unverified_urls
 from rumination.config import Config
 from rumination.errors import RuminationError
+from rumination.factory import make_engine, make_fetcher
 from rumination.parser import ToolCallError, parse_tool_call, split_thinking
 from rumination.protocol import FINISH_CALL, THINK_CLOSE, THINK_OPEN
-from rumination.registry import backends, fetchers, search_engines
+from rumination.registry import backends
 from rumination.results import Message, ResearchResult, Step, StopReason, TurnUsage, Usage
 from rumination.sanitize import clean_text
 from rumination.search.base import SearchEngine
@@ -92,8 +93,8 @@ class Researcher:
             raise RuminationError("the question is empty")
         engine = fetcher = None
         try:
-            engine = self._engine or search_engines.get(self.config.search)(self.config)
-            fetcher = self._fetcher or fetchers.get(self.config.fetcher)(self.config)
+            engine = self._engine or make_engine(self.config)
+            fetcher = self._fetcher or make_fetcher(self.config)
             if self.backend.tokenizer is None:
                 async for event in self._load_backend():
                     yield event
@@ -136,7 +137,20 @@ class Researcher:
             max_results=cfg.search_results,
             layout=cfg.search_layout,
             page_max_tokens=cfg.page_max_tokens,
+            prefetch=cfg.prefetch,
+            open_any_url=cfg.open_any_url,
+            allow_domains=cfg.allow_domains,
+            deny_domains=cfg.deny_domains,
+            question=question,
         )
+        try:
+            async for event in self._run_browser(question, engine, browser):
+                yield event
+        finally:
+            await browser.aclose()
+
+    async def _run_browser(self, question: str, engine: SearchEngine, browser: Browser) -> AsyncIterator[ev.Event]:
+        cfg, tok = self.config, self.backend.tokenizer
         st = _State(question, [{"role": "user", "content": question}], browser)
         yield ev.RunStarted(
             question=question,

@@ -14,6 +14,7 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _CONFIG_FLAGS = (
     *("model", "backend", "script", "device", "temperature", "top_p", "seed"),
     *("search", "searxng_url", "allow_private_network", "search_layout", "page_max_tokens"),
+    *("search_fallback", "allow_domains", "deny_domains", "open_any_url", "prefetch", "robots_txt", "page_cache"),
     *("max_turns", "max_new_tokens", "max_context_tokens", "max_seconds"),
 )
 
@@ -80,7 +81,7 @@ def _add_research_flags(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--top-p", type=float, help="nucleus sampling (0.7)")
     model.add_argument("--seed", type=int, help="random seed for reproducible sampling")
     web = parser.add_argument_group("search and browsing")
-    web.add_argument("--search", help="search engine: ddgs (default), searxng, or a plugin")
+    web.add_argument("--search", help="search engine: ddgs (default), searxng, brave, tavily, local:INDEX, a plugin")
     web.add_argument(
         "--searxng-url", metavar="URL", help="base URL of your SearXNG instance (implies --search searxng)"
     )
@@ -89,6 +90,42 @@ def _add_research_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="let the model open intranet and local addresses",
+    )
+    web.add_argument(
+        "--fallback",
+        action="append",
+        dest="search_fallback",
+        metavar="ENGINE",
+        help="engine to try when the search engine fails (repeatable)",
+    )
+    web.add_argument(
+        "--allow-domain",
+        action="append",
+        dest="allow_domains",
+        metavar="DOMAIN",
+        help="only use results from this domain (repeatable)",
+    )
+    web.add_argument(
+        "--deny-domain",
+        action="append",
+        dest="deny_domains",
+        metavar="DOMAIN",
+        help="never use or open this domain (repeatable)",
+    )
+    web.add_argument(
+        "--open-any-url",
+        action="store_true",
+        default=None,
+        help="let the model open URLs it has not been shown (off: only results, links, the question)",
+    )
+    web.add_argument("--prefetch", type=int, metavar="N", help="fetch the top N results ahead of a click (3)")
+    web.add_argument("--no-robots", action="store_const", const=False, dest="robots_txt", help="ignore robots.txt")
+    web.add_argument(
+        "--no-page-cache",
+        action="store_const",
+        const=False,
+        dest="page_cache",
+        help="do not reuse pages fetched earlier",
     )
     web.add_argument("--search-layout", choices=["card", "glm4"], help="how search results are shown to the model")
     web.add_argument("--page-max-tokens", type=int, metavar="N", help="page text kept per observation (8000)")

@@ -73,6 +73,7 @@ class Config(BaseSettings):
     search_layout: Literal["card", "glm4"] = "card"
     fetcher: str = "web"
     allow_private_network: bool = False
+    open_any_url: bool = Field(False, description="let the model open URLs it has not seen in results or pages")
     page_max_tokens: int = Field(8000, ge=100, description="page text kept per observation")
     fetch_timeout: float = Field(30.0, gt=0, description="total seconds per fetch")
     fetch_max_bytes: int = Field(5_000_000, ge=10_000)

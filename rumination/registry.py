@@ -38,6 +38,12 @@ backends = Registry(
 search_engines = Registry(
     "search engine",
     "rumination.search_engines",
-    {"ddgs": "rumination.search.ddgs_engine:DdgsEngine", "searxng": "rumination.search.searxng:SearxngEngine"},
+    {
+        "ddgs": "rumination.search.ddgs_engine:DdgsEngine",
+        "searxng": "rumination.search.searxng:SearxngEngine",
+        "brave": "rumination.search.brave:BraveEngine",
+        "tavily": "rumination.search.tavily:TavilyEngine",
+        "local": "rumination.search.local_index:LocalEngine",
+    },
 )
 fetchers = Registry("fetcher", "rumination.fetchers", {"web": "rumination.web.fetcher:WebFetcher"})

@@ -202,6 +202,7 @@ def _start_slow_run(web, tmp_path, *extra: str) -> subprocess.Popen:
             "--searxng-url",
             web.base,
             "--allow-private-network",
+            "--open-any-url",
             *extra,
         ],
         stdout=subprocess.PIPE,

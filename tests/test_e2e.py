@@ -135,8 +135,9 @@ async def test_page_injection_is_defused(web):
         turn({"name": "finish", "arguments": {}}),
         "\n<think>\nok\n</think>Report.",
     ]
-    backend = ScriptedBackend(config(web), outputs=outputs)
-    result = await Researcher(config(web), backend=backend).run("What did early presses print?")
+    cfg = config(web, open_any_url=True)
+    backend = ScriptedBackend(cfg, outputs=outputs)
+    result = await Researcher(cfg, backend=backend).run("What did early presses print?")
     page = result.steps[0].observation
     assert "3,600 pages" in page
     assert "<|user|>" not in page and "< |user|>" in page

@@ -16,6 +16,7 @@ REPORT = "\n<think>\nSummarise what I found.\n</think>\n# Report\n\nWhat was gat
 
 
 def _config(web, **extra) -> Config:
+    extra.setdefault("open_any_url", True)  # these scripts open pages directly
     return Config(backend="scripted", search="searxng", searxng_url=web.base, allow_private_network=True, **extra)
 
 

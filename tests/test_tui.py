@@ -24,7 +24,9 @@ REPORT = "\n<think>\nSummarise.\n</think>\n# Partial report\n\nWhat was gathered
 
 
 def _config(web) -> Config:
-    return Config(backend="scripted", search="searxng", searxng_url=web.base, allow_private_network=True)
+    return Config(
+        backend="scripted", search="searxng", searxng_url=web.base, allow_private_network=True, open_any_url=True
+    )
 
 
 def _app(web, outputs: list[str]) -> ResearchApp:

@@ -106,7 +106,7 @@ class Timeline(DataTable):
         if event.ok:
             self.update_cell(key, "status", Text(f"✓ {event.seconds:.1f} s", style="green"))
             return
-        reason = event.content.removeprefix("Error: ").splitlines()[0]
+        reason = event.content.removeprefix("Error: ").splitlines()[0][:110]
         self.update_cell(key, "detail", Text(reason, style="red"), update_width=True)
         label = f"✗ {event.error or 'error'}"
         self.update_cell(key, "status", Text(label, style="bold red" if event.error == "refused" else "red"))

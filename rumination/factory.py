@@ -1,0 +1,62 @@
+"""Build the configured search engine chain and fetcher."""
+
+from __future__ import annotations
+
+from rumination.config import Config
+from rumination.errors import ConfigError
+from rumination.registry import fetchers, search_engines
+from rumination.search.base import SearchEngine
+from rumination.search.chain import DomainFilter, Fallback, Paced
+from rumination.web.base import Fetcher, Page
+
+LOCAL_SCHEME = "local://"
+
+
+def make_engine(config: Config) -> SearchEngine:
+    """The primary engine, then each fallback; paced and filtered by the domain lists."""
+    engines = [
+        DomainFilter(_one(name, config), config.allow_domains, config.deny_domains)
+        for name in [config.search, *config.search_fallback]
+    ]
+    return engines[0] if len(engines) == 1 else Fallback(engines)
+
+
+def _one(name: str, config: Config) -> SearchEngine:
+    kind, _, argument = name.partition(":")
+    if kind == "local":
+        if not argument:
+            raise ConfigError("name the index to search: --search local:NAME (build it with rumination index)")
+        return search_engines.get("local")(config, argument)  # no pacing: it is on this machine
+    return Paced(search_engines.get(name)(config), config.search_min_interval)
+
+
+class RoutingFetcher:
+    """local:// documents from the local indexes, everything else through the configured web fetcher."""
+
+    name = "web"
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.web: Fetcher = fetchers.get(config.fetcher)(config)
+        self.local: Fetcher | None = None
+
+    async def fetch(self, url: str) -> Page:
+        """Fetch from the right place."""
+        if url.startswith(LOCAL_SCHEME):
+            if self.local is None:
+                from rumination.search.local_index import LocalFetcher
+
+                self.local = LocalFetcher(self.config)
+            return await self.local.fetch(url)
+        return await self.web.fetch(url)
+
+    async def aclose(self) -> None:
+        """Close both."""
+        await self.web.aclose()
+        if self.local is not None:
+            await self.local.aclose()
+
+
+def make_fetcher(config: Config) -> Fetcher:
+    """The fetcher for model-chosen URLs."""
+    return RoutingFetcher(config)
