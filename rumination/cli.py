@@ -63,6 +63,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_research_flags(tui)
     tui.add_argument("--theme", help="a Textual theme name (default: the terminal's own colours)")
 
+    search = sub.add_parser(
+        "search",
+        parents=[config_flag],
+        help="print what the model sees for a search",
+        description="Run one search and print the observation the model would get.",
+    )
+    search.add_argument("query")
+    _add_research_flags(search)
+    fetch = sub.add_parser(
+        "fetch",
+        parents=[config_flag],
+        help="print what the model sees for a page",
+        description="Fetch one URL and print the observation the model would get.",
+    )
+    fetch.add_argument("url")
+    _add_research_flags(fetch)
+    index = sub.add_parser(
+        "index",
+        parents=[config_flag],
+        help="build a local index for --search local:NAME",
+        description="Index the HTML, Markdown, text and PDF files under DIR (rerun to update).",
+    )
+    index.add_argument("directory", type=Path)
+    index.add_argument("--name", required=True, help="the index name (letters, digits, - and _)")
+
     cfg = sub.add_parser(
         "config", parents=[config_flag], help="print the effective configuration and where its file lives"
     )
@@ -161,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             if not Path(args.config).expanduser().is_file():
                 raise ConfigError(f"config file not found: {args.config}")
             os.environ["RUMINATION_CONFIG_FILE"] = args.config
-        return {"config": _config, "ask": _ask, "tui": _tui}[args.command](args)
+        commands = {"config": _config, "ask": _ask, "tui": _tui, "search": _search, "fetch": _fetch, "index": _index}
+        return commands[args.command](args)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -232,6 +258,83 @@ def _research_config(args: argparse.Namespace) -> Any:
     if args.searxng_url is not None and args.search is None:
         overrides["search"] = "searxng"
     return _load_config(overrides)
+
+
+def _search(args: argparse.Namespace) -> int:
+    return _browse(args, "search", args.query)
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    return _browse(args, "open", args.url)
+
+
+def _browse(args: argparse.Namespace, action: str, target: str) -> int:
+    """Run one browser action exactly as the model's tool call would, and print the observation."""
+    import asyncio
+    from functools import partial
+
+    from rumination.backends.base import load_tokenizer
+    from rumination.browser import Browser
+    from rumination.factory import make_engine, make_fetcher
+    from rumination.tokens import truncate_tokens
+
+    config = _research_config(args)
+    tokenizer = load_tokenizer(_tokenizer_source(config))
+
+    async def run() -> Any:
+        engine, fetcher = make_engine(config), make_fetcher(config)
+        browser = Browser(
+            engine,
+            fetcher,
+            partial(truncate_tokens, tokenizer),
+            max_results=config.search_results,
+            layout=config.search_layout,
+            page_max_tokens=config.page_max_tokens,
+            prefetch=0,
+            open_any_url=True,
+            allow_domains=config.allow_domains,
+            deny_domains=config.deny_domains,
+        )
+        try:
+            return await (browser.search(target) if action == "search" else browser.open(target))
+        finally:
+            await browser.aclose()
+            await engine.aclose()
+            await fetcher.aclose()
+
+    result = asyncio.run(run())
+    print(result.observation)
+    return EXIT_OK if result.ok else EXIT_ERROR
+
+
+def _tokenizer_source(config: Any) -> str:
+    from rumination.assets import bundled_tokenizer_dir
+    from rumination.protocol import DEFAULT_MODEL
+
+    return str(bundled_tokenizer_dir()) if config.model == DEFAULT_MODEL else config.model
+
+
+def _index(args: argparse.Namespace) -> int:
+    from rumination.errors import ConfigError
+    from rumination.search.local_index import build_index
+
+    if not args.directory.is_dir():
+        raise ConfigError(f"not a directory: {args.directory}")
+    config = _load_config({})
+    stats = build_index(
+        args.directory,
+        args.name,
+        config.data_dir,
+        progress=lambda line: print(line, file=sys.stderr),
+        pdf_timeout=config.pdf_timeout,
+        pdf_max_memory_mb=config.pdf_max_memory_mb,
+    )
+    print(
+        f"index {args.name!r}: {stats.files_indexed} documents ({stats.files_updated} updated, "
+        f"{stats.files_removed} removed, {stats.files_skipped} skipped) in {stats.seconds:.1f} s -> {stats.path}"
+    )
+    print(f"research it with: rumination ask '...' --search local:{args.name}")
+    return EXIT_OK
 
 
 def _tui(args: argparse.Namespace) -> int:
