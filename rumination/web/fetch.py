@@ -77,9 +77,17 @@ def make_client(user_agent: str) -> httpx.AsyncClient:
 
 async def guarded_get(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> RawResponse:
     """GET `url` under the egress guard, following at most `max_redirects` re-checked redirects."""
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(policy.retries + 1),
+        wait=_wait,
+        retry=retry_if_exception_type((httpx.TransportError, _RetryableStatus)),  # incl. a reset mid-body
+        reraise=True,
+    )
     try:
         async with asyncio.timeout(policy.timeout):
-            return await _follow(client, url, policy)
+            async for attempt in retrying:
+                with attempt:
+                    return await _follow(client, url, policy)
     except TimeoutError:
         raise FetchError("timeout", f"timed out after {policy.timeout:g} s") from None
     except RefusedURL as exc:
@@ -100,7 +108,7 @@ async def _follow(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> R
     current = url
     for _ in range(policy.max_redirects + 1):
         address = await check_url(current, allow_private=policy.allow_private, resolver=policy.resolver)
-        response = await _send_with_retries(client, _pinned_request(client, current, address), policy)
+        response = await _send(client, _pinned_request(client, current, address))
         try:
             if response.is_redirect and "location" in response.headers:
                 try:
@@ -126,21 +134,13 @@ def _pinned_request(client: httpx.AsyncClient, url: str, address: str) -> httpx.
     return request
 
 
-async def _send_with_retries(client: httpx.AsyncClient, request: httpx.Request, policy: FetchPolicy) -> httpx.Response:
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(policy.retries + 1),
-        wait=_wait,
-        retry=retry_if_exception_type((httpx.TransportError, _RetryableStatus)),
-        reraise=True,
-    )
-    async for attempt in retrying:
-        with attempt:
-            response = await client.send(request, stream=True)
-            if response.status_code in RETRY_STATUSES:
-                await response.aclose()
-                raise _RetryableStatus(response.status_code, _retry_after(response))
-            return response
-    raise AssertionError("unreachable")  # pragma: no cover
+async def _send(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """Send one request; a status worth retrying raises _RetryableStatus for guarded_get's retry loop."""
+    response = await client.send(request, stream=True)
+    if response.status_code in RETRY_STATUSES:
+        await response.aclose()
+        raise _RetryableStatus(response.status_code, _retry_after(response))
+    return response
 
 
 def _wait(state: RetryCallState) -> float:
