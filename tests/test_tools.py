@@ -1,0 +1,30 @@
+"""The project's scripts run and print what they promise (their figures are not asserted: no timed tests)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_web_prints_its_figures():
+    out = subprocess.run(
+        [sys.executable, "tools/bench_web.py", "--latency", "0.05", "--think", "0.2", "--rounds", "2", "--pages", "6"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    figures = dict(line.split("=", 1) for line in out.splitlines())
+    for name in ("click_ms_no_prefetch", "click_ms_prefetch", "click_prefetch_speedup", "max_loop_lag_ms"):
+        assert float(figures[name]) >= 0
+
+
+def test_demo_runs_offline():
+    out = subprocess.run(
+        [sys.executable, "tools/demo.py", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert out.startswith("# Gutenberg and the spread of printing")
