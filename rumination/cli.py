@@ -13,7 +13,7 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Flag name -> Config field for the options that map one to one.
 _CONFIG_FLAGS = (
     *("model", "backend", "script", "device", "temperature", "top_p", "seed"),
-    *("search", "searxng_url", "allow_private_network", "search_layout", "page_max_tokens"),
+    *("search", "searxng_url", "ddgs_backend", "allow_private_network", "search_layout", "page_max_tokens"),
     *("search_fallback", "allow_domains", "deny_domains", "open_any_url", "prefetch", "robots_txt", "page_cache"),
     *("max_turns", "max_new_tokens", "max_context_tokens", "max_seconds"),
 )
