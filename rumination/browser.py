@@ -99,7 +99,8 @@ class Browser:
         for hit in hits:
             self.seen.add(hit.url)
         for hit in hits[: self.prefetch]:
-            self._start_fetch(normalize_url(hit.url))
+            if not self._refusal(normalize_url(hit.url), chosen=True):
+                self._start_fetch(normalize_url(hit.url))
         return ToolResult(format_search_results(hits, self.layout), True, results=len(hits))
 
     async def click(self, link_id: int) -> ToolResult:
@@ -130,6 +131,7 @@ class Browser:
             except FetchError as exc:
                 error = "refused" if exc.kind in ("refused", "robots") else "fetch"
                 return ToolResult(f"Error: could not open {url}: {exc}", False, error, url=url)
+        self.seen.add_page(page)  # its links may be opened now that the model has read it
         source = self._remember(page, title)
         text = format_page(source.title, page.final_url, page.text, self.page_max_tokens, self.truncate)
         return ToolResult(text, True, url=page.final_url, title=source.title, source_id=source.id)
@@ -159,7 +161,6 @@ class Browser:
     async def _fetch(self, url: str) -> Page:
         page = await self.fetcher.fetch(url)
         self._pages[url] = self._pages[page.final_url] = page
-        self.seen.add_page(page)
         return page
 
     async def aclose(self) -> None:

@@ -116,6 +116,7 @@ def _add_research_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="let the model open intranet and local addresses",
     )
+    web.add_argument("--ddgs-backend", metavar="NAME", help="ddgs backend: auto, duckduckgo, bing, brave, ...")
     web.add_argument(
         "--fallback",
         action="append",

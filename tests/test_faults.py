@@ -67,6 +67,24 @@ class _Faults(BaseHTTPRequestHandler):
                     time.sleep(0.5)
             except OSError:
                 pass
+        elif path in ("/raw-deflate", "/multi-gzip"):
+            import gzip
+            import zlib
+
+            if path == "/raw-deflate":
+                packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+                body, encoding = packer.compress(PAGE) + packer.flush(), "deflate"
+            else:
+                body, encoding = gzip.compress(PAGE[:100]) + gzip.compress(PAGE[100:]), "gzip"
+            self._headers(200, len(body), {"Content-Encoding": encoding})
+            self.wfile.write(body)
+        elif path == "/bad-retry-after":
+            self.send_response(503)
+            self.send_header("Retry-After", "\u00b2")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif path == "/to-denied":
+            self._headers(302, 0, {"Location": "http://tracker.denied.test/collect?data=secret"})
         elif path == "/huge":
             self._headers(200, 2_000_000_000)
             self._reset()
@@ -162,3 +180,25 @@ async def test_soak_1000_fetches_against_a_fault_mix_leaks_nothing(faults):
     assert grown_fds <= 5, f"{grown_fds} more open file descriptors after 800 fetches"
     assert grown_rss < 40, f"memory grew by {grown_rss:.0f} MB over 800 fetches"
     assert _open_fds() <= fds + 5  # the client is closed: its sockets are gone
+
+
+@pytest.mark.parametrize("path", ["/raw-deflate", "/multi-gzip"])
+async def test_raw_deflate_and_multi_member_gzip_decode(faults, path):
+    async with make_client("test") as client:
+        raw = await guarded_get(client, faults.url(path), POLICY)
+    assert raw.body == PAGE and not raw.truncated
+
+
+async def test_a_malformed_retry_after_is_a_fetch_error_not_a_crash(faults):
+    async with make_client("test") as client:
+        with pytest.raises(FetchError) as info:
+            await guarded_get(client, faults.url("/bad-retry-after"), POLICY)
+    assert info.value.kind == "http" and "503" in str(info.value)
+
+
+async def test_a_redirect_into_a_denied_domain_is_refused(faults):
+    policy = FetchPolicy(allow_private=True, deny_domains=("denied.test",))
+    async with make_client("test") as client:
+        with pytest.raises(FetchError) as info:
+            await guarded_get(client, faults.url("/to-denied"), policy)
+    assert info.value.kind == "refused" and "denied domain" in str(info.value)

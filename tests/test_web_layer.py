@@ -226,3 +226,25 @@ async def test_research_over_a_local_index(tmp_path):
     assert result.steps[1].observation.startswith("# Movable type\nURL: local://lib/")
     assert next(s.url for s in result.sources).startswith("local://lib/")
     assert str(tmp_path) not in result.model_dump_json()
+
+
+async def test_pages_read_on_a_private_network_are_not_cached_for_public_runs(web, tmp_path):
+    private = _cfg(web, cache_dir=tmp_path / "c", robots_txt=False)
+    await WebFetcher(private).fetch(web.url("/gutenberg.html"))
+    public = Config(cache_dir=tmp_path / "c", robots_txt=False)  # private addresses refused
+    with pytest.raises(FetchError) as info:
+        await WebFetcher(public).fetch(web.url("/gutenberg.html"))
+    assert info.value.kind == "refused"
+
+
+async def test_prefetched_pages_do_not_widen_what_may_be_opened(web):
+    outputs = [
+        turn({"name": "search", "arguments": {"query": "Gutenberg printing"}}),
+        _open("http://other.example/x"),
+        FINISH,
+        REPORT,
+    ]
+    cfg = _cfg(web, prefetch=3, page_cache=False)
+    # links.html is not a result, but even a prefetched page's links only count once the model reads it
+    result, _ = await _run(cfg, outputs)
+    assert result.steps[1].error == "refused" and "did not appear" in result.steps[1].observation

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +24,7 @@ class PageCache:
         self.directory, self.max_age = Path(directory), max_age
 
     def get(self, url: str) -> Page | None:
-        """The snapshot of `url` if one is fresh enough, else None (a damaged entry counts as missing)."""
+        """The snapshot stored under `url` (a key) if fresh enough, else None (a damaged entry counts as missing)."""
         try:
             ref = json.loads((self.directory / "urls" / _digest(url)).read_text())
             page = Page.model_validate_json((self.directory / "objects" / f"{ref['object']}.json").read_text())
@@ -31,13 +32,13 @@ class PageCache:
             return None
         return page if datetime.now(UTC) - page.fetched_at <= self.max_age else None
 
-    def put(self, page: Page) -> None:
-        """Store a snapshot under its content hash and point its URL and final URL at it."""
+    def put(self, page: Page, key: Callable[[str], str] = str) -> None:
+        """Store a snapshot under its content hash and point `key(url)` and `key(final url)` at it."""
         data = page.model_dump_json()
         digest = _digest(page.final_url + "\0" + page.title + "\0" + page.text)
         self._write(self.directory / "objects" / f"{digest}.json", data)
         for url in {page.url, page.final_url}:
-            self._write(self.directory / "urls" / _digest(url), json.dumps({"object": digest, "url": url}))
+            self._write(self.directory / "urls" / _digest(key(url)), json.dumps({"object": digest, "url": url}))
 
     @staticmethod
     def _write(path: Path, data: str) -> None:

@@ -13,6 +13,7 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
+from rumination.search.chain import domain_allowed
 from rumination.web.guard import RefusedURL, Resolver, check_url
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -38,6 +39,7 @@ class FetchPolicy:
     max_redirects: int = 5
     retries: int = 2
     resolver: Resolver | None = None  # None: the system resolver
+    deny_domains: tuple[str, ...] = ()  # checked on every hop, redirects included
 
 
 @dataclass(frozen=True)
@@ -102,11 +104,15 @@ async def guarded_get(client: httpx.AsyncClient, url: str, policy: FetchPolicy) 
         raise FetchError("network", f"could not decode the response: {exc}") from None
     except (httpx.InvalidURL, UnicodeError) as exc:
         raise FetchError("refused", f"refused: invalid URL ({exc})") from None
+    except (httpx.HTTPError, ValueError, OSError) as exc:  # anything else a hostile server provokes
+        raise FetchError("network", f"{type(exc).__name__}: {exc}") from None
 
 
 async def _follow(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> RawResponse:
     current = url
     for _ in range(policy.max_redirects + 1):
+        if policy.deny_domains and not domain_allowed(current, [], list(policy.deny_domains)):
+            raise RefusedURL(f"refused: {current} is on a denied domain")
         address = await check_url(current, allow_private=policy.allow_private, resolver=policy.resolver)
         response = await _send(client, _pinned_request(client, current, address))
         try:
@@ -130,7 +136,10 @@ def _pinned_request(client: httpx.AsyncClient, url: str, address: str) -> httpx.
     host = f"[{address}]" if ":" in address else address
     request = client.build_request("GET", target.copy_with(host=host.strip("[]")))
     request.headers["Host"] = target.netloc.decode("ascii")
-    request.extensions["sni_hostname"] = target.host
+    request.extensions["sni_hostname"] = target.raw_host.decode("ascii")
+    if target.scheme == "https":
+        # Never reuse a TLS connection verified for another name that shares this address (CDNs).
+        request.headers["Connection"] = "close"
     return request
 
 
@@ -151,14 +160,14 @@ def _wait(state: RetryCallState) -> float:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    return float(value) if value.strip().isdigit() else None
+    value = response.headers.get("retry-after", "").strip()
+    return float(value) if value.isascii() and value.isdigit() else None
 
 
 async def _read(response: httpx.Response, url: str, final_url: str, policy: FetchPolicy) -> RawResponse:
     """Read the raw body and decompress it ourselves, stopping both at the cap (no decompression bombs)."""
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > policy.max_bytes:
+    if declared.isascii() and declared.isdigit() and int(declared) > policy.max_bytes:
         raise FetchError("too_large", f"page too large ({int(declared):,} bytes; the limit is {policy.max_bytes:,})")
     decoders = _decoders(response.headers.get("content-encoding", ""))
     body, raw_size, truncated = bytearray(), 0, False
@@ -182,14 +191,37 @@ async def _read(response: httpx.Response, url: str, final_url: str, policy: Fetc
     )
 
 
+class _Decoder:
+    """Incremental gzip or deflate decoding with an output limit; handles raw deflate and gzip members."""
+
+    def __init__(self, encoding: str):
+        self.encoding = encoding
+        self._zlib: Any = None
+
+    def _new(self, head: bytes) -> Any:
+        if self.encoding == "gzip":
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        zlib_header = len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] * 256 + head[1]) % 31 == 0
+        return zlib.decompressobj(zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS)  # many servers send raw
+
+    def decompress(self, data: bytes, limit: int) -> bytes:
+        out = b""
+        while data and limit > len(out):
+            if self._zlib is None:
+                self._zlib = self._new(data)
+            out += self._zlib.decompress(data, limit - len(out))
+            data = self._zlib.unconsumed_tail
+            if self._zlib.eof:  # a gzip body may hold several members
+                data, self._zlib = self._zlib.unused_data, None
+        return out
+
+
 def _decoders(content_encoding: str) -> list[Any]:
-    """zlib decoders for each listed encoding, outermost last as sent; unknown encodings are refused."""
+    """A decoder for each listed encoding, outermost first; unknown encodings are refused."""
     decoders = []
     for encoding in reversed([e.strip().lower() for e in content_encoding.split(",") if e.strip()]):
-        if encoding in ("gzip", "x-gzip"):
-            decoders.append(zlib.decompressobj(16 + zlib.MAX_WBITS))
-        elif encoding == "deflate":
-            decoders.append(zlib.decompressobj())
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            decoders.append(_Decoder("deflate" if encoding == "deflate" else "gzip"))
         elif encoding != "identity":
             raise FetchError("unsupported", f"unsupported content encoding {encoding!r}")
     return decoders

@@ -35,6 +35,7 @@ class WebFetcher:
             allow_private=config.allow_private_network,
             timeout=config.fetch_timeout,
             max_bytes=config.fetch_max_bytes,
+            deny_domains=tuple(config.deny_domains),
         )
         self.client = make_client(config.user_agent)
         self.cache = PageCache(config.cache_dir / "pages") if config.page_cache else None
@@ -44,7 +45,7 @@ class WebFetcher:
     async def fetch(self, url: str) -> Page:
         """Fetch `url` and return its main text; raise FetchError on any failure."""
         url = normalize_url(url)
-        cached = self.cache.get(url) if self.cache else None
+        cached = self.cache.get(self._cache_key(url)) if self.cache else None
         if cached is not None:
             return cached
         async with self._hosts[urlsplit(url).netloc.lower()]:
@@ -53,8 +54,12 @@ class WebFetcher:
             raw = await guarded_get(self.client, url, self.policy)
         page = await self._to_page(raw)
         if self.cache is not None:
-            await asyncio.to_thread(self.cache.put, page)
+            await asyncio.to_thread(self.cache.put, page, self._cache_key)
         return page
+
+    def _cache_key(self, url: str) -> str:
+        # Pages read with private addresses allowed are never served to a run that does not allow them.
+        return ("private\0" if self.policy.allow_private else "public\0") + url
 
     async def _to_page(self, raw: RawResponse) -> Page:
         kind = sniff_type(raw.content_type, raw.body)
@@ -80,4 +85,6 @@ class WebFetcher:
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
+        if self.robots is not None:
+            self.robots.close()
         await self.client.aclose()

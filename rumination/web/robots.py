@@ -16,7 +16,9 @@ class Robots:
 
     def __init__(self, client: httpx.AsyncClient, policy: FetchPolicy, user_agent: str):
         self.client, self.user_agent = client, user_agent
-        self.policy = FetchPolicy(policy.allow_private, min(policy.timeout, 10.0), 500_000, 3, 0, policy.resolver)
+        self.policy = FetchPolicy(
+            policy.allow_private, min(policy.timeout, 10.0), 500_000, 3, 0, policy.resolver, policy.deny_domains
+        )
         self._sites: dict[str, asyncio.Task[RobotFileParser | None]] = {}
 
     async def allowed(self, url: str) -> bool:
@@ -33,6 +35,13 @@ class Robots:
             raw = await guarded_get(self.client, site + "/robots.txt", self.policy)
         except FetchError:
             return None  # no robots.txt (404), or unreachable: nothing forbids the fetch
+        except Exception:  # a malformed answer must not break every later fetch from the site
+            return None
         rules = RobotFileParser()
         rules.parse(raw.body.decode("utf-8", errors="replace").splitlines())
         return rules
+
+    def close(self) -> None:
+        """Cancel robots.txt fetches still running."""
+        for task in self._sites.values():
+            task.cancel()
