@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 
 from rumination.config import Config
-from rumination.errors import ConfigError
 from rumination.search.base import SearchError, SearchHit
 from rumination.search.errors import parse_retry_after, rate_limited
+from rumination.search.http import api_client, require_key
 
 MAX_COUNT = 20  # the API refuses a larger `count`
 _TAG = re.compile(r"<[^>]*>")
@@ -38,19 +38,9 @@ class BraveEngine:
     name = "brave"
 
     def __init__(self, config: Config):
-        key = config.brave_api_key.get_secret_value().strip() if config.brave_api_key else ""
-        if not key:
-            raise ConfigError(
-                "--search brave needs an API key: set RUMINATION_BRAVE_API_KEY or brave_api_key in the config file"
-            )
-        if not config.brave_url.startswith(("http://", "https://")):
-            raise ConfigError(f"brave_url must be an http(s) URL, got {config.brave_url!r}")
+        key = require_key(config.brave_api_key, "brave")
         self.url = config.brave_url
-        self.client = httpx.AsyncClient(
-            trust_env=False,
-            timeout=httpx.Timeout(20.0, connect=5.0),
-            headers={"User-Agent": config.user_agent, "Accept": "application/json", "X-Subscription-Token": key},
-        )
+        self.client = api_client(self.url, "brave_url", config.user_agent, 20.0, **{"X-Subscription-Token": key})
 
     async def search(self, query: str, max_results: int) -> list[SearchHit]:
         """Return up to `max_results` hits; raise SearchError (RateLimited on HTTP 429) with the reason on failure."""

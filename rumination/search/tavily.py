@@ -7,9 +7,9 @@ from typing import Any
 import httpx
 
 from rumination.config import Config
-from rumination.errors import ConfigError
 from rumination.search.base import SearchError, SearchHit
 from rumination.search.errors import parse_retry_after, rate_limited
+from rumination.search.http import api_client, require_key
 
 MAX_RESULTS = 20  # the API refuses a larger `max_results`
 
@@ -31,19 +31,9 @@ class TavilyEngine:
     name = "tavily"
 
     def __init__(self, config: Config):
-        key = config.tavily_api_key.get_secret_value().strip() if config.tavily_api_key else ""
-        if not key:
-            raise ConfigError(
-                "--search tavily needs an API key: set RUMINATION_TAVILY_API_KEY or tavily_api_key in the config file"
-            )
-        if not config.tavily_url.startswith(("http://", "https://")):
-            raise ConfigError(f"tavily_url must be an http(s) URL, got {config.tavily_url!r}")
+        key = require_key(config.tavily_api_key, "tavily")
         self.url = config.tavily_url
-        self.client = httpx.AsyncClient(
-            trust_env=False,
-            timeout=httpx.Timeout(30.0, connect=5.0),
-            headers={"User-Agent": config.user_agent, "Accept": "application/json", "Authorization": f"Bearer {key}"},
-        )
+        self.client = api_client(self.url, "tavily_url", config.user_agent, 30.0, **{"Authorization": f"Bearer {key}"})
 
     async def search(self, query: str, max_results: int) -> list[SearchHit]:
         """Return up to `max_results` hits; raise SearchError (RateLimited on HTTP 429) with the reason on failure."""
