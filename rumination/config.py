@@ -45,6 +45,7 @@ class Config(BaseSettings):
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="where the local backend runs")
     dtype: Literal["bfloat16", "float16", "float32", "auto"] = "bfloat16"
     context_window: int | None = Field(None, description="override the model's context window (tokens)")
+    prefix_cache: bool = Field(True, description="keep the KV cache between turns and prefill only new tokens")
     temperature: float = Field(protocol.DEFAULT_TEMPERATURE, ge=0)
     top_p: float = Field(protocol.DEFAULT_TOP_P, gt=0, le=1)
     seed: int | None = None

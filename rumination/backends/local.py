@@ -69,6 +69,8 @@ class LocalBackend:
         self.stop_ids: list[int] = []
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
+        self._cache: Any = None  # the KV cache kept between turns, and the token ids it holds
+        self._cached_ids: list[int] = []
 
     def load(self, progress: Progress | None = None) -> None:
         """Load tokenizer and weights; raise BackendError with a clear message on any user-fixable problem."""
@@ -176,21 +178,32 @@ class LocalBackend:
             raise BackendError(f"the prompt ({input_ids.shape[1]} tokens) fills the {self.context_window}-token window")
         max_new = min(params.max_new_tokens, self.context_window - input_ids.shape[1])
 
+        reused = [0]
+
         def run() -> Any:
             try:
                 with self._lock, torch.inference_mode():
                     if params.seed is not None:
                         torch.manual_seed(params.seed)
-                    return self.model.generate(
-                        input_ids,
-                        attention_mask=torch.ones_like(input_ids),
-                        max_new_tokens=max_new,
-                        eos_token_id=self.stop_ids,
-                        pad_token_id=self.stop_ids[0],
-                        streamer=_Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True),
-                        stopping_criteria=[_Cancel()],
-                        **sampling,
-                    )
+                    reused[0] = self._reuse_prefix(input_ids[0].tolist())
+                    try:
+                        output = self.model.generate(
+                            input_ids,
+                            attention_mask=torch.ones_like(input_ids),
+                            max_new_tokens=max_new,
+                            eos_token_id=self.stop_ids,
+                            pad_token_id=self.stop_ids[0],
+                            streamer=_Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True),
+                            stopping_criteria=[_Cancel()],
+                            **sampling,
+                            **self._cache_argument(),
+                        )
+                    except BaseException:
+                        self._cache, self._cached_ids = None, []  # its contents are unknown now
+                        raise
+                    if self._cache is not None:
+                        self._cached_ids = output[0, : self._cache.get_seq_length()].tolist()
+                    return output
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
@@ -224,11 +237,48 @@ class LocalBackend:
                 generated_tokens=len(new_ids),
                 seconds=time.perf_counter() - start,
                 first_token_seconds=first,
-                prefilled_tokens=input_ids.shape[1],
-                reused_tokens=0,
+                prefilled_tokens=input_ids.shape[1] - reused[0],
+                reused_tokens=reused[0],
             )
         )
 
+    def _reuse_prefix(self, ids: list[int]) -> int:
+        """Keep the cached tokens this prompt starts with, crop the rest; return how many are reused.
+
+        The chat template drops earlier thinking, so a new prompt diverges from the cache where the
+        previous assistant turn begins; everything before that point is kept. At least one prompt token
+        is always left to compute, so there are logits to sample from.
+        """
+        if not self.config.prefix_cache:
+            return 0
+        if self._cache is None:
+            from transformers import DynamicCache
+
+            self._cache, self._cached_ids = DynamicCache(config=self.model.config), []
+        common, limit = 0, min(len(self._cached_ids), len(ids) - 1)
+        while common < limit and self._cached_ids[common] == ids[common]:
+            common += 1
+        surplus = self._cache.get_seq_length() - common
+        if surplus > 0:
+            self._cache.crop(-surplus)  # a negative count removes that many tokens (transformers 4.x and 5)
+        self._cached_ids = self._cached_ids[:common]
+        return common
+
+    def _cache_argument(self) -> dict[str, Any]:
+        if self._cache is None:
+            return {}
+        import transformers
+
+        # transformers 5 renamed generate()'s `past_key_values` to `cache`.
+        name = "cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values"
+        return {name: self._cache}
+
+    @property
+    def cached_tokens(self) -> int:
+        """How many tokens the kept KV cache holds."""
+        return 0 if self._cache is None else int(self._cache.get_seq_length())
+
     async def aclose(self) -> None:
-        """Drop the model so its memory can be freed."""
-        self.model = None
+        """Drop the model and its cache so their memory can be freed."""
+        self.model = self._cache = None
+        self._cached_ids = []
