@@ -28,3 +28,19 @@ def test_demo_runs_offline():
         [sys.executable, "tools/demo.py", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
     ).stdout
     assert out.startswith("# Gutenberg and the spread of printing")
+
+
+def test_bench_local_cpu_mode_prints_the_reuse_ratio_last():
+    out = subprocess.run(
+        [sys.executable, "tools/bench_local.py", "--turns", "4"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    lines = out.strip().splitlines()
+    figures = dict(line.split("=", 1) for line in lines)
+    assert lines[-1].startswith("prefill_reuse_ratio=")
+    assert figures["identical_greedy_outputs"] == "True"
+    assert int(figures["prefilled_tokens_with_reuse"]) < int(figures["prefilled_tokens_without_reuse"])
