@@ -19,6 +19,7 @@ from rumination.backends.base import (
     load_tokenizer,
     stop_token_ids,
 )
+from rumination.backends.memory import context_fit
 from rumination.config import Config
 from rumination.errors import BackendError
 from rumination.protocol import DEFAULT_MODEL
@@ -104,6 +105,15 @@ class LocalBackend:
         tokenizer = load_tokenizer(self.model_id)  # published as self.tokenizer only once weights are in
         self.stop_ids = stop_token_ids(tokenizer)
         dtype = self._dtype(torch, device)
+        native = self.config.context_window or int(getattr(hf_config, "max_position_embeddings", 131072))
+        fits = native
+        if device == "cuda":
+            free = sum(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count()))
+            fit = context_fit(hf_config, estimate_weight_bytes(hf_config), free, native)
+            say(fit.message)
+            if fit.tokens == 0:
+                raise BackendError(fit.message)
+            fits = fit.tokens
         total = estimate_weight_bytes(hf_config) / 2**30
         need = f"about {total:.0f} GiB for bf16 weights alone"
         say(f"loading {total:.1f} GiB of weights onto {device}")
@@ -123,9 +133,7 @@ class LocalBackend:
                 f"{self.model_id} does not fit in GPU memory ({need}); part of it would run from "
                 f"{' and '.join(sorted(offloaded))}. Free GPU memory, add a GPU, or pass --device cpu."
             )
-        self.context_window = self.config.context_window or int(
-            getattr(hf_config, "max_position_embeddings", self.context_window)
-        )
+        self.context_window = min(native, fits)  # never promise the loop more context than the GPU holds
         self.tokenizer = tokenizer
 
     def _pick_device(self, torch: Any, hf_config: Any) -> str:
