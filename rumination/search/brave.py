@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Any
 
 import httpx
 
 from rumination.config import Config
 from rumination.search.base import SearchError, SearchHit
 from rumination.search.errors import parse_retry_after, rate_limited
-from rumination.search.http import api_client, require_key
+from rumination.search.http import api_client, decode_json, require_key, send
 
 MAX_COUNT = 20  # the API refuses a larger `count`
 _TAG = re.compile(r"<[^>]*>")
@@ -45,10 +44,7 @@ class BraveEngine:
     async def search(self, query: str, max_results: int) -> list[SearchHit]:
         """Return up to `max_results` hits; raise SearchError (RateLimited on HTTP 429) with the reason on failure."""
         count = max(1, min(max_results, MAX_COUNT))
-        try:
-            response = await self.client.get(self.url, params={"q": query, "count": count})
-        except httpx.TransportError as exc:
-            raise SearchError(f"Brave Search at {self.url} is unreachable ({type(exc).__name__})") from None
+        response = await send(self.client.get(self.url, params={"q": query, "count": count}), "Brave Search", self.url)
         status = response.status_code
         if status in (401, 403):
             raise SearchError(
@@ -59,10 +55,7 @@ class BraveEngine:
             raise rate_limited("Brave Search", parse_retry_after(response.headers.get("Retry-After")))
         if status != 200:
             raise SearchError(f"Brave Search answered HTTP {status}{_detail(response)}")
-        try:
-            data: Any = response.json()
-        except ValueError:
-            raise SearchError("Brave Search did not answer with JSON") from None
+        data = decode_json(response, "Brave Search")
         if not isinstance(data, dict):
             raise SearchError("Brave Search answered JSON that is not an object")
         web = data.get("web")

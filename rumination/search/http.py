@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import Any
+
 import httpx
 from pydantic import SecretStr
 
 from rumination.errors import ConfigError
+from rumination.search.base import SearchError, SearchHit
 
 
 def require_key(secret: SecretStr | None, engine: str) -> str:
@@ -28,3 +32,33 @@ def api_client(url: str, setting: str, user_agent: str, timeout: float, **header
         timeout=httpx.Timeout(timeout, connect=5.0),
         headers={"User-Agent": user_agent, "Accept": "application/json", **headers},
     )
+
+
+async def send(request: Awaitable[httpx.Response], service: str, where: str) -> httpx.Response:
+    """Await an API call, turning a connection failure into a SearchError that names the endpoint."""
+    try:
+        return await request
+    except httpx.TransportError as exc:
+        raise SearchError(f"{service} at {where} is unreachable ({type(exc).__name__})") from None
+
+
+def decode_json(response: httpx.Response, service: str) -> Any:
+    """The response's JSON, or a SearchError saying it was not JSON."""
+    try:
+        return response.json()
+    except ValueError:
+        raise SearchError(f"{service} did not answer with JSON") from None
+
+
+def result_hits(response: httpx.Response, service: str, max_results: int) -> list[SearchHit]:
+    """Hits from a `{"results": [{"title", "url", "content"}]}` answer (SearXNG and Tavily share it)."""
+    data = decode_json(response, service)
+    rows = data.get("results") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        raise SearchError(f"{service} answered JSON without a list of results")
+    hits = [
+        SearchHit(title=str(r.get("title") or ""), url=str(r["url"]), snippet=str(r.get("content") or ""))
+        for r in rows
+        if isinstance(r, dict) and r.get("url")
+    ]
+    return hits[:max_results]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 
 from rumination.config import Config
 from rumination.search.base import SearchError, SearchHit
 from rumination.search.errors import parse_retry_after, rate_limited
-from rumination.search.http import api_client, require_key
+from rumination.search.http import api_client, require_key, result_hits, send
 
 MAX_RESULTS = 20  # the API refuses a larger `max_results`
 
@@ -38,10 +36,7 @@ class TavilyEngine:
     async def search(self, query: str, max_results: int) -> list[SearchHit]:
         """Return up to `max_results` hits; raise SearchError (RateLimited on HTTP 429) with the reason on failure."""
         body = {"query": query, "max_results": max(1, min(max_results, MAX_RESULTS)), "search_depth": "basic"}
-        try:
-            response = await self.client.post(self.url, json=body)
-        except httpx.TransportError as exc:
-            raise SearchError(f"Tavily at {self.url} is unreachable ({type(exc).__name__})") from None
+        response = await send(self.client.post(self.url, json=body), "Tavily", self.url)
         status = response.status_code
         if status in (401, 403):
             raise SearchError(
@@ -53,19 +48,7 @@ class TavilyEngine:
             raise SearchError(f"Tavily refused the call: the key's usage or spending limit is reached (HTTP {status})")
         if status != 200:
             raise SearchError(f"Tavily answered HTTP {status}{_detail(response)}")
-        try:
-            data: Any = response.json()
-        except ValueError:
-            raise SearchError("Tavily did not answer with JSON") from None
-        rows = data.get("results") if isinstance(data, dict) else None
-        if not isinstance(rows, list):
-            raise SearchError("Tavily answered JSON without a list of results")
-        hits = [
-            SearchHit(title=str(r.get("title") or ""), url=str(r["url"]), snippet=str(r.get("content") or ""))
-            for r in rows
-            if isinstance(r, dict) and r.get("url")
-        ]
-        return hits[:max_results]
+        return result_hits(response, "Tavily", max_results)
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
