@@ -43,7 +43,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: LocalWeb._Server
 
     def log_message(self, *args: object) -> None:
-        pass
+        """Keep test output quiet."""
 
     def _send(
         self,

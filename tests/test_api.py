@@ -48,7 +48,7 @@ class _ListEngine:
         return self.hits[:max_results]
 
     async def aclose(self) -> None:
-        pass
+        """Nothing to close."""
 
 
 def test_injected_engine_and_run_sync(web):
@@ -83,7 +83,7 @@ def test_third_party_engine_registers_through_an_entry_point(tmp_path, monkeypat
                 return [SearchHit(title="From plugin", url=self.base + "/gutenberg.html", snippet=query)]
 
             async def aclose(self):
-                pass
+                '''Nothing to close.'''
     """)
     )
     info = tmp_path / "plugin_engine-1.0.dist-info"

@@ -30,7 +30,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def log_message(self, *args: object) -> None:
-        pass
+        """Keep test output quiet."""
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path

@@ -12,7 +12,7 @@ from rumination.web.fetch import FetchError, FetchPolicy, guarded_get, make_clie
 
 class _Echo(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
-        pass
+        """Keep test output quiet."""
 
     def do_GET(self) -> None:
         body = f"<html><body><p>host={self.headers['Host']} path={self.path}</p></body></html>".encode()

@@ -29,7 +29,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def log_message(self, *args: object) -> None:
-        pass
+        """Keep test output quiet."""
 
     def do_GET(self) -> None:
         parts = urlsplit(self.path)

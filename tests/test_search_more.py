@@ -33,7 +33,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _ApiServer
 
     def log_message(self, *args: object) -> None:
-        pass
+        """Keep test output quiet."""
 
     def _answer(self, body: bytes | None) -> None:
         parts = urlsplit(self.path)

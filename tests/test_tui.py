@@ -170,7 +170,7 @@ class _Engine:
         return [SearchHit(title=title, url=url, snippet=text) for url, (title, text) in PAGES.items()]
 
     async def aclose(self):
-        pass
+        """Nothing to close."""
 
 
 class _Fetcher:
@@ -181,7 +181,7 @@ class _Fetcher:
         return Page(url=url, final_url=url, title=title, text=text, content_type="text/html", fetched_at=T0)
 
     async def aclose(self):
-        pass
+        """Nothing to close."""
 
 
 def _recorded_events() -> list[ev.Event]:

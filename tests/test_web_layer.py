@@ -114,7 +114,7 @@ async def test_prefetch_never_outlives_the_run(web):
             return [SearchHit(title="slow", url=web.url("/slow?delay=5"), snippet="")]
 
         async def aclose(self):
-            pass
+            """Nothing to close."""
 
     cfg = _cfg(web, prefetch=1)
     started = time.monotonic()
