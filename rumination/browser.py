@@ -7,8 +7,9 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin
 
+from rumination.citations import url_key
 from rumination.formatting import SearchLayout, Truncator, format_page, format_search_results
 from rumination.results import Source, ToolCall
 from rumination.search.base import SearchEngine, SearchError, SearchHit
@@ -193,7 +194,7 @@ class Provenance:
 
     def add(self, url: str) -> None:
         """Remember one URL (and its host, so the site's home page may be opened)."""
-        key = _key(url)
+        key = url_key(url)
         self._urls.add(key)
         self._hosts.add(key.split("/", 1)[0])
 
@@ -212,19 +213,6 @@ class Provenance:
         self.add_text(page.text, base=page.final_url)
 
     def __contains__(self, url: str) -> bool:
-        key = _key(url)
+        key = url_key(url)
         host, _, path = key.partition("/")
         return key in self._urls or (path == "" and host in self._hosts)
-
-
-def _key(url: str) -> str:
-    """Compare URLs without scheme, www., fragment, or trailing slash."""
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        return url
-    host = (parts.hostname or "").lower().removeprefix("www.")
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    path = parts.path.rstrip("/")
-    return urlunsplit(("", host, path, parts.query, "")).removeprefix("//")

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit, urlunsplit
 
 from rumination.results import Source
 
 _URL = re.compile(r"https?://[^\s<>\"')\]】]+")
 
 
+def url_key(url: str) -> str:
+    """Compare URLs without scheme, www., fragment, or trailing slash."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return url
+    host = (parts.hostname or "").lower().removeprefix("www.")
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(("", host, parts.path.rstrip("/"), parts.query, "")).removeprefix("//")
+
+
 def _norm(url: str) -> str:
-    return url.rstrip("/.,;:").removeprefix("https://").removeprefix("http://").removeprefix("www.")
+    return url_key(url.rstrip(".,;:"))
 
 
 def mark_cited(sources: list[Source], report: str) -> list[Source]:

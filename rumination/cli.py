@@ -38,11 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    ask = sub.add_parser(
+    def command(name: str, summary: str, description: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[config_flag], help=summary, description=description or summary)
+
+    ask = command(
         "ask",
-        parents=[config_flag],
-        help="research a question and print the report",
-        description="Research QUESTION; the report goes to stdout, the trace to stderr.",
+        "research a question and print the report",
+        "Research QUESTION; the report goes to stdout, the trace to stderr.",
     )
     ask.add_argument("question", nargs="?", default="-", help="the question; '-' or omitted reads stdin")
     _add_research_flags(ask)
@@ -53,50 +55,42 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("-o", "--output", type=Path, metavar="FILE", help="also write the report to FILE")
     out.add_argument("-q", "--quiet", action="store_true", help="no thinking trace or progress on stderr")
 
-    tui = sub.add_parser(
+    tui = command(
         "tui",
-        parents=[config_flag],
-        help="research in a full-screen terminal app (extra: tui)",
-        description="Watch the model think, search and read, and read the report as it is written.",
+        "research in a full-screen terminal app (extra: tui)",
+        "Watch the model think, search and read, and read the report as it is written.",
     )
     tui.add_argument("question", nargs="?", default="", help="start researching this question at once")
     _add_research_flags(tui)
     tui.add_argument("--theme", help="a Textual theme name (default: the terminal's own colours)")
 
-    search = sub.add_parser(
+    search = command(
         "search",
-        parents=[config_flag],
-        help="print what the model sees for a search",
-        description="Run one search and print the observation the model would get.",
+        "print what the model sees for a search",
+        "Run one search and print the observation the model would get.",
     )
     search.add_argument("query")
     _add_research_flags(search)
-    fetch = sub.add_parser(
-        "fetch",
-        parents=[config_flag],
-        help="print what the model sees for a page",
-        description="Fetch one URL and print the observation the model would get.",
+    fetch = command(
+        "fetch", "print what the model sees for a page", "Fetch one URL and print the observation the model would get."
     )
     fetch.add_argument("url")
     _add_research_flags(fetch)
-    index = sub.add_parser(
+    index = command(
         "index",
-        parents=[config_flag],
-        help="build a local index for --search local:NAME",
-        description="Index the HTML, Markdown, text and PDF files under DIR (rerun to update).",
+        "build a local index for --search local:NAME",
+        "Index the HTML, Markdown, text and PDF files under DIR (rerun to update).",
     )
     index.add_argument("directory", type=Path)
     index.add_argument("--name", required=True, help="the index name (letters, digits, - and _)")
 
-    cfg = sub.add_parser(
-        "config", parents=[config_flag], help="print the effective configuration and where its file lives"
-    )
+    cfg = command("config", "print the effective configuration and where its file lives")
     cfg.add_argument("--path", action="store_true", help="print only the config file's path")
     return parser
 
 
 def _add_research_flags(parser: argparse.ArgumentParser) -> None:
-    """The model, search and budget flags shared by `ask` and `tui`."""
+    """The model, search and budget flags shared by `ask`, `tui`, `search` and `fetch`."""
     model = parser.add_argument_group("model")
     model.add_argument("-m", "--model", help="Hugging Face id or local model directory")
     model.add_argument("--backend", help="model backend: local (default), scripted, or a plugin's name")
