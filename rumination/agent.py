@@ -257,6 +257,8 @@ class Researcher:
                 finish_reason=o.finish_reason,
                 seconds=o.seconds,
                 first_token_seconds=o.first_token_seconds,
+                prefill_seconds=o.prefill_seconds,
+                decode_seconds=o.decode_seconds,
             )
             st.usage.add(usage)
             yield ev.TurnFinished(

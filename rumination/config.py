@@ -46,6 +46,14 @@ class Config(BaseSettings):
     dtype: Literal["bfloat16", "float16", "float32", "auto"] = "bfloat16"
     context_window: int | None = Field(None, description="override the model's context window (tokens)")
     prefix_cache: bool = Field(True, description="keep the KV cache between turns and prefill only new tokens")
+    kv_cache: Literal["auto", "static", "dynamic", "fp8"] = Field(
+        "auto", description="KV cache: static (preallocated; auto on CUDA), dynamic (auto on CPU), fp8 (half size)"
+    )
+    quantize: Literal["none", "8bit", "4bit"] = Field("none", description="bitsandbytes weight quantisation (CUDA)")
+    attention: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
+    compile: Literal["auto", "on", "off"] = Field("auto", description="compile the decode step; auto: static on CUDA")
+    device_map: str = Field("auto", description="placement over several GPUs: auto, balanced, sequential")
+    prefill_chunk: int = Field(2048, ge=16, description="prompt tokens per prefill forward pass")
     temperature: float = Field(protocol.DEFAULT_TEMPERATURE, ge=0)
     top_p: float = Field(protocol.DEFAULT_TOP_P, gt=0, le=1)
     seed: int | None = None

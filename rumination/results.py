@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 StopReason = Literal[
     "finished",  # the model called finish
@@ -40,6 +40,16 @@ class TurnUsage(BaseModel):
     finish_reason: Literal["stop", "length", "cancelled"]
     seconds: float
     first_token_seconds: float | None = None
+    prefill_seconds: float | None = None
+    decode_seconds: float | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def decode_tokens_per_second(self) -> float | None:
+        """Generated tokens after the first, per second of decoding."""
+        if not self.decode_seconds or self.generated_tokens < 2:
+            return None
+        return round((self.generated_tokens - 1) / self.decode_seconds, 2)
 
 
 class Usage(BaseModel):

@@ -10,7 +10,8 @@ import torch
 from rumination import events as ev
 from rumination.agent import Researcher
 from rumination.backends.base import SamplingParams, render, stop_token_ids
-from rumination.backends.local import LocalBackend, estimate_weight_bytes
+from rumination.backends.local import LocalBackend
+from rumination.backends.memory import estimate_weight_bytes
 from rumination.config import Config
 from rumination.errors import BackendError
 from rumination.protocol import STOP_TOKENS
@@ -127,7 +128,7 @@ async def test_full_run_on_the_real_backend_ends_with_a_report(web, tiny_model_d
     assert statuses[1:4] == [
         "reading the model configuration",
         "loading the tokenizer",
-        "loading 0.0 GiB of weights onto cpu",
+        "loading 0.0 GiB of weights onto cpu (dynamic KV cache, eager decode, SDPA)",
     ]
     assert statuses[-1].startswith("model loaded in")
     assert web.hits["/search"] == 0

@@ -54,7 +54,7 @@ async def test_reuse_gives_token_identical_greedy_output_and_exact_accounting(pa
         assert without.reused_tokens == 0 and without.prefilled_tokens == len(ids)
         # The cache holds the prompt and every generated token but the last (never fed back).
         assert reuse.cached_tokens == with_reuse.prompt_tokens + with_reuse.generated_tokens - 1
-        previous = reuse._cached_ids
+        previous = reuse.decoder.ids
         if turn:
             assert with_reuse.reused_tokens > 0
         # The template drops the thinking: the next prompt diverges where this assistant turn begins.
@@ -80,7 +80,7 @@ async def test_cropping_at_the_divergence_point(pair):
             {"role": "observation", "content": "page text"},
         ],
     )
-    expected = _common(reuse._cached_ids, _ids(reuse, second))
+    expected = _common(reuse.decoder.ids, _ids(reuse, second))
     outcome = await _generate(reuse, second)
     assert 0 < outcome.reused_tokens == expected < held
     assert outcome.prefilled_tokens == len(_ids(reuse, second)) - expected

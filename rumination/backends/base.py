@@ -38,6 +38,8 @@ class Outcome:
     first_token_seconds: float | None = None
     prefilled_tokens: int | None = None
     reused_tokens: int | None = None
+    prefill_seconds: float | None = None
+    decode_seconds: float | None = None
 
 
 @dataclass

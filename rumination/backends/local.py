@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rumination.backends.base import (
     Chunk,
@@ -19,23 +19,17 @@ from rumination.backends.base import (
     load_tokenizer,
     stop_token_ids,
 )
-from rumination.backends.memory import context_fit
+from rumination.backends.memory import context_fit, estimate_weight_bytes
+from rumination.backends.plan import plan_load
 from rumination.config import Config
 from rumination.errors import BackendError
 from rumination.protocol import DEFAULT_MODEL
 
+if TYPE_CHECKING:
+    from rumination.backends.decode import Decoder
+
 CPU_WEIGHT_LIMIT = 4e9  # bytes; larger models refuse to start on CPU unless --device cpu is explicit
 DEFAULT_MODEL_WEIGHT_BYTES = 66_280_488_960  # GLM-Z1-Rumination-32B-0414 in bf16 (61.7 GiB)
-
-
-def estimate_weight_bytes(hf_config: Any, bytes_per_param: int = 2) -> int:
-    """Weight bytes of a Llama/GLM-shaped decoder, from its config."""
-    h, layers = hf_config.hidden_size, hf_config.num_hidden_layers
-    heads, kv_heads = hf_config.num_attention_heads, hf_config.num_key_value_heads
-    head_dim = getattr(hf_config, "head_dim", None) or h // heads
-    per_layer = 2 * h * heads * head_dim + 2 * h * kv_heads * head_dim + 3 * h * hf_config.intermediate_size
-    embeddings = hf_config.vocab_size * h * (1 if getattr(hf_config, "tie_word_embeddings", False) else 2)
-    return (layers * per_layer + embeddings) * bytes_per_param
 
 
 @contextlib.contextmanager
@@ -67,11 +61,10 @@ class LocalBackend:
         self.context_window = config.context_window or 131072
         self.tokenizer: Any = None
         self.model: Any = None
+        self.decoder: Decoder | None = None  # owns the KV cache kept between turns
         self.stop_ids: list[int] = []
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
-        self._cache: Any = None  # the KV cache kept between turns, and the token ids it holds
-        self._cached_ids: list[int] = []
 
     def load(self, progress: Progress | None = None) -> None:
         """Load tokenizer and weights; raise BackendError with a clear message on any user-fixable problem."""
@@ -100,31 +93,32 @@ class LocalBackend:
                 f"model not found: {self.model_id!r} ({' '.join(str(exc).split())[:300]})\n"
                 f"Download it first (hf download {self.model_id}) or pass -m DIR."
             ) from None
+        from rumination.backends.decode import Decoder
+
         device = self._pick_device(torch, hf_config)
+        plan = plan_load(self.config, hf_config, device, say)
         say("loading the tokenizer")
         tokenizer = load_tokenizer(self.model_id)  # published as self.tokenizer only once weights are in
         self.stop_ids = stop_token_ids(tokenizer)
-        dtype = self._dtype(torch, device)
-        native = self.config.context_window or int(getattr(hf_config, "max_position_embeddings", 131072))
-        fits = native
+        fits = plan.context
         if device == "cuda":
             free = sum(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count()))
-            fit = context_fit(hf_config, estimate_weight_bytes(hf_config), free, native)
+            fit = context_fit(hf_config, free, plan.context, "fp8" if plan.kv_cache == "fp8" else "bf16", plan.quantize)
             say(fit.message)
             if fit.tokens == 0:
                 raise BackendError(fit.message)
             fits = fit.tokens
-        total = estimate_weight_bytes(hf_config) / 2**30
-        need = f"about {total:.0f} GiB for bf16 weights alone"
-        say(f"loading {total:.1f} GiB of weights onto {device}")
+        total = estimate_weight_bytes(hf_config, plan.quantize) / 2**30
+        need = f"about {total:.0f} GiB for its weights alone"
+        say(f"loading {total:.1f} GiB of weights onto {device} ({plan.describe()})")
         try:
             with _report_gpu_fill(torch, device, total, say):
                 self.model = AutoModelForCausalLM.from_pretrained(
-                    self.model_id, dtype=dtype, device_map="auto" if device == "cuda" else None
+                    self.model_id, config=hf_config, dtype=self._dtype(torch, device), **plan.load_arguments(device)
                 ).eval()
         except torch.cuda.OutOfMemoryError:
             raise BackendError(f"out of GPU memory while loading {self.model_id}: it needs {need}") from None
-        except (OSError, ValueError, RuntimeError) as exc:
+        except (OSError, ValueError, RuntimeError, ImportError) as exc:
             raise BackendError(f"cannot load {self.model_id}: {str(exc).splitlines()[0]}") from None
         offloaded = {v for v in (getattr(self.model, "hf_device_map", None) or {}).values() if v in ("cpu", "disk")}
         if device == "cuda" and offloaded:
@@ -133,7 +127,15 @@ class LocalBackend:
                 f"{self.model_id} does not fit in GPU memory ({need}); part of it would run from "
                 f"{' and '.join(sorted(offloaded))}. Free GPU memory, add a GPU, or pass --device cpu."
             )
-        self.context_window = min(native, fits)  # never promise the loop more context than the GPU holds
+        self.context_window = min(plan.context, fits)  # never promise the loop more context than the GPU holds
+        self.decoder = Decoder(
+            self.model,
+            plan.kv_cache,
+            self.context_window,
+            prefill_chunk=self.config.prefill_chunk,
+            compile_step=plan.compile,
+            reuse=self.config.prefix_cache,
+        )
         self.tokenizer = tokenizer
 
     def _pick_device(self, torch: Any, hf_config: Any) -> str:
@@ -162,7 +164,9 @@ class LocalBackend:
     async def generate(self, prompt: str, params: SamplingParams) -> AsyncIterator[Chunk]:
         """Generate in a worker thread until a stop id, streaming decoded text."""
         import torch
-        from transformers import StoppingCriteria, TextStreamer
+        from transformers import TextStreamer
+
+        from rumination.backends.decode import sampler
 
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | None] = asyncio.Queue()
@@ -173,45 +177,28 @@ class LocalBackend:
                 if text:
                     loop.call_soon_threadsafe(queue.put_nowait, text)
 
-        class _Cancel(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if len(ids) >= self.context_window:
+            raise BackendError(f"the prompt ({len(ids)} tokens) fills the {self.context_window}-token window")
+        max_new = min(params.max_new_tokens, self.context_window - len(ids))
+        streamer = _Streamer(self.tokenizer, skip_special_tokens=True)
 
-        input_ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
-        input_ids = input_ids.to(self.model.device)
-        sampling: dict[str, Any] = {"do_sample": params.temperature > 0}
-        if params.temperature > 0:
-            sampling.update(temperature=params.temperature, top_p=params.top_p)
-        if input_ids.shape[1] >= self.context_window:
-            raise BackendError(f"the prompt ({input_ids.shape[1]} tokens) fills the {self.context_window}-token window")
-        max_new = min(params.max_new_tokens, self.context_window - input_ids.shape[1])
-
-        reused = [0]
+        def on_token(token: int) -> bool:
+            if cancel.is_set():
+                return False
+            if token not in self.stop_ids:
+                streamer.put(torch.tensor([token]))
+            return True
 
         def run() -> Any:
             try:
                 with self._lock, torch.inference_mode():
                     if params.seed is not None:
                         torch.manual_seed(params.seed)
-                    reused[0] = self._reuse_prefix(input_ids[0].tolist())
-                    try:
-                        output = self.model.generate(
-                            input_ids,
-                            attention_mask=torch.ones_like(input_ids),
-                            max_new_tokens=max_new,
-                            eos_token_id=self.stop_ids,
-                            pad_token_id=self.stop_ids[0],
-                            streamer=_Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True),
-                            stopping_criteria=[_Cancel()],
-                            **sampling,
-                            **self._cache_argument(),
-                        )
-                    except BaseException:
-                        self._cache, self._cached_ids = None, []  # its contents are unknown now
-                        raise
-                    if self._cache is not None:
-                        self._cached_ids = output[0, : self._cache.get_seq_length()].tolist()
-                    return output
+                    pick = sampler(params.temperature, params.top_p)
+                    decoded = self.decoder.generate(ids, max_new, pick, self.stop_ids, on_token)
+                    streamer.end()
+                    return decoded
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
@@ -223,70 +210,39 @@ class LocalBackend:
                 first = first if first is not None else time.perf_counter() - start
                 yield Chunk(text=text)
             try:
-                output = await future
+                decoded = await future
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
-                raise OutOfMemory(f"out of GPU memory at {input_ids.shape[1]:,} tokens of context") from None
+                raise OutOfMemory(f"out of GPU memory at {len(ids):,} tokens of context") from None
             except Exception as exc:
                 raise BackendError(f"generation failed: {type(exc).__name__}: {exc}") from None
         finally:
             cancel.set()
             with contextlib.suppress(Exception):
                 await future
-        new_ids = output[0, input_ids.shape[1] :].tolist()
+        new_ids = decoded.ids
         stopped = bool(new_ids) and new_ids[-1] in self.stop_ids
-        finish = "stop" if stopped else "length"
         text = self.tokenizer.decode(new_ids[:-1] if stopped else new_ids, skip_special_tokens=True)
         yield Chunk(
             outcome=Outcome(
                 text=text,
-                finish_reason=finish,
-                prompt_tokens=input_ids.shape[1],
+                finish_reason="stop" if stopped else "length",
+                prompt_tokens=len(ids),
                 generated_tokens=len(new_ids),
                 seconds=time.perf_counter() - start,
                 first_token_seconds=first,
-                prefilled_tokens=input_ids.shape[1] - reused[0],
-                reused_tokens=reused[0],
+                prefilled_tokens=len(ids) - decoded.reused,
+                reused_tokens=decoded.reused,
+                prefill_seconds=decoded.prefill_seconds,
+                decode_seconds=decoded.decode_seconds,
             )
         )
-
-    def _reuse_prefix(self, ids: list[int]) -> int:
-        """Keep the cached tokens this prompt starts with, crop the rest; return how many are reused.
-
-        The chat template drops earlier thinking, so a new prompt diverges from the cache where the
-        previous assistant turn begins; everything before that point is kept. At least one prompt token
-        is always left to compute, so there are logits to sample from.
-        """
-        if not self.config.prefix_cache:
-            return 0
-        if self._cache is None:
-            from transformers import DynamicCache
-
-            self._cache, self._cached_ids = DynamicCache(config=self.model.config), []
-        common, limit = 0, min(len(self._cached_ids), len(ids) - 1)
-        while common < limit and self._cached_ids[common] == ids[common]:
-            common += 1
-        surplus = self._cache.get_seq_length() - common
-        if surplus > 0:
-            self._cache.crop(-surplus)  # a negative count removes that many tokens (transformers 4.x and 5)
-        self._cached_ids = self._cached_ids[:common]
-        return common
-
-    def _cache_argument(self) -> dict[str, Any]:
-        if self._cache is None:
-            return {}
-        import transformers
-
-        # transformers 5 renamed generate()'s `past_key_values` to `cache`.
-        name = "cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values"
-        return {name: self._cache}
 
     @property
     def cached_tokens(self) -> int:
         """How many tokens the kept KV cache holds."""
-        return 0 if self._cache is None else int(self._cache.get_seq_length())
+        return 0 if self.decoder is None else self.decoder.cached_tokens
 
     async def aclose(self) -> None:
         """Drop the model and its cache so their memory can be freed."""
-        self.model = self._cache = None
-        self._cached_ids = []
+        self.model = self.decoder = None

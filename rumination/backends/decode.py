@@ -1,0 +1,197 @@
+"""Prefill and decode on a KV cache kept between turns: prefix reuse, chunked prefill, a compiled decode step."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from transformers import Cache, DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+from transformers.cache_utils import Fp8QuantizedLayer, StaticLayer
+
+CacheKind = Literal["static", "dynamic", "fp8"]
+FIRST_WINDOW = 2048  # a static cache's first attention window; it doubles as the context grows
+
+
+class WindowedLayer(StaticLayer):
+    """Allocated once for the whole context; attention reads only the first `window` positions.
+
+    A plain static cache attends over every preallocated position on every step, so a 1K-token decode
+    with a 64K cache would read 64K positions of K/V per layer. The window grows in powers of two, so a
+    compiled decode step is recompiled at most once per doubling.
+    """
+
+    def __init__(self, max_cache_len: int, first_window: int = FIRST_WINDOW):
+        super().__init__(max_cache_len=max_cache_len)
+        self.window = min(first_window, max_cache_len)
+
+    def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        keys, values = super().update(key_states, value_states, *args, **kwargs)
+        return keys[:, :, : self.window], values[:, :, : self.window]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.window, 0
+
+
+class Fp8Layer(Fp8QuantizedLayer):
+    """transformers' FP8 cache layer (half the memory of bf16), made croppable so turns can share a prefix."""
+
+    is_croppable = True
+
+    def crop(self, max_length: int) -> None:
+        keep = self.cumulative_length + max_length if max_length < 0 else max_length
+        if self.is_initialized and keep < self.cumulative_length:
+            (keys, key_scale), (values, value_scale) = self._quantized_keys, self._quantized_values
+            self._quantized_keys = (keys[..., :keep, :], key_scale)
+            self._quantized_values = (values[..., :keep, :], value_scale)
+        self.cumulative_length = min(self.cumulative_length, keep)
+
+
+def make_cache(model: Any, kind: CacheKind, max_tokens: int, first_window: int = FIRST_WINDOW) -> Any:
+    """A KV cache of the given kind for `model`, holding at most `max_tokens` (static caches preallocate them)."""
+    layers = model.config.get_text_config(decoder=True).num_hidden_layers
+    if kind == "static":
+        return Cache(layers=[WindowedLayer(max_tokens, first_window) for _ in range(layers)])
+    if kind == "fp8":
+        return Cache(layers=[Fp8Layer() for _ in range(layers)])
+    return DynamicCache(config=model.config)
+
+
+def window_for(tokens: int, max_tokens: int, first: int = FIRST_WINDOW) -> int:
+    """The smallest `first` * 2**k that covers `tokens`, capped at the cache size."""
+    window = first
+    while window < tokens:
+        window *= 2
+    return min(window, max_tokens)
+
+
+def sampler(temperature: float, top_p: float) -> Callable[[Any], Any]:
+    """Pick the next token from last-position logits: argmax at temperature 0, else transformers' warpers."""
+    if temperature <= 0:
+        return lambda logits: logits.argmax(-1)
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p)])
+
+    def sample(logits: Any) -> Any:
+        scores = warpers(None, logits.float())
+        return torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1)[:, 0]
+
+    return sample
+
+
+@dataclass
+class Decoded:
+    """One generation's tokens and where its time went."""
+
+    ids: list[int]
+    reused: int
+    prefill_seconds: float
+    decode_seconds: float
+
+
+class Decoder:
+    """Owns the model's KV cache across turns: reuse the common prefix, prefill the rest in chunks, then decode."""
+
+    def __init__(
+        self,
+        model: Any,
+        kind: CacheKind,
+        max_tokens: int,
+        prefill_chunk: int = 2048,
+        compile_step: bool = False,
+        reuse: bool = True,
+        first_window: int = FIRST_WINDOW,
+        compile_options: dict[str, Any] | None = None,
+    ):
+        self.model, self.kind, self.max_tokens = model, kind, max_tokens
+        self.prefill_chunk, self.reuse_prefix, self.first_window = prefill_chunk, reuse, first_window
+        self.device = next(model.parameters()).device
+        self.cache: Any = None
+        self.ids: list[int] = []  # the tokens whose keys and values the cache holds
+        options = compile_options or {"mode": "reduce-overhead"}  # CUDA graphs: one launch per decode step
+        self._step = torch.compile(self._forward, fullgraph=True, **options) if compile_step else None
+
+    @property
+    def cached_tokens(self) -> int:
+        """How many tokens the kept cache holds."""
+        return len(self.ids)
+
+    def reset(self) -> None:
+        """Forget what the cache holds (after an error its contents are unknown)."""
+        if self.cache is not None and self.ids:
+            self.cache.crop(-len(self.ids))
+        self.ids = []
+
+    def reuse(self, ids: list[int]) -> int:
+        """Keep the cached tokens `ids` starts with, crop the rest; return how many are kept.
+
+        The chat template drops earlier thinking, so a new prompt diverges from the cache where the
+        previous assistant turn begins. At least one prompt token is always left to compute, so there
+        are logits to sample from.
+        """
+        if self.cache is None:
+            self.cache = make_cache(self.model, self.kind, self.max_tokens, self.first_window)
+        common, limit = 0, min(len(self.ids), len(ids) - 1) if self.reuse_prefix else 0
+        while common < limit and self.ids[common] == ids[common]:
+            common += 1
+        if len(self.ids) > common:
+            self.cache.crop(common - len(self.ids))  # a negative count removes that many tokens
+        self.ids = self.ids[:common]
+        return common
+
+    def _forward(self, input_ids: Any) -> Any:
+        """One forward pass over `input_ids` on the cache; logits of the last position only."""
+        return self.model(input_ids=input_ids, cache=self.cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+
+    def _grow(self, tokens: int) -> None:
+        if self.kind == "static":
+            window = window_for(tokens, self.max_tokens, self.first_window)
+            for layer in self.cache.layers:
+                layer.window = window
+
+    def prefill(self, ids: list[int]) -> Any:
+        """Feed the uncached tail of `ids` in chunks; return the logits after its last token."""
+        logits = None
+        for start in range(len(self.ids), len(ids), self.prefill_chunk):
+            piece = ids[start : start + self.prefill_chunk]
+            self._grow(start + len(piece))
+            logits = self._forward(torch.tensor([piece], device=self.device))
+            self.ids += piece
+        return logits
+
+    def step(self, token: int) -> Any:
+        """Feed one generated token; return the next logits."""
+        self._grow(len(self.ids) + 1)
+        input_ids = torch.tensor([[token]], device=self.device)
+        if self._step is None:
+            logits = self._forward(input_ids)
+        else:
+            torch.compiler.cudagraph_mark_step_begin()
+            logits = self._step(input_ids).clone()  # the graph's output buffer is rewritten by the next replay
+        self.ids.append(token)
+        return logits
+
+    def generate(
+        self,
+        ids: list[int],
+        max_new_tokens: int,
+        pick: Callable[[Any], Any],
+        stop_ids: list[int],
+        on_token: Callable[[int], bool] = lambda token: True,
+    ) -> Decoded:
+        """Reuse, prefill, then decode until a stop id, `max_new_tokens`, or `on_token` returns False."""
+        started = time.perf_counter()
+        try:
+            reused = self.reuse(ids)
+            token = int(pick(self.prefill(ids)))  # int() waits for the device: prefill time is real
+            prefilled, out = time.perf_counter(), []
+            while True:
+                out.append(token)
+                if not on_token(token) or token in stop_ids or len(out) >= max_new_tokens:
+                    break
+                token = int(pick(self.step(token)))
+        except BaseException:
+            self.reset()
+            raise
+        return Decoded(out, reused, prefilled - started, time.perf_counter() - prefilled)

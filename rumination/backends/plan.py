@@ -1,0 +1,94 @@
+"""Turn the local backend's settings into concrete load choices: cache, kernel, quantisation, context, RoPE."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any
+
+from rumination.backends import attention
+from rumination.backends.base import Progress
+from rumination.backends.memory import Quantize
+from rumination.config import Config
+from rumination.errors import BackendError
+
+
+@dataclass
+class LoadPlan:
+    """What the local backend will load and how it will decode."""
+
+    kv_cache: str  # static, dynamic or fp8 (see decode.make_cache)
+    compile: bool
+    attention: str  # a transformers attn_implementation
+    quantize: Quantize
+    context: int  # tokens asked for (the GPU may fit fewer)
+    device_map: str
+    notes: list[str] = field(default_factory=list)
+
+    def load_arguments(self, device: str) -> dict[str, Any]:
+        """Keyword arguments for from_pretrained."""
+        arguments: dict[str, Any] = {"attn_implementation": self.attention}
+        if device == "cuda":
+            arguments["device_map"] = self.device_map
+        if self.quantize != "none":
+            from transformers import BitsAndBytesConfig
+
+            arguments["quantization_config"] = (
+                BitsAndBytesConfig(load_in_8bit=True)
+                if self.quantize == "8bit"
+                else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True)
+            )
+        return arguments
+
+    def describe(self) -> str:
+        """One line: the choices that matter for speed and memory."""
+        kernel = "SDPA" if self.attention == attention.PACKED_SDPA else self.attention
+        parts = [f"{self.kv_cache} KV cache", "compiled decode" if self.compile else "eager decode", kernel]
+        if self.quantize != "none":
+            parts.append(f"{self.quantize} weights")
+        return ", ".join(parts + self.notes)
+
+
+def plan_load(config: Config, hf_config: Any, device: str, say: Progress) -> LoadPlan:
+    """Check the settings against the device and what is installed; apply YaRN to `hf_config` when needed."""
+    kernel = attention.choose(config.attention)
+    flash = kernel == "flash_attention_2"
+    if flash and config.kv_cache == "static":
+        raise BackendError("--attention flash_attention_2 runs with --kv-cache dynamic or fp8, not static")
+    kv_cache = config.kv_cache
+    if kv_cache == "auto":
+        kv_cache = "static" if device == "cuda" and not flash else "dynamic"
+    if config.quantize != "none":
+        if device != "cuda":
+            raise BackendError(f"--quantize {config.quantize} needs a CUDA GPU (bitsandbytes)")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise BackendError(f"--quantize {config.quantize} needs bitsandbytes: pip install bitsandbytes")
+    compile_step = config.compile == "on" or (
+        config.compile == "auto" and device == "cuda" and kv_cache == "static" and config.quantize == "none"
+    )
+    if compile_step and kv_cache != "static":
+        raise BackendError("--compile on needs --kv-cache static (a compiled step wants fixed shapes)")
+    plan = LoadPlan(kv_cache, compile_step, kernel, config.quantize, 0, config.device_map)
+    plan.context = _context(config, hf_config, plan, say)
+    return plan
+
+
+def _context(config: Config, hf_config: Any, plan: LoadPlan, say: Progress) -> int:
+    """The context asked for; past the checkpoint's native length, switch its RoPE to YaRN."""
+    native = int(getattr(hf_config, "max_position_embeddings", 0) or 131072)
+    wanted = config.context_window or native
+    rope = dict(getattr(hf_config, "rope_parameters", None) or {})
+    if wanted > native and rope.get("rope_type", "default") == "default":
+        factor = wanted / native
+        hf_config.rope_parameters = {
+            **rope,
+            "rope_type": "yarn",
+            "factor": factor,
+            "original_max_position_embeddings": native,
+        }
+        hf_config.max_position_embeddings = wanted
+        say(f"{wanted:,} tokens asked for, {native:,} native: YaRN RoPE scaling x{factor:g}")
+        plan.notes.append(f"YaRN x{factor:g}")
+    elif wanted > native:
+        say(f"{wanted:,} tokens asked for; the checkpoint's own {rope.get('rope_type')} scaling covers {native:,}")
+    return wanted
