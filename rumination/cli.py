@@ -16,10 +16,12 @@ _CONFIG_FLAGS = (
     *("search", "searxng_url", "ddgs_backend", "allow_private_network", "search_layout", "page_max_tokens"),
     *("search_fallback", "allow_domains", "deny_domains", "open_any_url", "prefetch", "robots_txt", "page_cache"),
     *("max_turns", "max_new_tokens", "max_context_tokens", "max_seconds"),
+    *("context_window", "kv_cache", "quantize", "attention", "compile", "device_map", "prefill_chunk", "prefix_cache"),
 )
 
 
-_FLAG_NAMES = {name.replace("_", "-") for name in _CONFIG_FLAGS}
+_RENAMED = {"context_window": "max-context", "prefix_cache": "no-prefix-cache"}
+_FLAG_NAMES = {name: _RENAMED.get(name, name.replace("_", "-")) for name in _CONFIG_FLAGS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +101,35 @@ def _add_research_flags(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--temperature", type=float, help="sampling temperature (0.95; 0 = greedy)")
     model.add_argument("--top-p", type=float, help="nucleus sampling (0.7)")
     model.add_argument("--seed", type=int, help="random seed for reproducible sampling")
+    local = parser.add_argument_group("local model (speed and memory)")
+    local.add_argument(
+        "--max-context",
+        dest="context_window",
+        type=int,
+        metavar="TOKENS",
+        help="context window to allocate (the model's own; past it, YaRN RoPE scaling is applied)",
+    )
+    local.add_argument(
+        "--kv-cache",
+        choices=["auto", "static", "dynamic", "fp8"],
+        help="static: preallocated, compiled decode (auto on CUDA); fp8: half the memory, slower decode",
+    )
+    local.add_argument("--quantize", choices=["none", "8bit", "4bit"], help="bitsandbytes weights (CUDA)")
+    local.add_argument(
+        "--attention",
+        choices=["auto", "sdpa", "flash_attention_2", "eager"],
+        help="attention kernel (auto: SDPA with packed GQA decode)",
+    )
+    local.add_argument("--compile", choices=["auto", "on", "off"], help="compile the decode step (auto: on CUDA)")
+    local.add_argument("--device-map", metavar="MAP", help="placement over several GPUs: auto, balanced, sequential")
+    local.add_argument("--prefill-chunk", type=int, metavar="TOKENS", help="prompt tokens per forward pass (2048)")
+    local.add_argument(
+        "--no-prefix-cache",
+        dest="prefix_cache",
+        action="store_false",
+        default=None,
+        help="re-prefill the whole prompt every turn (for comparison)",
+    )
     web = parser.add_argument_group("search and browsing")
     web.add_argument("--search", help="search engine: ddgs (default), searxng, brave, tavily, local:INDEX, a plugin")
     web.add_argument(
@@ -216,7 +247,7 @@ def _load_config(overrides: dict[str, Any]) -> Any:
 
 def _describe(error: Any) -> str:
     field = ".".join(map(str, error["loc"])) or "config"
-    flag = f" (--{field.replace('_', '-')})" if field.replace("_", "-") in _FLAG_NAMES else ""
+    flag = f" (--{_FLAG_NAMES[field]})" if field in _FLAG_NAMES else ""
     return f"{field}{flag}: {error['msg']}"
 
 

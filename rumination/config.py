@@ -44,7 +44,7 @@ class Config(BaseSettings):
     script: Path | None = Field(None, description="JSON array of outputs for the scripted backend")
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="where the local backend runs")
     dtype: Literal["bfloat16", "float16", "float32", "auto"] = "bfloat16"
-    context_window: int | None = Field(None, description="override the model's context window (tokens)")
+    context_window: int | None = Field(None, ge=256, description="context window to allocate (tokens)")
     prefix_cache: bool = Field(True, description="keep the KV cache between turns and prefill only new tokens")
     kv_cache: Literal["auto", "static", "dynamic", "fp8"] = Field(
         "auto", description="KV cache: static (preallocated; auto on CUDA), dynamic (auto on CPU), fp8 (half size)"

@@ -334,3 +334,20 @@ def test_closed_stdout_pipe_is_not_a_traceback(web, tmp_path):
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_local_model_flags_reach_the_backend_and_bad_combinations_are_explained(tiny_model_dir, capsys):
+    base = ["ask", "q", "-m", str(tiny_model_dir), "--device", "cpu", "-q"]
+    assert main([*base, "--quantize", "8bit"]) == 1
+    assert "--quantize 8bit needs a CUDA GPU (bitsandbytes)" in capsys.readouterr().err
+    assert main([*base, "--kv-cache", "dynamic", "--compile", "on"]) == 1
+    assert "--compile on needs --kv-cache static" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "named"),
+    [("--prefill-chunk", "3", "prefill_chunk (--prefill-chunk)"), ("--max-context", "10", "(--max-context)")],
+)
+def test_out_of_range_local_model_flags_exit_2_naming_the_flag(flag, value, named, capsys):
+    assert main(["ask", "q", flag, value]) == 2
+    assert named in capsys.readouterr().err

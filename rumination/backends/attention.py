@@ -40,8 +40,8 @@ def register() -> None:
 
 
 def choose(wanted: str) -> str:
-    """The transformers attn_implementation for `--attention`: auto is the packed SDPA."""
-    if wanted in ("auto", "sdpa"):
+    """The transformers attn_implementation for `--attention`: auto is the packed SDPA, sdpa transformers' own."""
+    if wanted == "auto":
         register()
         return PACKED_SDPA
     if wanted == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:

@@ -1,0 +1,152 @@
+"""The decode loop on the tiny Glm4 model: every cache kind, chunked prefill and the compiled step match generate()."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from rumination.backends import attention
+from rumination.backends.decode import Decoder, sampler, window_for
+
+GREEDY = sampler(0.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    attention.register()
+    loaded = AutoModelForCausalLM.from_pretrained(
+        tiny_model_dir, dtype=torch.float32, attn_implementation=attention.PACKED_SDPA
+    )
+    return loaded.eval()
+
+
+@pytest.fixture(scope="module")
+def prompt(tiny_model_dir) -> list[int]:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    return tokenizer("Gutenberg printed the Bible in Mainz around 1455. " * 6, add_special_tokens=False)["input_ids"]
+
+
+def reference(model, ids: list[int], new: int) -> list[int]:
+    """transformers' own greedy generate, re-prefilling everything: the ground truth."""
+    with torch.inference_mode():
+        output = model.generate(
+            torch.tensor([ids]), max_new_tokens=new, do_sample=False, eos_token_id=[], pad_token_id=0
+        )
+    return output[0, len(ids) :].tolist()
+
+
+def run(decoder: Decoder, ids: list[int], new: int):
+    with torch.inference_mode():
+        return decoder.generate(ids, new, GREEDY, stop_ids=[])
+
+
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
+@pytest.mark.parametrize("chunk", [5, 4096])
+def test_multi_turn_output_matches_generate_for_every_cache_and_chunking(model, prompt, kind, chunk):
+    decoder = Decoder(model, kind, 1024, prefill_chunk=chunk, first_window=32)
+    ids = prompt
+    for turn in range(3):
+        decoded = run(decoder, ids, 40)
+        assert decoded.ids == reference(model, ids, 40), f"turn {turn}"
+        assert decoder.cached_tokens == len(ids) + 39  # the last token is sampled, never fed back
+        # The next prompt keeps part of this answer and appends an observation: a crop, then a prefill.
+        kept = len(ids) + 10
+        assert decoder.ids[:kept] == (ids + decoded.ids)[:kept]
+        ids = ids + decoded.ids[:10] + prompt[:25]
+        if turn:
+            assert decoded.reused > 0
+    final = run(decoder, ids, 5)
+    assert final.reused == len(ids) - 25  # everything but the new observation came from the cache
+
+
+def test_static_window_doubles_as_the_context_grows(model, prompt):
+    decoder = Decoder(model, "static", 1024, prefill_chunk=16, first_window=32)
+    run(decoder, prompt, 100)
+    held = decoder.cached_tokens
+    assert {layer.window for layer in decoder.cache.layers} == {window_for(held + 1, 1024, 32)}
+    assert window_for(33, 1024, 32) == 64 and window_for(64, 1024, 32) == 64 and window_for(5000, 1024, 32) == 1024
+    assert decoder.cache.layers[0].keys.shape[2] == 1024  # allocated once for the whole context
+
+
+def test_without_reuse_everything_is_prefilled_and_the_output_is_the_same(model, prompt):
+    reuse, fresh = Decoder(model, "static", 1024), Decoder(model, "static", 1024, reuse=False)
+    first = run(reuse, prompt, 12)
+    run(fresh, prompt, 12)
+    ids = prompt + first.ids + prompt[:20]
+    with_reuse, without = run(reuse, ids, 12), run(fresh, ids, 12)
+    assert with_reuse.ids == without.ids
+    assert with_reuse.reused == len(prompt) + 11 and without.reused == 0
+
+
+def test_compiled_decode_step_traces_as_one_graph_and_matches(model, prompt):
+    # fullgraph=True fails on any graph break; the "eager" backend checks the trace without a C++ compiler.
+    decoder = Decoder(model, "static", 512, first_window=64, compile_step=True, compile_options={"backend": "eager"})
+    assert run(decoder, prompt, 90).ids == reference(model, prompt, 90)  # crosses the 64 -> 128 -> 256 windows
+
+
+def test_fp8_cache_crops_and_holds_float8_keys(model, prompt):
+    decoder = Decoder(model, "fp8", 1024)
+    first = run(decoder, prompt, 20)
+    layer = decoder.cache.layers[0]
+    assert layer._quantized_keys[0].dtype == torch.float8_e4m3fn
+    assert layer._quantized_keys[0].shape[2] == decoder.cached_tokens == len(prompt) + 19
+    second = run(decoder, prompt + first.ids[:5] + prompt[:9], 10)
+    assert second.reused == len(prompt) + 5
+    assert layer._quantized_keys[0].shape[2] == decoder.cached_tokens == len(prompt) + 5 + 9 + 9
+
+
+def test_stop_ids_max_tokens_and_cancel(model, prompt):
+    decoder = Decoder(model, "dynamic", 1024)
+    expected = reference(model, prompt, 30)
+    with torch.inference_mode():
+        stopped = decoder.generate(prompt, 30, GREEDY, stop_ids=[expected[7]])
+        assert stopped.ids == expected[: expected.index(expected[7]) + 1]
+        seen: list[int] = []
+        cancelled = decoder.generate(prompt, 30, GREEDY, [], on_token=lambda t: seen.append(t) or len(seen) < 4)
+    assert cancelled.ids == expected[:4] == seen
+
+
+def test_an_error_mid_decode_forgets_the_cache_and_the_next_turn_is_still_exact(model, prompt):
+    decoder = Decoder(model, "static", 1024)
+    run(decoder, prompt, 5)
+
+    def explode(token: int) -> bool:
+        raise RuntimeError("consumer failed")
+
+    with pytest.raises(RuntimeError), torch.inference_mode():
+        decoder.generate([*prompt, 5, 6, 7], 10, GREEDY, [], on_token=explode)
+    assert decoder.cached_tokens == 0 and int(decoder.cache.get_seq_length()) == 0
+    again = run(decoder, prompt, 15)
+    assert again.reused == 0 and again.ids == reference(model, prompt, 15)
+
+
+def test_sampling_is_reproducible_with_a_seed_and_varies_without(model, prompt):
+    decoder = Decoder(model, "dynamic", 1024)
+    pick = sampler(1.5, 0.95)
+
+    def draw(seed: int) -> list[int]:
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            return decoder.generate(prompt, 25, pick, []).ids
+
+    assert draw(1) == draw(1)
+    assert len({tuple(draw(seed)) for seed in range(2, 6)}) > 1
+
+
+def test_packed_sdpa_equals_repeated_kv_attention():
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    class Module(torch.nn.Module):
+        num_key_value_groups = 6
+        is_causal = True
+
+    torch.manual_seed(0)
+    query, key, value = torch.randn(1, 48, 1, 16), torch.randn(1, 8, 40, 16), torch.randn(1, 8, 40, 16)
+    mask = torch.arange(40)[None, None, None, :] <= 29  # a static cache: positions past 29 are stale
+    packed, _ = attention.packed_sdpa(Module(), query, key, value, mask, scaling=0.25)
+    keys, values = (t.repeat_interleave(6, dim=1) for t in (key, value))
+    expected = torch.nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=0.25)
+    assert torch.allclose(packed, expected.transpose(1, 2), atol=1e-5)
+    unpacked, _ = sdpa_attention_forward(Module(), query, key, value, mask, scaling=0.25)
+    assert torch.allclose(packed, unpacked, atol=1e-5)

@@ -1,0 +1,91 @@
+"""Load choices of the local backend (cache, compile, kernel, quantisation, YaRN), checked before weights load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoConfig
+
+from rumination.backends.base import SamplingParams, render
+from rumination.backends.local import LocalBackend
+from rumination.backends.plan import plan_load
+from rumination.config import Config
+from rumination.errors import BackendError
+
+
+def _plan(tiny_model_dir, device: str = "cpu", **settings):
+    said: list[str] = []
+    hf_config = AutoConfig.from_pretrained(tiny_model_dir)
+    plan = plan_load(Config(model=str(tiny_model_dir), **settings), hf_config, device, said.append)
+    return plan, hf_config, said
+
+
+def test_defaults_static_compiled_on_cuda_dynamic_eager_on_cpu(tiny_model_dir):
+    cuda, _, _ = _plan(tiny_model_dir, "cuda")
+    assert (cuda.kv_cache, cuda.compile, cuda.load_arguments("cuda")["device_map"]) == ("static", True, "auto")
+    cpu, _, _ = _plan(tiny_model_dir)
+    assert (cpu.kv_cache, cpu.compile) == ("dynamic", False) and "device_map" not in cpu.load_arguments("cpu")
+    assert cpu.load_arguments("cpu")["attn_implementation"] == "rumination_sdpa"
+
+
+def test_yarn_only_past_the_native_context(tiny_model_dir):
+    plan, hf_config, said = _plan(tiny_model_dir, context_window=16384)  # the fixture is 4096 native
+    assert hf_config.rope_parameters["rope_type"] == "yarn" and hf_config.rope_parameters["factor"] == 4.0
+    assert hf_config.rope_parameters["original_max_position_embeddings"] == 4096
+    assert hf_config.max_position_embeddings == 16384 and plan.context == 16384
+    assert "YaRN RoPE scaling x4" in said[-1] and "YaRN x4" in plan.describe()
+    plan, hf_config, said = _plan(tiny_model_dir, context_window=2048)
+    assert hf_config.rope_parameters["rope_type"] == "default" and plan.context == 2048 and not said
+
+
+@pytest.mark.parametrize(
+    ("settings", "device", "message"),
+    [
+        ({"quantize": "8bit"}, "cpu", "--quantize 8bit needs a CUDA GPU"),
+        ({"attention": "flash_attention_2"}, "cuda", "needs the flash-attn package"),
+        ({"compile": "on", "kv_cache": "dynamic"}, "cpu", "--compile on needs --kv-cache static"),
+    ],
+)
+def test_impossible_combinations_are_refused_with_the_fix(tiny_model_dir, settings, device, message):
+    with pytest.raises(BackendError, match=message):
+        _plan(tiny_model_dir, device, **settings)
+
+
+def test_quantize_without_bitsandbytes_says_how_to_install(tiny_model_dir, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "bitsandbytes" else real(name))
+    with pytest.raises(BackendError, match="pip install bitsandbytes"):
+        _plan(tiny_model_dir, "cuda", quantize="4bit")
+
+
+async def test_the_backend_with_a_static_cache_and_yarn_matches_the_dynamic_one(tiny_model_dir):
+    async def answers(**settings) -> list[str]:
+        backend = LocalBackend(Config(model=str(tiny_model_dir), device="cpu", **settings))
+        backend.load()
+        messages = [{"role": "user", "content": "Where was movable type first used in Europe?"}]
+        out = []
+        for _ in range(3):
+            params = SamplingParams(max_new_tokens=24, temperature=0.0)
+            chunks = [c async for c in backend.generate(render(backend.tokenizer, messages), params)]
+            outcome = chunks[-1].outcome
+            assert "".join(c.text for c in chunks[:-1]) == outcome.text  # streamed text is the whole answer
+            assert outcome.prefill_seconds > 0 and outcome.decode_seconds > 0
+            out.append(outcome.text)
+            messages += [{"role": "assistant", "content": outcome.text}, {"role": "observation", "content": "page"}]
+        return out
+
+    assert await answers(kv_cache="static", prefill_chunk=16) == await answers(kv_cache="dynamic")
+
+
+def test_a_context_past_the_native_one_loads_with_yarn_frequencies(tiny_model_dir):
+    loaded = {}
+    for window in (4096, 8192):
+        backend = LocalBackend(Config(model=str(tiny_model_dir), device="cpu", context_window=window))
+        backend.load()
+        loaded[window] = backend
+    yarn = loaded[8192]
+    assert yarn.model.config.rope_parameters["rope_type"] == "yarn" and yarn.context_window == 8192
+    assert yarn.model.model.rotary_emb.rope_type == "yarn"
+    assert not torch.equal(yarn.model.model.rotary_emb.inv_freq, loaded[4096].model.model.rotary_emb.inv_freq)
