@@ -44,3 +44,37 @@ def test_bench_local_cpu_mode_prints_the_reuse_ratio_last():
     assert lines[-1].startswith("prefill_reuse_ratio=")
     assert figures["identical_greedy_outputs"] == "True"
     assert int(figures["prefilled_tokens_with_reuse"]) < int(figures["prefilled_tokens_without_reuse"])
+
+
+GPU_FIGURES = (
+    "copy_bandwidth_gb_s",
+    "decode_1k_tok_s",
+    "decode_1k_roofline_fraction",
+    "decode_32k_tok_s",
+    "decode_32k_roofline_fraction",
+    "prefill_32k_tok_s",
+    "generate_default_1k_roofline_fraction",
+    "multi_turn_prefill_reuse_ratio",
+)
+
+
+def bench_gpu_tiny() -> dict[str, str]:
+    out = subprocess.run(
+        [sys.executable, "tools/bench_local.py", "--gpu", "--tiny"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    return dict(line.split("=", 1) for line in out.strip().splitlines())
+
+
+def test_bench_local_gpu_mode_code_runs_on_a_tiny_config():
+    # The real GPU run needs an H100; this runs the same code on a tiny config wherever the tests run.
+    figures = bench_gpu_tiny()
+    assert figures["mode"] == "gpu-tiny"
+    for name in GPU_FIGURES:
+        assert float(figures[name]) > 0, name
+    with_reuse = int(figures["multi_turn_prefilled_tokens_with_reuse"])
+    assert with_reuse < int(figures["multi_turn_prefilled_tokens_without_reuse"]) / 3

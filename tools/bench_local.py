@@ -1,12 +1,18 @@
-"""Benchmark prefix-cache reuse in the local backend, side by side in one run (CPU mode, tiny model).
+"""Benchmark the local backend, side by side in one run; every figure is printed as a `name=value` line.
 
-    python tools/bench_local.py [--turns 20] [--observation-words 120]
+    python tools/bench_local.py                # CPU mode: prefix-cache reuse on the tiny fixture model
+    python tools/bench_local.py --gpu          # GPU mode: the real 32B architecture, random bf16 weights
+    python tools/bench_local.py --gpu --tiny   # GPU mode's code on a tiny config (a smoke run, any device)
 
-Builds the tiny Glm4 fixture (tools/build_tiny_model.py), then plays the same synthetic research run
-twice — with and without reuse — where each turn appends an assistant call and an observation, as a
-real run does. Prints `name=value` lines; the last is `prefill_reuse_ratio=` (tokens prefilled with reuse
-divided by tokens prefilled without). GPU mode (the real 32B architecture with random weights) is not
-written yet.
+CPU mode plays the same synthetic 20-turn research run twice, with and without reuse, where each turn
+appends an assistant call and an observation; its last line is `prefill_reuse_ratio=` (tokens prefilled
+with reuse / without).
+
+GPU mode builds Glm4ForCausalLM from the configuration in shared/PROTOCOL.md with random bf16 weights
+allocated on the device (no checkpoint), measures the copy bandwidth, then decode tok/s at 1K and 32K of
+context (ours: static cache + compiled step; and transformers' default generate at 1K), each with its
+fraction of the bandwidth roofline (bandwidth / bytes read per token), prefill tok/s, and a multi-turn run
+with and without reuse. It needs about 75 GB of GPU memory and finishes in a few minutes on one H100.
 """
 
 from __future__ import annotations
@@ -20,12 +26,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from build_tiny_model import build
-
-from rumination.backends.base import SamplingParams, render
-from rumination.backends.local import LocalBackend
-from rumination.config import Config
 
 WORDS = [
     "printing",
@@ -44,9 +44,39 @@ WORDS = [
     "Europe",
 ]
 
+REAL = {  # GLM-Z1-Rumination-32B-0414 (shared/PROTOCOL.md)
+    "hidden_size": 6144,
+    "num_hidden_layers": 61,
+    "num_attention_heads": 48,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "intermediate_size": 23040,
+    "vocab_size": 151552,
+    "max_position_embeddings": 131072,
+    "partial_rotary_factor": 0.5,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "attention_bias": False,
+    "tie_word_embeddings": False,
+    "pad_token_id": 151329,
+}
+TINY = {**REAL, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 12, "num_key_value_heads": 2}
+TINY.update(head_dim=16, intermediate_size=128, vocab_size=1024, max_position_embeddings=8192, pad_token_id=0)
+
+
+def say(name: str, value: object) -> None:
+    print(f"{name}={value}", flush=True)
+
+
+# --- CPU mode -------------------------------------------------------------------------------------
+
 
 async def play(model_dir: Path, reuse: bool, turns: int, words: int) -> tuple[int, float, list[str]]:
-    """Run the synthetic conversation; return (tokens prefilled, seconds, outputs)."""
+    """Run the synthetic conversation through LocalBackend; return (tokens prefilled, seconds, outputs)."""
+    from rumination.backends.base import SamplingParams, render
+    from rumination.backends.local import LocalBackend
+    from rumination.config import Config
+
     backend = LocalBackend(Config(model=str(model_dir), device="cpu", prefix_cache=reuse))
     backend.load()
     messages = [{"role": "user", "content": "How did printing spread across Europe?"}]
@@ -66,25 +96,176 @@ async def play(model_dir: Path, reuse: bool, turns: int, words: int) -> tuple[in
     return prefilled, time.perf_counter() - started, outputs
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--turns", type=int, default=20)
-    parser.add_argument("--observation-words", type=int, default=25)
-    args = parser.parse_args()
+async def cpu_mode(args: argparse.Namespace) -> None:
+    from build_tiny_model import build
+
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build(Path(tmp) / "tiny")
         with_tokens, with_s, with_out = await play(model_dir, True, args.turns, args.observation_words)
         without_tokens, without_s, without_out = await play(model_dir, False, args.turns, args.observation_words)
-    print("mode=cpu-tiny")
-    print(f"turns={args.turns}")
-    print(f"identical_greedy_outputs={with_out == without_out}")
-    print(f"prefilled_tokens_with_reuse={with_tokens}")
-    print(f"prefilled_tokens_without_reuse={without_tokens}")
-    print(f"wall_s_with_reuse={with_s:.2f}")
-    print(f"wall_s_without_reuse={without_s:.2f}")
-    print(f"wall_ratio={with_s / without_s:.3f}")
-    print(f"prefill_reuse_ratio={with_tokens / without_tokens:.3f}")
+    say("mode", "cpu-tiny")
+    say("turns", args.turns)
+    say("identical_greedy_outputs", with_out == without_out)
+    say("prefilled_tokens_with_reuse", with_tokens)
+    say("prefilled_tokens_without_reuse", without_tokens)
+    say("wall_s_with_reuse", f"{with_s:.2f}")
+    say("wall_s_without_reuse", f"{without_s:.2f}")
+    say("wall_ratio", f"{with_s / without_s:.3f}")
+    say("prefill_reuse_ratio", f"{with_tokens / without_tokens:.3f}")
+
+
+# --- GPU mode -------------------------------------------------------------------------------------
+
+
+def gpu_mode(args: argparse.Namespace) -> None:
+    import torch
+    from transformers import Glm4Config, Glm4ForCausalLM
+
+    from rumination.backends import attention
+    from rumination.backends.decode import Decoder, sampler
+    from rumination.backends.memory import kv_bytes_per_token
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tiny = args.tiny
+    scale = 8 if tiny else 1  # the tiny smoke run shrinks every context by this factor
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    say("mode", "gpu-tiny" if tiny else "gpu")
+    say("device", torch.cuda.get_device_name() if device.type == "cuda" else "cpu")
+
+    bandwidth = copy_bandwidth(torch, device, sync, 2**26 if tiny else 2**31)
+    say("copy_bandwidth_gb_s", f"{bandwidth / 1e9:.0f}")
+
+    config = Glm4Config(**(TINY if tiny else REAL))
+    attention.register()
+    started = time.perf_counter()
+    with torch.device(device):
+        model = Glm4ForCausalLM._from_config(config, dtype=torch.bfloat16, attn_implementation=attention.PACKED_SDPA)
+    model.eval()
+    sync()
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    say("build_s", f"{time.perf_counter() - started:.1f}")
+    say("weights_gib", f"{weight_bytes / 2**30:.1f}")
+    kv = kv_bytes_per_token(config)
+
+    def roofline(context: int) -> float:
+        return bandwidth / (weight_bytes + context * kv)
+
+    def report(name: str, context: int, tokens_per_s: float) -> None:
+        say(f"{name}_tok_s", f"{tokens_per_s:.1f}")
+        say(f"{name}_roofline_tok_s", f"{roofline(context):.1f}")
+        say(f"{name}_roofline_fraction", f"{tokens_per_s / roofline(context):.3f}")
+
+    def prompt(tokens: int, seed: int = 0) -> list[int]:
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randint(0, config.vocab_size, (tokens,), generator=generator).tolist()
+
+    greedy, new = sampler(0.0, 1.0), 16 if tiny else 128
+    short, long = 1024 // scale, 32000 // scale
+    compile_options = {"backend": "eager"} if device.type != "cuda" else None
+    decoder = Decoder(model, "static", long + 2 * new, compile_step=True, compile_options=compile_options)
+    with torch.inference_mode():
+        for name, context in (("decode_1k", short), ("decode_32k", long)):
+            decoder.generate(prompt(context, 1), new, greedy, [])  # warm-up: compiles this window's graph
+            decoded = decoder.generate(prompt(context, 2), new, greedy, [])
+            report(name, context + new // 2, (len(decoded.ids) - 1) / decoded.decode_seconds)
+            if name == "decode_32k":
+                say("prefill_32k_tok_s", f"{context / decoded.prefill_seconds:.0f}")
+        del decoder
+        empty(torch, device)
+
+        model.set_attn_implementation("sdpa")  # transformers' own kernel path, as `generate` users get it
+        ids = torch.tensor([prompt(short, 3)], device=device)
+        timings = {}
+        for name, run in (
+            ("prefill", lambda: model(ids, logits_to_keep=1)),
+            ("generate", lambda: model.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False)),
+        ):
+            for _ in range(2):  # the first call warms up
+                sync()
+                started = time.perf_counter()
+                run()
+                sync()
+                timings[name] = time.perf_counter() - started
+        generate_decode = timings["generate"] - timings["prefill"]  # generate's time includes one prefill
+        report("generate_default_1k", short + new // 2, (new - 1) / generate_decode)
+        model.set_attn_implementation(attention.PACKED_SDPA)
+        empty(torch, device)
+
+        multi_turn(model, prompt, greedy, scale, sync)
+
+
+def copy_bandwidth(torch, device, sync, size: int) -> float:
+    """Device memory bandwidth in bytes/s, from timed copies of `size` bytes (each reads and writes them)."""
+    source = torch.empty(size, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    target.copy_(source)
+    sync()
+    started, rounds = time.perf_counter(), 20
+    for _ in range(rounds):
+        target.copy_(source)
+    sync()
+    seconds = time.perf_counter() - started
+    del source, target
+    return 2 * size * rounds / seconds
+
+
+def empty(torch, device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def multi_turn(model, prompt, greedy, scale: int, sync) -> None:
+    """A synthetic research run: a 2K prompt, then 8 turns that each append 64 generated + 1.5K observed tokens."""
+    import torch
+
+    from rumination.backends.decode import Decoder
+
+    first, observation, turns, new = 2048 // scale, 1536 // scale, 8, 64 // min(scale, 4)
+    results = {}
+    for reuse in (True, False):
+        decoder = Decoder(model, "static", first + turns * (observation + new) + new, reuse=reuse)
+        ids, prefilled, per_turn, outputs = prompt(first, 99), 0, [], []
+        torch.manual_seed(0)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            for _ in range(turns):
+                decoded = decoder.generate(ids, new, greedy, [])
+                prefilled += len(ids) - decoded.reused
+                per_turn.append(decoded.prefill_seconds)
+                outputs.append(decoded.ids)
+                # A re-rendered tail (half the answer is kept) and an observation that is the same in both runs.
+                ids = ids + decoded.ids[: new // 2] + prompt(observation, seed=100 + len(outputs))
+        sync()
+        results[reuse] = (prefilled, sum(per_turn), time.perf_counter() - started, per_turn, outputs)
+        del decoder
+    (with_tokens, with_prefill, with_wall, with_turns, with_out) = results[True]
+    (without_tokens, without_prefill, without_wall, without_turns, without_out) = results[False]
+    say("multi_turn_turns", turns)
+    say("multi_turn_final_context", len(ids))
+    say("multi_turn_identical_greedy_outputs_bf16", with_out == without_out)  # exact only in fp32 (tests)
+    say("multi_turn_prefilled_tokens_with_reuse", with_tokens)
+    say("multi_turn_prefilled_tokens_without_reuse", without_tokens)
+    say("multi_turn_prefill_s_with_reuse", f"{with_prefill:.2f}")
+    say("multi_turn_prefill_s_without_reuse", f"{without_prefill:.2f}")
+    # With reuse each turn prefills about the same number of new tokens, so its time should stay flat.
+    say("multi_turn_last_over_second_turn_prefill_with_reuse", f"{with_turns[-1] / with_turns[1]:.2f}")
+    say("multi_turn_last_over_second_turn_prefill_without_reuse", f"{without_turns[-1] / without_turns[1]:.2f}")
+    say("multi_turn_wall_ratio", f"{with_wall / without_wall:.3f}")
+    say("multi_turn_prefill_reuse_ratio", f"{with_tokens / without_tokens:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gpu", action="store_true", help="GPU mode: the real architecture, random weights")
+    parser.add_argument("--tiny", action="store_true", help="with --gpu: a tiny config, for a smoke run anywhere")
+    parser.add_argument("--turns", type=int, default=20, help="CPU mode: turns of the synthetic run")
+    parser.add_argument("--observation-words", type=int, default=25, help="CPU mode: words per observation")
+    args = parser.parse_args()
+    if args.gpu:
+        gpu_mode(args)
+    else:
+        asyncio.run(cpu_mode(args))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
