@@ -60,12 +60,13 @@ def test_multi_turn_output_matches_generate_for_every_cache_and_chunking(model, 
     assert final.reused == len(ids) - 25  # everything but the new observation came from the cache
 
 
-def test_static_window_doubles_as_the_context_grows(model, prompt):
+def test_static_window_grows_fourfold_as_the_context_grows(model, prompt):
     decoder = Decoder(model, "static", 1024, prefill_chunk=16, first_window=32)
     run(decoder, prompt, 100)
     held = decoder.cached_tokens
     assert {layer.window for layer in decoder.cache.layers} == {window_for(held + 1, 1024, 32)}
-    assert window_for(33, 1024, 32) == 64 and window_for(64, 1024, 32) == 64 and window_for(5000, 1024, 32) == 1024
+    sizes = (1, 32, 33, 128, 129, 512, 513, 5000)
+    assert [window_for(n, 1024, 32) for n in sizes] == [32, 32, 128, 128, 512, 512, 1024, 1024]
     assert decoder.cache.layers[0].keys.shape[2] == 1024  # allocated once for the whole context
 
 
@@ -81,8 +82,18 @@ def test_without_reuse_everything_is_prefilled_and_the_output_is_the_same(model,
 
 def test_compiled_decode_step_traces_as_one_graph_and_matches(model, prompt):
     # fullgraph=True fails on any graph break; the "eager" backend checks the trace without a C++ compiler.
-    decoder = Decoder(model, "static", 512, first_window=64, compile_step=True, compile_options={"backend": "eager"})
-    assert run(decoder, prompt, 90).ids == reference(model, prompt, 90)  # crosses the 64 -> 128 -> 256 windows
+    decoder = Decoder(model, "static", 512, first_window=48, compile_step=True, compile_options={"backend": "eager"})
+    assert decoder.warm_up() is None and decoder.cached_tokens == 0
+    assert run(decoder, prompt, 90).ids == reference(model, prompt, 90)  # the prompt fits 192; decoding needs 512
+
+
+def test_a_step_that_cannot_be_compiled_falls_back_to_eager_and_stays_exact(model, prompt):
+    def broken(graph, example_inputs):
+        raise RuntimeError("no C++ compiler")
+
+    decoder = Decoder(model, "static", 512, compile_step=True, compile_options={"backend": broken})
+    assert "no C++ compiler" in decoder.warm_up()
+    assert run(decoder, prompt, 30).ids == reference(model, prompt, 30)
 
 
 def test_fp8_cache_crops_and_holds_float8_keys(model, prompt):

@@ -13,10 +13,10 @@ from rumination.config import Config
 from rumination.errors import BackendError
 
 
-def _plan(tiny_model_dir, device: str = "cpu", **settings):
+def _plan(tiny_model_dir, device: str = "cpu", gpus: int = 1, **settings):
     said: list[str] = []
     hf_config = AutoConfig.from_pretrained(tiny_model_dir)
-    plan = plan_load(Config(model=str(tiny_model_dir), **settings), hf_config, device, said.append)
+    plan = plan_load(Config(model=str(tiny_model_dir), **settings), hf_config, device, said.append, gpus)
     return plan, hf_config, said
 
 
@@ -26,6 +26,19 @@ def test_defaults_static_compiled_on_cuda_dynamic_eager_on_cpu(tiny_model_dir):
     cpu, _, _ = _plan(tiny_model_dir)
     assert (cpu.kv_cache, cpu.compile) == ("dynamic", False) and "device_map" not in cpu.load_arguments("cpu")
     assert cpu.load_arguments("cpu")["attn_implementation"] == "rumination_sdpa"
+    split, _, _ = _plan(tiny_model_dir, "cuda", gpus=2)  # CUDA graphs are per device: eager over two GPUs
+    assert (split.kv_cache, split.compile) == ("static", False)
+
+
+def test_quantised_weights_load_through_bitsandbytes_and_decode_eagerly(tiny_model_dir, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "bitsandbytes" else real(name))
+    quantized, _, _ = _plan(tiny_model_dir, "cuda", quantize="4bit")
+    assert quantized.compile is False and "4bit weights" in quantized.describe()
+    settings = quantized.load_arguments("cuda")["quantization_config"]
+    assert settings.load_in_4bit and settings.bnb_4bit_quant_type == "nf4"
 
 
 def test_yarn_only_past_the_native_context(tiny_model_dir):

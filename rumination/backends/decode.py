@@ -12,15 +12,16 @@ from transformers import Cache, DynamicCache, LogitsProcessorList, TemperatureLo
 from transformers.cache_utils import Fp8QuantizedLayer, StaticLayer
 
 CacheKind = Literal["static", "dynamic", "fp8"]
-FIRST_WINDOW = 2048  # a static cache's first attention window; it doubles as the context grows
+FIRST_WINDOW = 8192  # a static cache's first attention window
+GROWTH = 4  # each larger window is 4x the last: at most three compiled graphs up to 128K
 
 
 class WindowedLayer(StaticLayer):
     """Allocated once for the whole context; attention reads only the first `window` positions.
 
     A plain static cache attends over every preallocated position on every step, so a 1K-token decode
-    with a 64K cache would read 64K positions of K/V per layer. The window grows in powers of two, so a
-    compiled decode step is recompiled at most once per doubling.
+    with a 64K cache would read 64K positions of K/V per layer. The window grows 8K, 32K, 128K: a
+    compiled decode step is recompiled once per window, and reads at most 4x the K/V in use.
     """
 
     def __init__(self, max_cache_len: int, first_window: int = FIRST_WINDOW):
@@ -60,10 +61,10 @@ def make_cache(model: Any, kind: CacheKind, max_tokens: int, first_window: int =
 
 
 def window_for(tokens: int, max_tokens: int, first: int = FIRST_WINDOW) -> int:
-    """The smallest `first` * 2**k that covers `tokens`, capped at the cache size."""
+    """The smallest `first` * GROWTH**k that covers `tokens`, capped at the cache size."""
     window = first
     while window < tokens:
-        window *= 2
+        window *= GROWTH
     return min(window, max_tokens)
 
 
@@ -109,6 +110,7 @@ class Decoder:
         self.device = next(model.parameters()).device
         self.cache: Any = None
         self.ids: list[int] = []  # the tokens whose keys and values the cache holds
+        self.compile_error: str | None = None  # why the decode step runs eagerly although compiling was asked
         options = compile_options or {"mode": "reduce-overhead"}  # CUDA graphs: one launch per decode step
         self._step = torch.compile(self._forward, fullgraph=True, **options) if compile_step else None
 
@@ -164,13 +166,25 @@ class Decoder:
         """Feed one generated token; return the next logits."""
         self._grow(len(self.ids) + 1)
         input_ids = torch.tensor([[token]], device=self.device)
-        if self._step is None:
+        logits = None
+        if self._step is not None:
+            try:
+                torch.compiler.cudagraph_mark_step_begin()
+                logits = self._step(input_ids).clone()  # the graph's output buffer is rewritten by the next replay
+            except torch._dynamo.exc.TorchDynamoException as exc:  # raised while compiling, before the cache moves
+                self._step, self.compile_error = None, " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        if logits is None:
             logits = self._forward(input_ids)
-        else:
-            torch.compiler.cudagraph_mark_step_begin()
-            logits = self._step(input_ids).clone()  # the graph's output buffer is rewritten by the next replay
         self.ids.append(token)
         return logits
+
+    def warm_up(self) -> str | None:
+        """Compile the decode step for the first window now rather than mid-answer; the error if it cannot be."""
+        if self._step is not None:
+            with torch.inference_mode():
+                self.generate([0, 0], 3, sampler(0.0, 1.0), [])
+                self.reset()
+        return self.compile_error
 
     def generate(
         self,

@@ -96,7 +96,8 @@ class LocalBackend:
         from rumination.backends.decode import Decoder
 
         device = self._pick_device(torch, hf_config)
-        plan = plan_load(self.config, hf_config, device, say)
+        gpus = torch.cuda.device_count() if device == "cuda" else 0
+        plan = plan_load(self.config, hf_config, device, say, gpus)
         say("loading the tokenizer")
         tokenizer = load_tokenizer(self.model_id)  # published as self.tokenizer only once weights are in
         self.stop_ids = stop_token_ids(tokenizer)
@@ -136,6 +137,15 @@ class LocalBackend:
             compile_step=plan.compile,
             reuse=self.config.prefix_cache,
         )
+        if plan.compile:
+            say("compiling the decode step (once per load; about a minute for a 32B model)")
+            try:
+                failed = self.decoder.warm_up()
+            except torch.cuda.OutOfMemoryError:
+                self.model = self.decoder = None
+                raise BackendError(f"out of GPU memory allocating {self.context_window:,} tokens of cache") from None
+            if failed:
+                say(f"the decode step could not be compiled ({failed}); decoding without it")
         self.tokenizer = tokenizer
 
     def _pick_device(self, torch: Any, hf_config: Any) -> str:

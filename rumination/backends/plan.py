@@ -49,7 +49,7 @@ class LoadPlan:
         return ", ".join(parts + self.notes)
 
 
-def plan_load(config: Config, hf_config: Any, device: str, say: Progress) -> LoadPlan:
+def plan_load(config: Config, hf_config: Any, device: str, say: Progress, gpus: int = 1) -> LoadPlan:
     """Check the settings against the device and what is installed; apply YaRN to `hf_config` when needed."""
     kernel = attention.choose(config.attention)
     flash = kernel == "flash_attention_2"
@@ -63,8 +63,13 @@ def plan_load(config: Config, hf_config: Any, device: str, say: Progress) -> Loa
             raise BackendError(f"--quantize {config.quantize} needs a CUDA GPU (bitsandbytes)")
         if importlib.util.find_spec("bitsandbytes") is None:
             raise BackendError(f"--quantize {config.quantize} needs bitsandbytes: pip install bitsandbytes")
+    # CUDA graphs are recorded per device: a model split over several GPUs decodes eagerly unless asked.
     compile_step = config.compile == "on" or (
-        config.compile == "auto" and device == "cuda" and kv_cache == "static" and config.quantize == "none"
+        config.compile == "auto"
+        and device == "cuda"
+        and gpus == 1
+        and kv_cache == "static"
+        and config.quantize == "none"
     )
     if compile_step and kv_cache != "static":
         raise BackendError("--compile on needs --kv-cache static (a compiled step wants fixed shapes)")
