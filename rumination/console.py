@@ -58,6 +58,11 @@ class Trace:
                 self._line(f"← {n} results ({event.seconds:.1f} s)", "32")
             case ev.ObservationEvent(source_id=int(n)):
                 self._line(f"← [{n}] {event.title} ({event.url}, {event.seconds:.1f} s)", "32")
+            case ev.TurnFinished(usage=u) if u.prefill_seconds is not None and u.prefilled_tokens is not None:
+                speed = f" · decode {u.decode_tokens_per_second:.1f} tok/s" if u.decode_tokens_per_second else ""
+                reused = f" ({u.reused_tokens:,} reused)" if u.reused_tokens else ""
+                prefill = f"· prefilled {u.prefilled_tokens:,} tokens{reused} in {u.prefill_seconds:.2f} s"
+                self._line(prefill + speed, "2")
             case ev.ForcedFinish(detail=detail):
                 self._line(f"! writing the report now: {detail}", "33")
             case ev.ErrorEvent(fatal=False, message=message):

@@ -62,9 +62,11 @@ def test_multi_turn_output_matches_generate_for_every_cache_and_chunking(model, 
 
 def test_static_window_grows_fourfold_as_the_context_grows(model, prompt):
     decoder = Decoder(model, "static", 1024, prefill_chunk=16, first_window=32)
-    run(decoder, prompt, 100)
+    run(decoder, prompt, 1)  # prefill only: it attends over exactly the tokens there are
+    assert {layer.window for layer in decoder.cache.layers} == {len(prompt)}
+    run(decoder, prompt, 100)  # decode steps use the compiled-friendly window sizes
     held = decoder.cached_tokens
-    assert {layer.window for layer in decoder.cache.layers} == {window_for(held + 1, 1024, 32)}
+    assert {layer.window for layer in decoder.cache.layers} == {window_for(held, 1024, 32)} == {512}
     sizes = (1, 32, 33, 128, 129, 512, 513, 5000)
     assert [window_for(n, 1024, 32) for n in sizes] == [32, 32, 128, 128, 512, 512, 1024, 1024]
     assert decoder.cache.layers[0].keys.shape[2] == 1024  # allocated once for the whole context

@@ -183,3 +183,15 @@ def test_default_model_without_a_gpu_fails_fast_without_the_hub():
         pytest.skip("this machine has a CUDA GPU")  # the message is only given without one
     with pytest.raises(BackendError, match="no CUDA GPU found.*62 GiB"):
         LocalBackend(Config()).load()
+
+
+def test_cli_trace_shows_each_turns_prefill_reuse_and_decode_speed(tiny_model_dir, web, capsys):
+    from rumination.cli import main
+
+    args = ["ask", "Who printed the first book?", "-m", str(tiny_model_dir), "--device", "cpu", "--temperature", "0"]
+    args += ["--max-new-tokens", "16", "--max-turns", "2", "--search", "searxng", "--searxng-url", web.base]
+    main(args)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("· prefilled ")]
+    assert len(lines) >= 3  # two research turns and the report
+    assert "reused" not in lines[0] and all("reused" in line for line in lines[1:])
+    assert all(line.endswith(" tok/s") and " tokens" in line for line in lines)

@@ -146,9 +146,8 @@ class Decoder:
         """One forward pass over `input_ids` on the cache; logits of the last position only."""
         return self.model(input_ids=input_ids, cache=self.cache, use_cache=True, logits_to_keep=1).logits[:, -1]
 
-    def _grow(self, tokens: int) -> None:
+    def _window(self, window: int) -> None:
         if self.kind == "static":
-            window = window_for(tokens, self.max_tokens, self.first_window)
             for layer in self.cache.layers:
                 layer.window = window
 
@@ -157,14 +156,14 @@ class Decoder:
         logits = None
         for start in range(len(self.ids), len(ids), self.prefill_chunk):
             piece = ids[start : start + self.prefill_chunk]
-            self._grow(start + len(piece))
+            self._window(start + len(piece))  # prefill is not compiled: attend over exactly what is there
             logits = self._forward(torch.tensor([piece], device=self.device))
             self.ids += piece
         return logits
 
     def step(self, token: int) -> Any:
         """Feed one generated token; return the next logits."""
-        self._grow(len(self.ids) + 1)
+        self._window(window_for(len(self.ids) + 1, self.max_tokens, self.first_window))
         input_ids = torch.tensor([[token]], device=self.device)
         logits = None
         if self._step is not None:

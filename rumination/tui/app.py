@@ -213,7 +213,9 @@ class ResearchApp(App[ResearchResult | None]):
                     )
             case ev.TurnFinished(usage=usage):
                 self._ctx_tokens = event.context_tokens
-                if usage.seconds > 0:
+                if usage.decode_tokens_per_second is not None:
+                    self._tokens_per_s = usage.decode_tokens_per_second
+                elif usage.seconds > 0:
                     self._tokens_per_s = usage.generated_tokens / usage.seconds
             case ev.ForcedFinish():
                 timeline.forced(event)
