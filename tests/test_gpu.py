@@ -43,4 +43,4 @@ def test_bench_gpu_mode_runs_on_the_gpu():
     figures = bench_gpu_tiny()
     assert figures["device"] != "cpu"
     for name in GPU_FIGURES:  # a tiny model's roofline fractions round to 0.000: only rates must be positive
-        assert float(figures[name]) > 0 or name.endswith("fraction") and float(figures[name]) >= 0, name
+        assert float(figures[name]) > 0 or (name.endswith("fraction") and float(figures[name]) >= 0), name

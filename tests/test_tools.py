@@ -75,6 +75,6 @@ def test_bench_local_gpu_mode_code_runs_on_a_tiny_config():
     figures = bench_gpu_tiny()
     assert figures["mode"] == "gpu-tiny"
     for name in GPU_FIGURES:  # a tiny model's roofline fractions round to 0.000: only rates must be positive
-        assert float(figures[name]) > 0 or name.endswith("fraction") and float(figures[name]) >= 0, name
+        assert float(figures[name]) > 0 or (name.endswith("fraction") and float(figures[name]) >= 0), name
     with_reuse = int(figures["multi_turn_prefilled_tokens_with_reuse"])
     assert with_reuse < int(figures["multi_turn_prefilled_tokens_without_reuse"]) / 3
