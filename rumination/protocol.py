@@ -3,6 +3,23 @@
 from __future__ import annotations
 
 DEFAULT_MODEL = "THUDM/GLM-Z1-Rumination-32B-0414"
+# The model's shape (its published config.json): benchmarks build it with random weights, tests size it.
+ARCHITECTURE = {
+    "hidden_size": 6144,
+    "num_hidden_layers": 61,
+    "num_attention_heads": 48,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "intermediate_size": 23040,
+    "vocab_size": 151552,
+    "max_position_embeddings": 131072,
+    "partial_rotary_factor": 0.5,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "attention_bias": False,
+    "tie_word_embeddings": False,
+    "pad_token_id": 151329,
+}
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"

@@ -14,28 +14,12 @@ from rumination.backends.local import LocalBackend
 from rumination.backends.memory import estimate_weight_bytes
 from rumination.config import Config
 from rumination.errors import BackendError
-from rumination.protocol import STOP_TOKENS
+from rumination.protocol import ARCHITECTURE, STOP_TOKENS
 
 MESSAGES = [{"role": "user", "content": "Who printed the first book in Europe?"}]
 
 # The real model's shape, from PROTOCOL.md.
-REAL_CONFIG = {
-    "architectures": ["Glm4ForCausalLM"],
-    "model_type": "glm4",
-    "hidden_size": 6144,
-    "num_hidden_layers": 61,
-    "num_attention_heads": 48,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "intermediate_size": 23040,
-    "vocab_size": 151552,
-    "max_position_embeddings": 131072,
-    "partial_rotary_factor": 0.5,
-    "rms_norm_eps": 1e-5,
-    "rope_theta": 10000.0,
-    "attention_bias": False,
-    "tie_word_embeddings": False,
-}
+REAL_CONFIG = {"architectures": ["Glm4ForCausalLM"], "model_type": "glm4", **ARCHITECTURE}
 
 
 @pytest.fixture(scope="module")

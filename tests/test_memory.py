@@ -12,18 +12,9 @@ from rumination.backends.memory import (
     kv_bytes_per_token,
     scratch_bytes_per_token,
 )
+from rumination.protocol import ARCHITECTURE
 
-REAL = Glm4Config(
-    hidden_size=6144,
-    num_hidden_layers=61,
-    num_attention_heads=48,
-    num_key_value_heads=8,
-    head_dim=128,
-    intermediate_size=23040,
-    vocab_size=151552,
-    max_position_embeddings=131072,
-    tie_word_embeddings=False,
-)
+REAL = Glm4Config(**ARCHITECTURE)
 PER_TOKEN = 249_856 + 24_576  # bf16 K/V of 61 layers, plus one layer's K/V repeated for 48 heads in prefill
 
 

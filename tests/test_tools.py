@@ -30,16 +30,15 @@ def test_demo_runs_offline():
     assert out.startswith("# Gutenberg and the spread of printing")
 
 
+def bench_local(*args: str) -> list[str]:
+    """Run tools/bench_local.py; its `name=value` lines."""
+    run = subprocess.run([sys.executable, "tools/bench_local.py", *args], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout.strip().splitlines()
+
+
 def test_bench_local_cpu_mode_prints_the_reuse_ratio_last():
-    out = subprocess.run(
-        [sys.executable, "tools/bench_local.py", "--turns", "4"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    ).stdout
-    lines = out.strip().splitlines()
+    lines = bench_local("--turns", "4")
     figures = dict(line.split("=", 1) for line in lines)
     assert lines[-1].startswith("prefill_reuse_ratio=")
     assert figures["identical_greedy_outputs"] == "True"
@@ -59,15 +58,7 @@ GPU_FIGURES = (
 
 
 def bench_gpu_tiny() -> dict[str, str]:
-    out = subprocess.run(
-        [sys.executable, "tools/bench_local.py", "--gpu", "--tiny"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    ).stdout
-    return dict(line.split("=", 1) for line in out.strip().splitlines())
+    return dict(line.split("=", 1) for line in bench_local("--gpu", "--tiny"))
 
 
 def test_bench_local_gpu_mode_code_runs_on_a_tiny_config():

@@ -27,6 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from rumination.protocol import ARCHITECTURE
+
 WORDS = [
     "printing",
     "press",
@@ -44,22 +46,7 @@ WORDS = [
     "Europe",
 ]
 
-REAL = {  # GLM-Z1-Rumination-32B-0414 (shared/PROTOCOL.md)
-    "hidden_size": 6144,
-    "num_hidden_layers": 61,
-    "num_attention_heads": 48,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "intermediate_size": 23040,
-    "vocab_size": 151552,
-    "max_position_embeddings": 131072,
-    "partial_rotary_factor": 0.5,
-    "rms_norm_eps": 1e-5,
-    "rope_theta": 10000.0,
-    "attention_bias": False,
-    "tie_word_embeddings": False,
-    "pad_token_id": 151329,
-}
+REAL = ARCHITECTURE  # GLM-Z1-Rumination-32B-0414 (shared/PROTOCOL.md)
 TINY = {**REAL, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 12, "num_key_value_heads": 2}
 TINY.update(head_dim=16, intermediate_size=128, vocab_size=1024, max_position_embeddings=8192, pad_token_id=0)
 
