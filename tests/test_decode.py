@@ -82,11 +82,21 @@ def test_without_reuse_everything_is_prefilled_and_the_output_is_the_same(model,
     assert with_reuse.reused == len(prompt) + 11 and without.reused == 0
 
 
-def test_compiled_decode_step_traces_as_one_graph_and_matches(model, prompt):
-    # fullgraph=True fails on any graph break; the "eager" backend checks the trace without a C++ compiler.
-    decoder = Decoder(model, "static", 512, first_window=48, compile_step=True, compile_options={"backend": "eager"})
-    assert decoder.warm_up() is None and decoder.cached_tokens == 0
+def test_compiled_decode_step_is_one_graph_per_window_all_made_at_warm_up(model, prompt):
+    # fullgraph=True fails on any graph break; a counting backend (running the traced graph as is) checks
+    # the trace without a C++ compiler, and counts compilations.
+    graphs = []
+
+    def counting(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    decoder = Decoder(model, "static", 512, first_window=48, compile_step=True, compile_options={"backend": counting})
+    assert decoder.windows() == [48, 192, 512]
+    assert decoder.warm_up() is None and decoder.cached_tokens == 0 and int(decoder.cache.get_seq_length()) == 0
+    assert len(graphs) == 3  # one static graph per window, never a dynamic-shape one
     assert run(decoder, prompt, 90).ids == reference(model, prompt, 90)  # the prompt fits 192; decoding needs 512
+    assert len(graphs) == 3 and decoder._step is not None and decoder.compile_error is None
 
 
 def test_a_step_that_cannot_be_compiled_falls_back_to_eager_and_stays_exact(model, prompt):
@@ -98,7 +108,7 @@ def test_a_step_that_cannot_be_compiled_falls_back_to_eager_and_stays_exact(mode
     assert run(decoder, prompt, 30).ids == reference(model, prompt, 30)
 
 
-def test_fp8_cache_crops_and_holds_float8_keys(model, prompt):
+def test_fp8_cache_crops_and_a_prompt_sharing_nothing_starts_a_fresh_cache(model, prompt):
     decoder = Decoder(model, "fp8", 1024)
     first = run(decoder, prompt, 20)
     layer = decoder.cache.layers[0]
@@ -107,6 +117,8 @@ def test_fp8_cache_crops_and_holds_float8_keys(model, prompt):
     second = run(decoder, prompt + first.ids[:5] + prompt[:9], 10)
     assert second.reused == len(prompt) + 5
     assert layer._quantized_keys[0].shape[2] == decoder.cached_tokens == len(prompt) + 5 + 9 + 9
+    run(decoder, prompt[::-1], 3)  # nothing in common: a new cache, with a scale calibrated on this prompt
+    assert decoder.cache.layers[0] is not layer and decoder.cached_tokens == len(prompt) + 2
 
 
 def test_stop_ids_max_tokens_and_cancel(model, prompt):
@@ -120,18 +132,56 @@ def test_stop_ids_max_tokens_and_cancel(model, prompt):
     assert cancelled.ids == expected[:4] == seen
 
 
-def test_an_error_mid_decode_forgets_the_cache_and_the_next_turn_is_still_exact(model, prompt):
-    decoder = Decoder(model, "static", 1024)
+@pytest.mark.parametrize("kind", ["static", "dynamic", "fp8"])
+def test_a_failure_inside_a_forward_pass_empties_every_layer_and_the_next_turn_is_exact(model, prompt, kind):
+    decoder = Decoder(model, kind, 1024, prefill_chunk=64)
     run(decoder, prompt, 5)
+    last = model.model.layers[-1]
+
+    def fail(module, args):  # the first layers have already stored this chunk when the last one fails
+        raise torch.cuda.OutOfMemoryError("simulated")
+
+    handle = last.register_forward_pre_hook(fail)
+    try:
+        with pytest.raises(torch.cuda.OutOfMemoryError):
+            run(decoder, [*prompt, 5, 6, 7], 10)
+    finally:
+        handle.remove()
+    assert decoder.cached_tokens == 0
+    assert decoder.cache is None or all(int(layer.get_seq_length()) == 0 for layer in decoder.cache.layers)
+    again = run(decoder, prompt, 15)
+    assert again.reused == 0
+    if kind != "fp8":  # FP8 is lossy: only the bf16/fp32 caches must match generate() exactly
+        assert again.ids == reference(model, prompt, 15)
+
+
+def test_an_error_in_the_consumer_forgets_the_cache(model, prompt):
+    decoder = Decoder(model, "static", 1024)
 
     def explode(token: int) -> bool:
         raise RuntimeError("consumer failed")
 
-    with pytest.raises(RuntimeError), torch.inference_mode():
-        decoder.generate([*prompt, 5, 6, 7], 10, GREEDY, [], on_token=explode)
+    with pytest.raises(RuntimeError):
+        decoder.generate(prompt, 10, GREEDY, [], on_token=explode)
     assert decoder.cached_tokens == 0 and int(decoder.cache.get_seq_length()) == 0
-    again = run(decoder, prompt, 15)
-    assert again.reused == 0 and again.ids == reference(model, prompt, 15)
+    assert run(decoder, prompt, 15).ids == reference(model, prompt, 15)
+
+
+def test_cancel_during_prefill_stops_between_chunks(model, prompt):
+    decoder = Decoder(model, "dynamic", 1024, prefill_chunk=16)
+    checks = []
+    decoded = decoder.generate(prompt, 10, GREEDY, [], cancelled=lambda: checks.append(1) or len(checks) > 3)
+    assert decoded.ids == [] and decoder.cached_tokens == 48  # three chunks of 16 went in before the stop
+    assert run(decoder, prompt, 8).reused == 48
+
+
+def test_prompts_that_cannot_fit_are_refused_before_touching_the_cache(model, prompt):
+    decoder = Decoder(model, "static", 200)
+    with pytest.raises(ValueError, match="do not fit 200"):
+        decoder.generate(prompt, 30, GREEDY, [])
+    with pytest.raises(ValueError):
+        decoder.generate([], 5, GREEDY, [])
+    assert decoder.cache is None
 
 
 def test_sampling_is_reproducible_with_a_seed_and_varies_without(model, prompt):

@@ -13,7 +13,7 @@ from rumination.config import Config
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
-async def _answers(model_dir, **settings) -> tuple[list[list[int]], list[str]]:
+async def _answers(model_dir, **settings) -> tuple[list[str], list[str], LocalBackend]:
     said: list[str] = []
     backend = LocalBackend(Config(model=str(model_dir), device="cuda", dtype="float32", **settings))
     backend.load(said.append)
@@ -23,20 +23,44 @@ async def _answers(model_dir, **settings) -> tuple[list[list[int]], list[str]]:
         chunks = [c async for c in backend.generate(prompt, SamplingParams(max_new_tokens=40, temperature=0.0))]
         answers.append(chunks[-1].outcome.text)
         messages += [{"role": "assistant", "content": answers[-1]}, {"role": "observation", "content": "a page"}]
-    return answers, said
+    return answers, said, backend
 
 
 async def test_compiled_static_decode_matches_eager_dynamic_decode(tiny_model_dir):
-    fast, said = await _answers(tiny_model_dir)  # the CUDA defaults: static cache, compiled step
+    fast, said, backend = await _answers(tiny_model_dir)  # the CUDA defaults: static cache, compiled step
     assert any("static KV cache, compiled decode" in line for line in said)
     assert any("GiB free" in line and "context fits" in line for line in said)
-    slow, _ = await _answers(tiny_model_dir, kv_cache="dynamic", compile="off")
+    assert not any("could not be compiled" in line for line in said)
+    assert backend.decoder._step is not None and backend.decoder.compile_error is None
+    slow, _, _ = await _answers(tiny_model_dir, kv_cache="dynamic", compile="off")
     assert fast == slow
 
 
-async def test_fp8_cache_runs_on_cuda(tiny_model_dir):
-    answers, said = await _answers(tiny_model_dir, kv_cache="fp8")
-    assert any("fp8 KV cache" in line for line in said) and all(isinstance(a, str) for a in answers)
+def test_cuda_graphs_across_window_growth_match_eager(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from rumination.backends import attention
+    from rumination.backends.decode import Decoder, sampler
+
+    attention.register()
+    model = AutoModelForCausalLM.from_pretrained(
+        tiny_model_dir, dtype=torch.float32, attn_implementation=attention.PACKED_SDPA
+    ).to("cuda")
+    prompt = list(range(40, 140))
+    outputs = []
+    for compiled in (True, False):
+        decoder = Decoder(model, "static", 1024, first_window=64, compile_step=compiled)
+        assert decoder.warm_up() is None
+        outputs.append(decoder.generate(prompt, 300, sampler(0.0, 1.0), []).ids)  # windows 256, then 1024
+        assert compiled is (decoder._step is not None)
+    assert outputs[0] == outputs[1]
+
+
+async def test_fp8_cache_holds_float8_keys_on_cuda(tiny_model_dir):
+    answers, said, backend = await _answers(tiny_model_dir, kv_cache="fp8")
+    assert any("fp8 KV cache" in line for line in said) and len(answers) == 3
+    keys = backend.decoder.cache.layers[0]._quantized_keys[0]
+    assert keys.dtype == torch.float8_e4m3fn and keys.device.type == "cuda"
 
 
 def test_bench_gpu_mode_runs_on_the_gpu():

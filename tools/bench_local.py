@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import sys
 import tempfile
@@ -150,15 +151,21 @@ def gpu_mode(args: argparse.Namespace) -> None:
     short, long = 1024 // scale, 32000 // scale
     compile_options = {"backend": "eager"} if device.type != "cuda" else None
     decoder = Decoder(model, "static", long + 2 * new, compile_step=True, compile_options=compile_options)
+    started = time.perf_counter()
+    failed = decoder.warm_up()  # compiles and records one graph per attention window
+    say("compile_windows", len(decoder.windows()))
+    say("compile_s", f"{time.perf_counter() - started:.1f}")
+    if failed:
+        say("compile_error", failed)  # the figures below are then eager decoding
     with torch.inference_mode():
         for name, context in (("decode_1k", short), ("decode_32k", long)):
-            decoder.generate(prompt(context, 1), new, greedy, [])  # warm-up: compiles this window's graph
+            decoder.generate(prompt(context, 1), new, greedy, [])  # warms the allocator for this context
             decoded = decoder.generate(prompt(context, 2), new, greedy, [])
             report(name, context + new // 2, (len(decoded.ids) - 1) / decoded.decode_seconds)
             if name == "decode_32k":
                 say("prefill_32k_tok_s", f"{context / decoded.prefill_seconds:.0f}")
         del decoder
-        empty(torch, device)
+        empty(torch, device)  # the ~8 GiB static cache, before transformers' generate allocates its own
 
         model.set_attn_implementation("sdpa")  # transformers' own kernel path, as `generate` users get it
         ids = torch.tensor([prompt(short, 3)], device=device)
@@ -197,6 +204,7 @@ def copy_bandwidth(torch, device, sync, size: int) -> float:
 
 
 def empty(torch, device) -> None:
+    gc.collect()  # a Decoder and its compiled step refer to each other: only the collector frees them
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
@@ -225,6 +233,7 @@ def multi_turn(model, prompt, greedy, scale: int, sync) -> None:
         sync()
         results[reuse] = (prefilled, sum(per_turn), time.perf_counter() - started, per_turn, outputs)
         del decoder
+        gc.collect()
     (with_tokens, with_prefill, with_wall, with_turns, with_out) = results[True]
     (without_tokens, without_prefill, without_wall, without_turns, without_out) = results[False]
     say("multi_turn_turns", turns)

@@ -111,7 +111,8 @@ class Decoder:
         self.cache: Any = None
         self.ids: list[int] = []  # the tokens whose keys and values the cache holds
         self.compile_error: str | None = None  # why the decode step runs eagerly although compiling was asked
-        options = compile_options or {"mode": "reduce-overhead"}  # CUDA graphs: one launch per decode step
+        # One graph per window size, never a dynamic-shape one; CUDA graphs make a step one launch.
+        options = {"dynamic": False, **(compile_options or {"mode": "reduce-overhead"})}
         self._step = torch.compile(self._forward, fullgraph=True, **options) if compile_step else None
 
     @property
@@ -120,9 +121,11 @@ class Decoder:
         return len(self.ids)
 
     def reset(self) -> None:
-        """Forget what the cache holds (after an error its contents are unknown)."""
-        if self.cache is not None and self.ids:
-            self.cache.crop(-len(self.ids))
+        """Empty the cache; after an error mid-forward some layers may hold more than `ids` says."""
+        if self.kind == "static" and self.cache is not None:
+            self.cache.reset()  # in place: compiled graphs keep pointing at the same buffers
+        else:
+            self.cache = None  # a fresh one also drops an FP8 cache's frozen scale
         self.ids = []
 
     def reuse(self, ids: list[int]) -> int:
@@ -132,13 +135,15 @@ class Decoder:
         previous assistant turn begins. At least one prompt token is always left to compute, so there
         are logits to sample from.
         """
-        if self.cache is None:
-            self.cache = make_cache(self.model, self.kind, self.max_tokens, self.first_window)
         common, limit = 0, min(len(self.ids), len(ids) - 1) if self.reuse_prefix else 0
         while common < limit and self.ids[common] == ids[common]:
             common += 1
-        if len(self.ids) > common:
+        if common == 0 and self.ids:
+            self.reset()
+        elif len(self.ids) > common:
             self.cache.crop(common - len(self.ids))  # a negative count removes that many tokens
+        if self.cache is None:
+            self.cache = make_cache(self.model, self.kind, self.max_tokens, self.first_window)
         self.ids = self.ids[:common]
         return common
 
@@ -151,37 +156,60 @@ class Decoder:
             for layer in self.cache.layers:
                 layer.window = window
 
-    def prefill(self, ids: list[int]) -> Any:
-        """Feed the uncached tail of `ids` in chunks; return the logits after its last token."""
+    def prefill(self, ids: list[int], cancelled: Callable[[], bool] = lambda: False) -> Any:
+        """Feed the uncached tail of `ids` in chunks; the logits after its last token (None if cancelled)."""
         logits = None
         for start in range(len(self.ids), len(ids), self.prefill_chunk):
+            if cancelled():
+                return None
             piece = ids[start : start + self.prefill_chunk]
             self._window(start + len(piece))  # prefill is not compiled: attend over exactly what is there
             logits = self._forward(torch.tensor([piece], device=self.device))
             self.ids += piece
         return logits
 
-    def step(self, token: int) -> Any:
-        """Feed one generated token; return the next logits."""
-        self._window(window_for(len(self.ids) + 1, self.max_tokens, self.first_window))
-        input_ids = torch.tensor([[token]], device=self.device)
-        logits = None
+    def _decode_one(self, input_ids: Any) -> Any:
         if self._step is not None:
             try:
                 torch.compiler.cudagraph_mark_step_begin()
-                logits = self._step(input_ids).clone()  # the graph's output buffer is rewritten by the next replay
+                return self._step(input_ids).clone()  # the graph's output buffer is rewritten by the next replay
             except torch._dynamo.exc.TorchDynamoException as exc:  # raised while compiling, before the cache moves
                 self._step, self.compile_error = None, " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-        if logits is None:
-            logits = self._forward(input_ids)
+        return self._forward(input_ids)
+
+    def step(self, token: int) -> Any:
+        """Feed one generated token; return the next logits."""
+        self._window(window_for(len(self.ids) + 1, self.max_tokens, self.first_window))
+        logits = self._decode_one(torch.tensor([[token]], device=self.device))
         self.ids.append(token)
         return logits
 
+    def windows(self) -> list[int]:
+        """Every attention window a decode step can use, smallest first."""
+        sizes = [window_for(1, self.max_tokens, self.first_window)]
+        while sizes[-1] < self.max_tokens:
+            sizes.append(window_for(sizes[-1] + 1, self.max_tokens, self.first_window))
+        return sizes
+
     def warm_up(self) -> str | None:
-        """Compile the decode step for the first window now rather than mid-answer; the error if it cannot be."""
-        if self._step is not None:
+        """Compile and record the decode step for every window now, not mid-answer; the error if it cannot be."""
+        if self._step is None:
+            return self.compile_error
+        try:
             with torch.inference_mode():
-                self.generate([0, 0], 3, sampler(0.0, 1.0), [])
+                self.reset()
+                self.reuse([0, 0])
+                self.prefill([0])
+                for window in self.windows():
+                    self._window(window)
+                    for _ in range(3):  # compile, warm up, record the CUDA graph
+                        self._decode_one(torch.tensor([[0]], device=self.device))
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:  # a compiler or CUDA-graph failure: decode eagerly instead
+            self._step, self.compile_error = None, " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        finally:
+            with torch.inference_mode():
                 self.reset()
         return self.compile_error
 
@@ -192,19 +220,28 @@ class Decoder:
         pick: Callable[[Any], Any],
         stop_ids: list[int],
         on_token: Callable[[int], bool] = lambda token: True,
+        cancelled: Callable[[], bool] = lambda: False,
     ) -> Decoded:
         """Reuse, prefill, then decode until a stop id, `max_new_tokens`, or `on_token` returns False."""
+        if not ids or max_new_tokens < 1 or len(ids) + max_new_tokens - 1 > self.max_tokens:
+            raise ValueError(f"{len(ids)} prompt + {max_new_tokens} new tokens do not fit {self.max_tokens}")
         started = time.perf_counter()
+        out: list[int] = []
         try:
-            reused = self.reuse(ids)
-            token = int(pick(self.prefill(ids)))  # int() waits for the device: prefill time is real
-            prefilled, out = time.perf_counter(), []
-            while True:
-                out.append(token)
-                if not on_token(token) or token in stop_ids or len(out) >= max_new_tokens:
-                    break
-                token = int(pick(self.step(token)))
+            with torch.inference_mode():
+                reused = self.reuse(ids)
+                logits = self.prefill(ids, cancelled)
+                prefilled = time.perf_counter()
+                if logits is not None:
+                    token = int(pick(logits))  # int() waits for the device: prefill time is real
+                    prefilled = time.perf_counter()
+                    while True:
+                        out.append(token)
+                        if not on_token(token) or token in stop_ids or len(out) >= max_new_tokens:
+                            break
+                        token = int(pick(self.step(token)))
         except BaseException:
-            self.reset()
+            with torch.inference_mode():
+                self.reset()
             raise
         return Decoded(out, reused, prefilled - started, time.perf_counter() - prefilled)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +52,29 @@ def _report_gpu_fill(torch: Any, device: str, total_gib: float, say: Progress) -
         done.set()
 
 
+class _ModelThread:
+    """One daemon thread for all work on the model: CUDA graphs are recorded and replayed per thread."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="rumination-model", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            future, job = self._jobs.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(job())
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+    def submit(self, job: Callable[[], Any]) -> Future[Any]:
+        """Queue `job`; its result or exception arrives through the returned future."""
+        future: Future[Any] = Future()
+        self._jobs.put((future, job))
+        return future
+
+
 class LocalBackend:
     """transformers `generate` in a worker thread, streaming text back to the event loop."""
 
@@ -63,7 +88,7 @@ class LocalBackend:
         self.model: Any = None
         self.decoder: Decoder | None = None  # owns the KV cache kept between turns
         self.stop_ids: list[int] = []
-        self._lock = threading.Lock()
+        self._thread: _ModelThread | None = None  # started with the model
         self._load_lock = threading.Lock()
 
     def load(self, progress: Progress | None = None) -> None:
@@ -137,10 +162,12 @@ class LocalBackend:
             compile_step=plan.compile,
             reuse=self.config.prefix_cache,
         )
+        self._thread = _ModelThread()
         if plan.compile:
-            say("compiling the decode step (once per load; about a minute for a 32B model)")
+            windows = len(self.decoder.windows())
+            say(f"compiling the decode step for {windows} context sizes (once per load; minutes for a 32B model)")
             try:
-                failed = self.decoder.warm_up()
+                failed = self._thread.submit(self.decoder.warm_up).result()
             except torch.cuda.OutOfMemoryError:
                 self.model = self.decoder = None
                 raise BackendError(f"out of GPU memory allocating {self.context_window:,} tokens of cache") from None
@@ -179,13 +206,13 @@ class LocalBackend:
         from rumination.backends.decode import sampler
 
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        texts: asyncio.Queue[str | None] = asyncio.Queue()
         cancel = threading.Event()
 
         class _Streamer(TextStreamer):
             def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
                 if text:
-                    loop.call_soon_threadsafe(queue.put_nowait, text)
+                    loop.call_soon_threadsafe(texts.put_nowait, text)
 
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         if len(ids) >= self.context_window:
@@ -202,21 +229,20 @@ class LocalBackend:
 
         def run() -> Any:
             try:
-                with self._lock, torch.inference_mode():
-                    if params.seed is not None:
-                        torch.manual_seed(params.seed)
-                    pick = sampler(params.temperature, params.top_p)
-                    decoded = self.decoder.generate(ids, max_new, pick, self.stop_ids, on_token)
-                    streamer.end()
-                    return decoded
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                pick = sampler(params.temperature, params.top_p)
+                decoded = self.decoder.generate(ids, max_new, pick, self.stop_ids, on_token, cancel.is_set)
+                streamer.end()
+                return decoded
             finally:
-                loop.call_soon_threadsafe(queue.put_nowait, None)
+                loop.call_soon_threadsafe(texts.put_nowait, None)
 
         start = time.perf_counter()
         first: float | None = None
-        future = loop.run_in_executor(None, run)
+        future = asyncio.wrap_future(self._thread.submit(run))
         try:
-            while (text := await queue.get()) is not None:
+            while (text := await texts.get()) is not None:
                 first = first if first is not None else time.perf_counter() - start
                 yield Chunk(text=text)
             try:
