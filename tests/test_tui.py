@@ -400,3 +400,12 @@ async def test_long_thinking_is_split_into_paragraph_widgets(web):
         log.flush()
         await pilot.pause()
         assert log.scroll_y == 0  # the user scrolled away: the view stays where they put it
+
+
+async def test_a_status_tick_during_teardown_is_harmless(web):
+    app = ResearchApp(_config(web))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await app.query_one(ThinkingLog).remove()  # what exit does to the widgets while the interval still runs
+        app._tick()
+        await pilot.pause()
+        assert app.is_running

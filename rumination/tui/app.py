@@ -15,6 +15,7 @@ from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Markdown, Static, TabbedContent, TabPane
 
@@ -249,10 +250,13 @@ class ResearchApp(App[ResearchResult | None]):
 
     def _tick(self) -> None:
         """Redraw streaming text and the status line at a steady rate."""
-        self.query_one(ThinkingLog).flush()
-        self._show_pending_report()
-        if self.running:
-            self._refresh_status()
+        try:
+            self.query_one(ThinkingLog).flush()
+            self._show_pending_report()
+            if self.running:
+                self._refresh_status()
+        except NoMatches:  # the interval can fire once more while the app tears its widgets down on exit
+            return
 
     def _show_pending_report(self) -> None:
         """Append newly streamed report text (Markdown.append parses only the new part)."""
