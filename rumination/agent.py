@@ -126,6 +126,8 @@ class Researcher:
             else:
                 line.cancel()
         await load
+        for note in getattr(self.backend, "load_notes", []):  # what fits, YaRN, fallbacks: kept on screen
+            yield ev.StatusEvent(message=note)
         yield ev.StatusEvent(message=f"model loaded in {time.monotonic() - start:.1f} s")
 
     async def _research(self, question: str, engine: SearchEngine, fetcher: Fetcher) -> AsyncIterator[ev.Event]:

@@ -60,7 +60,10 @@ class ModelBackend(Protocol):
     tokenizer: Any  # a transformers tokenizer: its chat template renders every prompt
 
     def load(self, progress: Progress | None = None) -> None:
-        """Load weights and tokenizer (blocking; called off the event loop); `progress` takes status lines."""
+        """Load weights and tokenizer (blocking; called off the event loop); `progress` takes status lines.
+
+        A backend may also keep a `load_notes` list of lines worth keeping on screen after loading.
+        """
         ...
 
     def generate(self, prompt: str, params: SamplingParams) -> AsyncIterator[Chunk]:

@@ -89,6 +89,7 @@ class LocalBackend:
         self.decoder: Decoder | None = None  # owns the KV cache kept between turns
         self.stop_ids: list[int] = []
         self._thread: _ModelThread | None = None  # started with the model
+        self.load_notes: list[str] = []  # what loading decided that the user should keep seeing
         self._load_lock = threading.Lock()
 
     def load(self, progress: Progress | None = None) -> None:
@@ -98,7 +99,12 @@ class LocalBackend:
             if self.model is None:
                 self._load(progress or (lambda message: None))
 
-    def _load(self, say: Progress) -> None:
+    def _load(self, progress: Progress) -> None:
+        def note(line: str) -> None:
+            progress(line)
+            self.load_notes.append(line)
+
+        say = progress
         try:
             import torch
             from transformers import AutoConfig, AutoModelForCausalLM
@@ -122,7 +128,7 @@ class LocalBackend:
 
         device = self._pick_device(torch, hf_config)
         gpus = torch.cuda.device_count() if device == "cuda" else 0
-        plan = plan_load(self.config, hf_config, device, say, gpus)
+        plan = plan_load(self.config, hf_config, device, note, gpus)
         say("loading the tokenizer")
         tokenizer = load_tokenizer(self.model_id)  # published as self.tokenizer only once weights are in
         self.stop_ids = stop_token_ids(tokenizer)
@@ -130,7 +136,7 @@ class LocalBackend:
         if device == "cuda":
             free = sum(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count()))
             fit = context_fit(hf_config, free, plan.context, "fp8" if plan.kv_cache == "fp8" else "bf16", plan.quantize)
-            say(fit.message)
+            note(fit.message)
             if fit.tokens == 0:
                 raise BackendError(fit.message)
             fits = fit.tokens
@@ -172,7 +178,8 @@ class LocalBackend:
                 self.model = self.decoder = None
                 raise BackendError(f"out of GPU memory allocating {self.context_window:,} tokens of cache") from None
             if failed:
-                say(f"the decode step could not be compiled ({failed}); decoding without it")
+                note(f"the decode step could not be compiled ({failed}); decoding without it")
+        self.load_notes.append(f"{self.context_window:,}-token context window; {plan.describe()}")
         self.tokenizer = tokenizer
 
     def _pick_device(self, torch: Any, hf_config: Any) -> str:
