@@ -97,6 +97,8 @@ def test_compiled_decode_step_is_one_graph_per_window_all_made_at_warm_up(model,
     assert len(graphs) == 3  # one static graph per window, never a dynamic-shape one
     assert run(decoder, prompt, 90).ids == reference(model, prompt, 90)  # the prompt fits 192; decoding needs 512
     assert len(graphs) == 3 and decoder._step is not None and decoder.compile_error is None
+    # The model thread calls generate() without an inference_mode of its own, after warm_up made the cache.
+    assert decoder.generate(prompt, 5, GREEDY, []).ids == reference(model, prompt, 5)
 
 
 def test_a_step_that_cannot_be_compiled_falls_back_to_eager_and_stays_exact(model, prompt):
@@ -178,10 +180,12 @@ def test_cancel_during_prefill_stops_between_chunks(model, prompt):
 def test_prompts_that_cannot_fit_are_refused_before_touching_the_cache(model, prompt):
     decoder = Decoder(model, "static", 200)
     with pytest.raises(ValueError, match="do not fit 200"):
-        decoder.generate(prompt, 30, GREEDY, [])
-    with pytest.raises(ValueError):
+        decoder.generate(prompt, 200 - len(prompt) + 2, GREEDY, [])
+    with pytest.raises(ValueError, match="a prompt token and at least one new token"):
         decoder.generate([], 5, GREEDY, [])
     assert decoder.cache is None
+    exact = decoder.generate(prompt, 200 - len(prompt) + 1, GREEDY, [])  # the last token is never fed back
+    assert decoder.cached_tokens == 200 and len(exact.ids) == 200 - len(prompt) + 1
 
 
 def test_sampling_is_reproducible_with_a_seed_and_varies_without(model, prompt):

@@ -87,9 +87,40 @@ async def test_cancelled_generation_releases_the_model(backend):
     gen = backend.generate(prompt, SamplingParams(max_new_tokens=2000, temperature=0.0))
     first = await gen.__anext__()
     assert first.text
-    await gen.aclose()  # stops the worker thread
+    await gen.aclose()  # stops the model thread at its next token
+    prompt_tokens = len(backend.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert backend.cached_tokens < prompt_tokens + 20  # it did not run on to 2000 tokens
     _, outcome = await _generate(backend, prompt, max_new_tokens=3, temperature=0.0)
     assert outcome.generated_tokens == 3
+
+
+async def test_a_failed_load_leaves_nothing_behind_and_a_retry_loads_cleanly(tiny_model_dir, monkeypatch):
+    import gc
+    import weakref
+
+    from rumination.backends.decode import Decoder
+
+    backend = LocalBackend(Config(model=str(tiny_model_dir), device="cpu", compile="on", kv_cache="static"))
+
+    def broken_warm_up(self):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(Decoder, "warm_up", broken_warm_up)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        backend.load()
+    assert backend.model is None and backend.decoder is None and backend.tokenizer is None
+    monkeypatch.undo()
+    backend.load()
+    first_model = weakref.ref(backend.model)
+    assert backend.load_notes.count(backend.load_notes[-1]) == 1  # notes are not repeated by the retry
+    _, outcome = await _generate(backend, render(backend.tokenizer, MESSAGES), max_new_tokens=3, temperature=0.0)
+    assert outcome.generated_tokens == 3
+    await backend.aclose()  # frees the model; a later load() brings it back
+    gc.collect()
+    assert first_model() is None and backend.tokenizer is None
+    backend.load()
+    _, outcome = await _generate(backend, render(backend.tokenizer, MESSAGES), max_new_tokens=2, temperature=0.0)
+    assert outcome.generated_tokens == 2
 
 
 async def test_full_run_on_the_real_backend_ends_with_a_report(web, tiny_model_dir):

@@ -73,7 +73,7 @@ def test_quantize_without_bitsandbytes_says_how_to_install(tiny_model_dir, monke
         _plan(tiny_model_dir, "cuda", quantize="4bit")
 
 
-async def test_the_backend_with_a_static_cache_and_yarn_matches_the_dynamic_one(tiny_model_dir):
+async def test_the_backend_with_a_static_cache_matches_the_dynamic_one_with_yarn_too(tiny_model_dir):
     async def answers(**settings) -> list[str]:
         backend = LocalBackend(Config(model=str(tiny_model_dir), device="cpu", **settings))
         backend.load()
@@ -90,6 +90,8 @@ async def test_the_backend_with_a_static_cache_and_yarn_matches_the_dynamic_one(
         return out
 
     assert await answers(kv_cache="static", prefill_chunk=16) == await answers(kv_cache="dynamic")
+    yarn = await answers(kv_cache="static", context_window=8192)
+    assert yarn == await answers(kv_cache="dynamic", context_window=8192)
 
 
 def test_a_context_past_the_native_one_loads_with_yarn_frequencies(tiny_model_dir):

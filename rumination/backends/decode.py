@@ -223,7 +223,9 @@ class Decoder:
         cancelled: Callable[[], bool] = lambda: False,
     ) -> Decoded:
         """Reuse, prefill, then decode until a stop id, `max_new_tokens`, or `on_token` returns False."""
-        if not ids or max_new_tokens < 1 or len(ids) + max_new_tokens - 1 > self.max_tokens:
+        if not ids or max_new_tokens < 1:
+            raise ValueError("generation needs a prompt token and at least one new token")
+        if len(ids) + max_new_tokens - 1 > self.max_tokens:  # the last new token is never fed back
             raise ValueError(f"{len(ids)} prompt + {max_new_tokens} new tokens do not fit {self.max_tokens}")
         started = time.perf_counter()
         out: list[int] = []

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import queue
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -67,6 +69,7 @@ class _ModelThread:
                     future.set_result(job())
                 except BaseException as exc:
                     future.set_exception(exc)
+            del future, job  # an idle thread must not keep a failed job's traceback (and the model) alive
 
     def submit(self, job: Callable[[], Any]) -> Future[Any]:
         """Queue `job`; its result or exception arrives through the returned future."""
@@ -96,10 +99,24 @@ class LocalBackend:
         """Load tokenizer and weights; raise BackendError with a clear message on any user-fixable problem."""
         # An abandoned load (Ctrl-C, "stop" in the TUI) keeps running in its thread: never start a second one.
         with self._load_lock:
-            if self.model is None:
+            if self.tokenizer is not None:  # published last: a loaded backend
+                return
+            try:
                 self._load(progress or (lambda message: None))
+            except BaseException:
+                self._drop()  # a retry starts clean, and a half-loaded model frees its memory
+                raise
+
+    def _drop(self) -> None:
+        self.model = self.decoder = self.tokenizer = None
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def _load(self, progress: Progress) -> None:
+        self.load_notes = []
+
         def note(line: str) -> None:
             progress(line)
             self.load_notes.append(line)
@@ -154,7 +171,6 @@ class LocalBackend:
             raise BackendError(f"cannot load {self.model_id}: {str(exc).splitlines()[0]}") from None
         offloaded = {v for v in (getattr(self.model, "hf_device_map", None) or {}).values() if v in ("cpu", "disk")}
         if device == "cuda" and offloaded:
-            self.model = None
             raise BackendError(
                 f"{self.model_id} does not fit in GPU memory ({need}); part of it would run from "
                 f"{' and '.join(sorted(offloaded))}. Free GPU memory, add a GPU, or pass --device cpu."
@@ -168,14 +184,13 @@ class LocalBackend:
             compile_step=plan.compile,
             reuse=self.config.prefix_cache,
         )
-        self._thread = _ModelThread()
+        self._thread = self._thread or _ModelThread()
         if plan.compile:
             windows = len(self.decoder.windows())
             say(f"compiling the decode step for {windows} context sizes (once per load; minutes for a 32B model)")
             try:
                 failed = self._thread.submit(self.decoder.warm_up).result()
             except torch.cuda.OutOfMemoryError:
-                self.model = self.decoder = None
                 raise BackendError(f"out of GPU memory allocating {self.context_window:,} tokens of cache") from None
             if failed:
                 note(f"the decode step could not be compiled ({failed}); decoding without it")
@@ -287,5 +302,5 @@ class LocalBackend:
         return 0 if self.decoder is None else self.decoder.cached_tokens
 
     async def aclose(self) -> None:
-        """Drop the model and its cache so their memory can be freed."""
-        self.model = self.decoder = None
+        """Drop the model and its cache so their memory can be freed (a later load() loads it again)."""
+        self._drop()
