@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from rumination.backends.base import (
@@ -27,13 +28,12 @@ from rumination.backends.memory import context_fit, estimate_weight_bytes
 from rumination.backends.plan import plan_load
 from rumination.config import Config
 from rumination.errors import BackendError
-from rumination.protocol import DEFAULT_MODEL
+from rumination.protocol import ARCHITECTURE, DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from rumination.backends.decode import Decoder
 
 CPU_WEIGHT_LIMIT = 4e9  # bytes; larger models refuse to start on CPU unless --device cpu is explicit
-DEFAULT_MODEL_WEIGHT_BYTES = 66_280_488_960  # GLM-Z1-Rumination-32B-0414 in bf16 (61.7 GiB)
 
 
 @contextlib.contextmanager
@@ -114,14 +114,13 @@ class LocalBackend:
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def _load(self, progress: Progress) -> None:
+    def _load(self, say: Progress) -> None:
         self.load_notes = []
 
-        def note(line: str) -> None:
-            progress(line)
+        def note(line: str) -> None:  # a progress line worth keeping on screen
+            say(line)
             self.load_notes.append(line)
 
-        say = progress
         try:
             import torch
             from transformers import AutoConfig, AutoModelForCausalLM
@@ -132,7 +131,8 @@ class LocalBackend:
         if self.model_id.startswith(("/", ".", "~")) and not Path(self.model_id).expanduser().is_dir():
             raise BackendError(f"model directory not found: {self.model_id}")
         if self.model_id == DEFAULT_MODEL and self.config.device == "auto" and not torch.cuda.is_available():
-            raise BackendError(self._no_gpu_message(DEFAULT_MODEL_WEIGHT_BYTES))  # known size: skip the hub
+            known = estimate_weight_bytes(SimpleNamespace(**ARCHITECTURE))  # the size is known: skip the hub
+            raise BackendError(self._no_gpu_message(known))
         say("reading the model configuration")
         try:
             hf_config = AutoConfig.from_pretrained(self.model_id)
