@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import socketserver
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -25,6 +28,25 @@ def web() -> Iterator[LocalWeb]:
     """A fresh local website + SearXNG-compatible endpoint on 127.0.0.1."""
     with LocalWeb() as site:
         yield site
+
+
+Server = TypeVar("Server", bound=socketserver.BaseServer)
+
+
+@pytest.fixture
+def in_background() -> Iterator[Callable[[Server], Server]]:
+    """Serve a loopback server from a thread until the test ends; returns the server."""
+    servers: list[socketserver.BaseServer] = []
+
+    def start(server: Server) -> Server:
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="session")

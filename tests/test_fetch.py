@@ -90,19 +90,8 @@ class _Server(ThreadingHTTPServer):
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[dict[str, Route]], _Server]]:
-    servers: list[_Server] = []
-
-    def start(routes: dict[str, Route]) -> _Server:
-        server = _Server(routes)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+def serve(in_background) -> Callable[[dict[str, Route]], _Server]:
+    return lambda routes: in_background(_Server(routes))
 
 
 @pytest.fixture

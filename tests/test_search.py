@@ -6,7 +6,7 @@ import asyncio
 import json
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -58,21 +58,13 @@ class _Server(ThreadingHTTPServer):
 
 
 @pytest.fixture
-def searx_answering() -> Iterator[Callable[..., _Server]]:
-    servers: list[_Server] = []
-
+def searx_answering(in_background) -> Callable[..., _Server]:
     def start(status: int = 200, body: Any = b"", ctype: str = "application/json") -> _Server:
         if not isinstance(body, bytes):
             body = json.dumps(body).encode()
-        server = _Server(status, body, ctype)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(server)
-        return server
+        return in_background(_Server(status, body, ctype))
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    return start
 
 
 @pytest.fixture

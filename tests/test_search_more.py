@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -75,23 +74,15 @@ class _ApiServer(ThreadingHTTPServer):
 
 
 @pytest.fixture
-def api() -> Iterator[Callable[..., _ApiServer]]:
-    servers: list[_ApiServer] = []
-
+def api(in_background) -> Callable[..., _ApiServer]:
     def start(
         status: int = 200, body: Any = b"", ctype: str = "application/json", headers: dict[str, str] | None = None
     ) -> _ApiServer:
         if not isinstance(body, bytes):
             body = json.dumps(body).encode()
-        server = _ApiServer((status, ctype, body, headers or {}))
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(server)
-        return server
+        return in_background(_ApiServer((status, ctype, body, headers or {})))
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    return start
 
 
 @pytest.fixture
