@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any, TypeVar
 
 from rumination import events as ev
@@ -27,7 +26,7 @@ from rumination.results import Message, ResearchResult, Step, StopReason, TurnUs
 from rumination.sanitize import clean_text
 from rumination.search.base import SearchEngine
 from rumination.streaming import ThinkSplitter
-from rumination.tokens import count_tokens, truncate_tokens
+from rumination.tokens import count_tokens
 from rumination.web.base import Fetcher
 
 T = TypeVar("T")
@@ -131,20 +130,7 @@ class Researcher:
         yield ev.StatusEvent(message=f"model loaded in {time.monotonic() - start:.1f} s")
 
     async def _research(self, question: str, engine: SearchEngine, fetcher: Fetcher) -> AsyncIterator[ev.Event]:
-        cfg, tok = self.config, self.backend.tokenizer
-        browser = Browser(
-            engine,
-            fetcher,
-            partial(truncate_tokens, tok),
-            max_results=cfg.search_results,
-            layout=cfg.search_layout,
-            page_max_tokens=cfg.page_max_tokens,
-            prefetch=cfg.prefetch,
-            open_any_url=cfg.open_any_url,
-            allow_domains=cfg.allow_domains,
-            deny_domains=cfg.deny_domains,
-            question=question,
-        )
+        browser = Browser.from_config(self.config, engine, fetcher, self.backend.tokenizer, question=question)
         try:
             async for event in self._run_browser(question, engine, browser):
                 yield event

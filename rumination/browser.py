@@ -7,13 +7,17 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 from urllib.parse import urljoin
 
 from rumination.citations import url_key
+from rumination.config import Config
 from rumination.formatting import SearchLayout, Truncator, format_page, format_search_results
 from rumination.results import Source, ToolCall
 from rumination.search.base import SearchEngine, SearchError, SearchHit
 from rumination.search.chain import domain_allowed
+from rumination.tokens import truncate_tokens
 from rumination.web.base import Fetcher, Page
 from rumination.web.fetch import FetchError
 from rumination.web.fetcher import normalize_url
@@ -77,6 +81,22 @@ class Browser:
             result = await self.open(call.arguments["url"])
         result.seconds = time.perf_counter() - start
         return result
+
+    @classmethod
+    def from_config(
+        cls, config: Config, engine: SearchEngine, fetcher: Fetcher, tokenizer: Any, **overrides: Any
+    ) -> Browser:
+        """A browser with a run's settings, truncating pages with `tokenizer`; `overrides` win."""
+        settings: dict[str, Any] = {
+            "max_results": config.search_results,
+            "layout": config.search_layout,
+            "page_max_tokens": config.page_max_tokens,
+            "prefetch": config.prefetch,
+            "open_any_url": config.open_any_url,
+            "allow_domains": config.allow_domains,
+            "deny_domains": config.deny_domains,
+        }
+        return cls(engine, fetcher, partial(truncate_tokens, tokenizer), **(settings | overrides))
 
     def action_key(self, call: ToolCall) -> str:
         """A key that is equal for repeated actions: the normalised query, or the URL a click/open reads."""

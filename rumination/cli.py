@@ -297,30 +297,17 @@ def _fetch(args: argparse.Namespace) -> int:
 def _browse(args: argparse.Namespace, action: str, target: str) -> int:
     """Run one browser action exactly as the model's tool call would, and print the observation."""
     import asyncio
-    from functools import partial
 
     from rumination.backends.base import load_tokenizer
     from rumination.browser import Browser
     from rumination.factory import make_engine, make_fetcher
-    from rumination.tokens import truncate_tokens
 
     config = _research_config(args)
     tokenizer = load_tokenizer(_tokenizer_source(config))
 
     async def run() -> Any:
         engine, fetcher = make_engine(config), make_fetcher(config)
-        browser = Browser(
-            engine,
-            fetcher,
-            partial(truncate_tokens, tokenizer),
-            max_results=config.search_results,
-            layout=config.search_layout,
-            page_max_tokens=config.page_max_tokens,
-            prefetch=0,
-            open_any_url=True,
-            allow_domains=config.allow_domains,
-            deny_domains=config.deny_domains,
-        )
+        browser = Browser.from_config(config, engine, fetcher, tokenizer, prefetch=0, open_any_url=True)
         try:
             return await (browser.search(target) if action == "search" else browser.open(target))
         finally:
