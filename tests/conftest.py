@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import socketserver
 import sys
 import threading
@@ -31,6 +32,13 @@ def web() -> Iterator[LocalWeb]:
 
 
 Server = TypeVar("Server", bound=socketserver.BaseServer)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture

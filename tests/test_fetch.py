@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import socket
 import threading
 import time
 from collections import Counter
@@ -12,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote, urlsplit
 
 import pytest
+from conftest import closed_port
 from localweb import LocalWeb
 
 import rumination.web.fetch as fetch_module
@@ -114,12 +114,6 @@ async def client() -> AsyncIterator:
     http = make_client("rumination-tests")
     yield http
     await http.aclose()
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 HTML = b"<html><head><title>Tiny</title></head><body><p>A page about the printing press in Mainz.</p></body></html>"

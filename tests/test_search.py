@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 from collections.abc import AsyncIterator, Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from conftest import closed_port
 from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
 from localweb import LocalWeb
 
@@ -79,12 +79,6 @@ async def searxng() -> AsyncIterator[Callable[..., SearxngEngine]]:
     yield make
     for engine in made:
         await engine.aclose()
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- SearXNG against the local site -----------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from email.utils import formatdate
@@ -13,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from conftest import closed_port
 
 from rumination.config import Config
 from rumination.errors import ConfigError
@@ -100,12 +100,6 @@ async def engines() -> AsyncIterator[Callable[..., Any]]:
     yield make
     for engine in made:
         await engine.aclose()
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 BRAVE_OK = {
