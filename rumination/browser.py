@@ -13,7 +13,8 @@ from urllib.parse import urljoin
 
 from rumination.citations import url_key
 from rumination.config import Config
-from rumination.formatting import SearchLayout, Truncator, format_page, format_search_results
+from rumination.formatting import Truncator, format_page, format_search_results
+from rumination.protocol import SearchLayout
 from rumination.results import Source, ToolCall
 from rumination.search.base import SearchEngine, SearchError, SearchHit
 from rumination.search.chain import domain_allowed
@@ -51,7 +52,7 @@ class Browser:
         truncate: Truncator,
         *,
         max_results: int = 10,
-        layout: SearchLayout = "card",
+        layout: SearchLayout = "glm4",
         page_max_tokens: int = 8000,
         prefetch: int = 0,
         open_any_url: bool = True,

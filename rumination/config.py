@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,8 +56,15 @@ class Config(BaseSettings):
     device_map: str = Field("auto", description="placement over several GPUs: auto, balanced, sequential")
     prefill_chunk: int = Field(2048, ge=16, description="prompt tokens per prefill forward pass")
     temperature: float = Field(protocol.DEFAULT_TEMPERATURE, ge=0)
-    top_p: float = Field(protocol.DEFAULT_TOP_P, gt=0, le=1)
-    seed: int | None = None
+    top_p: float = Field(protocol.DEFAULT_TOP_P, gt=0, le=1, description="nucleus sampling")
+    top_k: int = Field(protocol.DEFAULT_TOP_K, ge=0, description="sample from the k likeliest tokens (0: no limit)")
+    seed: int | None = Field(None, description="random seed for reproducible sampling")
+
+    # The fixed system prompt's settings (edited in the rendered system segment only)
+    thinking_language: protocol.Language = Field("en", description="language the model thinks in")
+    search_language: protocol.Language = Field("en", description="language of the model's search keywords")
+    current_year: bool = Field(True, description="tell the model this year (the template says 2025)")
+    today: date | None = Field(None, description="pin the date the model is told, YYYY-MM-DD (reproducible runs)")
 
     # Budgets
     max_turns: int = Field(protocol.DEFAULT_MAX_TURNS, ge=1)
@@ -79,7 +87,7 @@ class Config(BaseSettings):
     allow_domains: list[str] = Field(default_factory=list, description="if set, only these domains (and subdomains)")
     deny_domains: list[str] = Field(default_factory=list, description="never these domains (and subdomains)")
     search_results: int = Field(10, ge=1, le=50)
-    search_layout: Literal["card", "glm4"] = "card"
+    search_layout: protocol.SearchLayout = Field("glm4", description="how search results are shown to the model")
     fetcher: str = "web"
     allow_private_network: bool = False
     open_any_url: bool = Field(False, description="let the model open URLs it has not seen in results or pages")

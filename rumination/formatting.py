@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
 
+from rumination.protocol import SearchLayout
 from rumination.sanitize import clean_text
 from rumination.search.base import SearchHit
 
-SearchLayout = Literal["card", "glm4"]
 Truncator = Callable[[str, int], tuple[str, int]]
 
 
@@ -21,7 +20,7 @@ def _one_line(text: str) -> str:
     return " ".join(clean_text(text).translate(_MARKUP).split())
 
 
-def format_search_results(hits: Sequence[SearchHit], layout: SearchLayout = "card") -> str:
+def format_search_results(hits: Sequence[SearchHit], layout: SearchLayout = "glm4") -> str:
     """Number results from 0: the card's `【i†title†url\\nsnippet】` or the GLM-4 browser's layout."""
     blocks = []
     for i, hit in enumerate(hits):

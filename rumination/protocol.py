@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 DEFAULT_MODEL = "THUDM/GLM-Z1-Rumination-32B-0414"
 # The model's shape (its published config.json): benchmarks build it with random weights, tests size it.
 ARCHITECTURE = {
@@ -58,5 +60,10 @@ FINISH_CALL = '{"name": "finish", "arguments": {}}'
 # Sampling defaults from the model card.
 DEFAULT_TEMPERATURE = 0.95
 DEFAULT_TOP_P = 0.7
+DEFAULT_TOP_K = 50  # transformers' generate default, applied in the card's workflow
 DEFAULT_MAX_NEW_TOKENS = 16384
 DEFAULT_MAX_TURNS = 35
+
+# How numbered search results are laid out: the GLM-4 browser's (what the model writes itself) or the card's.
+SearchLayout = Literal["glm4", "card"]
+Language = Literal["en", "zh"]
