@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
+from contextvars import ContextVar
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
 from rumination import protocol
+from rumination.errors import ConfigError
+
+ENV_PREFIX = "RUMINATION_"
+CONFIG_FILE_VARIABLE = ENV_PREFIX + "CONFIG_FILE"
 
 
 def _user_dir(kind: str) -> Path:
@@ -26,7 +34,7 @@ def _user_dir(kind: str) -> Path:
 
 def config_path() -> Path:
     """The user's config file: $RUMINATION_CONFIG_FILE, else config.toml in the platform config dir."""
-    override = os.environ.get("RUMINATION_CONFIG_FILE")
+    override = os.environ.get(CONFIG_FILE_VARIABLE)
     if override:
         return Path(override).expanduser()
     from platformdirs import user_config_path
@@ -34,74 +42,164 @@ def config_path() -> Path:
     return user_config_path("rumination") / "config.toml"
 
 
-class Config(BaseSettings):
-    """Every setting of a research run."""
+# Each group of settings is a class of its own: its docstring names the group in `--help` and `rumination config`.
 
-    model_config = SettingsConfigDict(env_prefix="RUMINATION_", extra="forbid", validate_assignment=True)
 
-    # Model
+class ModelSettings(BaseModel):
+    """model"""
+
     backend: str = Field("local", description="model backend: local, scripted, or a plugin's name")
-    model: str = Field(protocol.DEFAULT_MODEL, description="Hugging Face id or local directory")
-    script: Path | None = Field(None, description="JSON array of outputs for the scripted backend")
+    model: str = Field(protocol.DEFAULT_MODEL, description="Hugging Face id or local model directory")
+    script: Path | None = Field(None, description="JSON array of model outputs to replay (implies --backend scripted)")
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="where the local backend runs")
-    dtype: Literal["bfloat16", "float16", "float32", "auto"] = "bfloat16"
-    context_window: int | None = Field(None, ge=256, description="context window to allocate (tokens)")
-    prefix_cache: bool = Field(True, description="keep the KV cache between turns and prefill only new tokens")
-    kv_cache: Literal["auto", "static", "dynamic", "fp8"] = Field(
-        "auto", description="KV cache: static (preallocated; auto on CUDA), dynamic (auto on CPU), fp8 (half size)"
-    )
-    quantize: Literal["none", "8bit", "4bit"] = Field("none", description="bitsandbytes weight quantisation (CUDA)")
-    attention: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
-    compile: Literal["auto", "on", "off"] = Field("auto", description="compile the decode step; auto: static on CUDA")
-    device_map: str = Field("auto", description="placement over several GPUs: auto, balanced, sequential")
-    prefill_chunk: int = Field(2048, ge=16, description="prompt tokens per prefill forward pass")
-    temperature: float = Field(protocol.DEFAULT_TEMPERATURE, ge=0)
+    dtype: Literal["bfloat16", "float16", "float32", "auto"] = Field("bfloat16", description="weight dtype")
+    temperature: float = Field(protocol.DEFAULT_TEMPERATURE, ge=0, description="sampling temperature (0: greedy)")
     top_p: float = Field(protocol.DEFAULT_TOP_P, gt=0, le=1, description="nucleus sampling")
     top_k: int = Field(protocol.DEFAULT_TOP_K, ge=0, description="sample from the k likeliest tokens (0: no limit)")
     seed: int | None = Field(None, description="random seed for reproducible sampling")
 
-    # The fixed system prompt's settings (edited in the rendered system segment only)
+
+class PromptSettings(BaseModel):
+    """the model's fixed system prompt"""
+
     thinking_language: protocol.Language = Field("en", description="language the model thinks in")
     search_language: protocol.Language = Field("en", description="language of the model's search keywords")
-    current_year: bool = Field(True, description="tell the model this year (the template says 2025)")
+    current_year: bool = Field(True, description="tell the model this year (its template says 2025)")
     today: date | None = Field(None, description="pin the date the model is told, YYYY-MM-DD (reproducible runs)")
 
-    # Budgets
-    max_turns: int = Field(protocol.DEFAULT_MAX_TURNS, ge=1)
-    max_new_tokens: int = Field(protocol.DEFAULT_MAX_NEW_TOKENS, ge=16)
-    max_context_tokens: int = Field(110_000, ge=256, description="force the finish above this prompt size")
-    max_format_errors: int = Field(3, ge=1, description="consecutive bad tool calls before forcing finish")
-    max_repeats: int = Field(3, ge=2, description="identical actions in a run before forcing finish")
-    max_seconds: float | None = Field(None, gt=0, description="wall-clock budget for the tool turns")
 
-    # Search and browsing
-    search: str = Field("ddgs", description="search engine: ddgs, searxng, or a plugin's name")
-    searxng_url: str | None = Field(None, description="base URL of a SearXNG instance")
-    ddgs_backend: str = Field("auto", description="ddgs backend, e.g. duckduckgo, bing, auto")
-    search_fallback: list[str] = Field(default_factory=list, description="engines to try when the first fails")
+class LocalModelSettings(BaseModel):
+    """local model (speed and memory)"""
+
+    context_window: int | None = Field(
+        None, ge=256, description="context to allocate in tokens; past the model's own, YaRN RoPE scaling is applied"
+    )
+    prefix_cache: bool = Field(True, description="keep the KV cache between turns and prefill only new tokens")
+    kv_cache: Literal["auto", "static", "dynamic", "fp8"] = Field(
+        "auto", description="static: preallocated, compiled decode (auto on CUDA); dynamic (auto on CPU); fp8: half"
+    )
+    quantize: Literal["none", "8bit", "4bit"] = Field("none", description="bitsandbytes weight quantisation (CUDA)")
+    attention: Literal["auto", "sdpa", "flash_attention_2", "eager"] = Field(
+        "auto", description="attention kernel (auto: SDPA with packed GQA decode)"
+    )
+    compile: Literal["auto", "on", "off"] = Field("auto", description="compile the decode step (auto: on CUDA)")
+    device_map: str = Field("auto", description="placement over several GPUs: auto, balanced, sequential")
+    prefill_chunk: int = Field(2048, ge=16, description="prompt tokens per prefill forward pass")
+
+
+class BudgetSettings(BaseModel):
+    """budgets"""
+
+    max_turns: int = Field(protocol.DEFAULT_MAX_TURNS, ge=1, description="tool turns before the report")
+    max_new_tokens: int = Field(protocol.DEFAULT_MAX_NEW_TOKENS, ge=16, description="tokens per generation")
+    max_context_tokens: int = Field(110_000, ge=256, description="force the report above this prompt size")
+    max_format_errors: int = Field(3, ge=1, description="consecutive bad tool calls before forcing the report")
+    max_repeats: int = Field(3, ge=2, description="identical actions in a run before forcing the report")
+    max_seconds: float | None = Field(None, gt=0, description="wall-clock budget for the research, in seconds")
+
+
+class SearchSettings(BaseModel):
+    """search"""
+
+    search: str = Field("ddgs", description="search engine: ddgs, searxng, brave, tavily, local:INDEX, or a plugin")
+    searxng_url: str | None = Field(None, description="base URL of your SearXNG instance (implies --search searxng)")
+    ddgs_backend: str = Field("auto", description="ddgs backend: auto, duckduckgo, bing, brave, ...")
+    search_fallback: list[str] = Field(default_factory=list, description="engine to try when the first one fails")
     search_min_interval: float = Field(1.0, ge=0, description="seconds between two calls to one engine")
-    brave_api_key: SecretStr | None = None
-    brave_url: str = "https://api.search.brave.com/res/v1/web/search"
-    tavily_api_key: SecretStr | None = None
-    tavily_url: str = "https://api.tavily.com/search"
-    allow_domains: list[str] = Field(default_factory=list, description="if set, only these domains (and subdomains)")
-    deny_domains: list[str] = Field(default_factory=list, description="never these domains (and subdomains)")
-    search_results: int = Field(10, ge=1, le=50)
+    search_results: int = Field(10, ge=1, le=50, description="results per search")
     search_layout: protocol.SearchLayout = Field("glm4", description="how search results are shown to the model")
-    fetcher: str = "web"
-    allow_private_network: bool = False
-    open_any_url: bool = Field(False, description="let the model open URLs it has not seen in results or pages")
-    page_max_tokens: int = Field(8000, ge=100, description="page text kept per observation")
+    brave_api_key: SecretStr | None = Field(None, description="Brave Search API key")
+    brave_url: str = Field("https://api.search.brave.com/res/v1/web/search", description="Brave Search endpoint")
+    tavily_api_key: SecretStr | None = Field(None, description="Tavily API key")
+    tavily_url: str = Field("https://api.tavily.com/search", description="Tavily endpoint")
+
+
+class SourceSettings(BaseModel):
+    """sources the model may use"""
+
+    allow_domains: list[str] = Field(default_factory=list, description="only use and open this domain and subdomains")
+    deny_domains: list[str] = Field(default_factory=list, description="never use or open this domain and subdomains")
+    allow_private_network: bool = Field(False, description="let the model open intranet and local addresses")
+    open_any_url: bool = Field(False, description="let the model open URLs it was never shown")
+
+
+class BrowsingSettings(BaseModel):
+    """browsing"""
+
+    fetcher: str = Field("web", description="page fetcher: web, or a plugin's name")
+    page_max_tokens: int = Field(8000, ge=100, description="page text kept per observation, in tokens")
     fetch_timeout: float = Field(30.0, gt=0, description="total seconds per fetch")
-    fetch_max_bytes: int = Field(5_000_000, ge=10_000)
+    fetch_max_bytes: int = Field(5_000_000, ge=10_000, description="largest page body read")
     robots_txt: bool = Field(True, description="honour robots.txt of the sites the model opens")
     prefetch: int = Field(3, ge=0, le=10, description="top search results fetched ahead of a click")
-    page_cache: bool = Field(True, description="keep fetched pages on disk and reuse them")
-    pdf_timeout: float = Field(30.0, gt=0)
-    pdf_max_memory_mb: int = Field(1024, ge=64)
-    data_dir: Path = Field(default_factory=lambda: _user_dir("data"), description="local indexes")
-    cache_dir: Path = Field(default_factory=lambda: _user_dir("cache"), description="page cache")
-    user_agent: str = "Rumination/0.1 (local deep-research agent)"
+    page_cache: bool = Field(True, description="keep fetched pages on disk for a day and reuse them")
+    pdf_timeout: float = Field(30.0, gt=0, description="seconds to parse one PDF")
+    pdf_max_memory_mb: int = Field(1024, ge=64, description="memory limit of the PDF parser")
+    user_agent: str = Field("Rumination/0.1 (local deep-research agent)", description="User-Agent of every request")
+
+
+class StorageSettings(BaseModel):
+    """storage"""
+
+    data_dir: Path = Field(default_factory=lambda: _user_dir("data"), description="where local indexes live")
+    cache_dir: Path = Field(default_factory=lambda: _user_dir("cache"), description="where the page cache lives")
+
+
+GROUPS: tuple[type[BaseModel], ...] = (
+    ModelSettings,
+    PromptSettings,
+    LocalModelSettings,
+    BudgetSettings,
+    SearchSettings,
+    SourceSettings,
+    BrowsingSettings,
+    StorageSettings,
+)
+
+
+class Config(
+    StorageSettings,
+    BrowsingSettings,
+    SourceSettings,
+    SearchSettings,
+    BudgetSettings,
+    LocalModelSettings,
+    PromptSettings,
+    ModelSettings,
+    BaseSettings,
+):
+    """Every setting of a research run."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_assignment=True)
+    SECRETS: ClassVar[frozenset[str]] = frozenset({"brave_api_key", "tavily_api_key"})
+
+    def __init__(self, **values: Any):
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(describe_errors(exc, values)) from None
+        except SettingsError as exc:  # a RUMINATION_* value that is not valid JSON for a list field
+            raise ConfigError(f"cannot read {_settings_error_source(exc)}: {exc.__cause__ or exc}") from None
+
+    @classmethod
+    def from_flags(cls, values: dict[str, Any], flags: dict[str, str]) -> Config:
+        """Build from command-line values; `flags` maps each field to the option that set it, for messages."""
+        token = _given_as.set(flags)
+        try:
+            return cls(**values)
+        finally:
+            _given_as.reset(token)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _implications(cls, data: Any) -> Any:
+        """A script means the scripted backend, a SearXNG URL means SearXNG, unless said otherwise."""
+        if isinstance(data, dict):
+            if data.get("script") and "backend" not in data:
+                data = {**data, "backend": "scripted"}
+            if data.get("searxng_url") and "search" not in data:
+                data = {**data, "search": "searxng"}
+        return data
 
     @field_validator("script", "data_dir", "cache_dir", mode="before")
     @classmethod
@@ -117,29 +215,110 @@ class Config(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = config_path()
+        if os.environ.get(CONFIG_FILE_VARIABLE) and not path.is_file():
+            raise ConfigError(f"config file not found: {path} (from {CONFIG_FILE_VARIABLE})")
+        _check_env_names()
+        try:
+            toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
+        except ValueError as exc:  # tomllib's message names the line and column
+            raise ConfigError(f"cannot read the config file {path}: {exc}") from None
         # Earlier sources win: flags (init), then the environment, then the TOML file.
-        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_path())
+        return init_settings, env_settings, toml
 
     def to_toml(self) -> str:
-        """The effective configuration as TOML, for `rumination config`."""
+        """The effective configuration as TOML, grouped as in `--help`, for `rumination config`."""
+        values = self.model_dump(mode="json")
         lines = []
-        for key, value in self.model_dump(mode="json").items():
-            if key.endswith("_api_key") and value is not None:
-                lines.append(f'{key} = "**********"')
-            elif isinstance(value, list):
-                lines.append(f"{key} = [{', '.join(_toml_str(str(v)) for v in value)}]")
-            elif value is None:
-                lines.append(f"# {key} = (unset)")
-            elif isinstance(value, bool):
-                lines.append(f"{key} = {str(value).lower()}")
-            elif isinstance(value, int | float):
-                lines.append(f"{key} = {value}")
-            else:
-                lines.append(f"{key} = {_toml_str(str(value))}")
-        return "\n".join(lines) + "\n"
+        for group in GROUPS:
+            lines.append(f"\n# {group.__doc__}")
+            for key in group.model_fields:
+                lines.append(_toml_line(key, values[key], secret=key in self.SECRETS))
+        return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _toml_line(key: str, value: Any, *, secret: bool) -> str:
+    if secret and value is not None:
+        return f'{key} = "**********"'
+    if isinstance(value, list):
+        return f"{key} = [{', '.join(_toml_str(str(v)) for v in value)}]"
+    if value is None:
+        return f"# {key} = (unset)"
+    if isinstance(value, bool):
+        return f"{key} = {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"{key} = {value}"
+    return f"{key} = {_toml_str(str(value))}"
 
 
 def _toml_str(value: str) -> str:
     import json
 
     return json.dumps(value, ensure_ascii=False)
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets `field`."""
+    return ENV_PREFIX + field.upper()
+
+
+def closest_field(name: str) -> str | None:
+    """The setting whose name is closest to a misspelt `name`, if any is close."""
+    match = difflib.get_close_matches(name.lower().replace("-", "_"), list(Config.model_fields), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def _check_env_names() -> None:
+    """A RUMINATION_* variable that names no setting is a typo: say which one was meant."""
+    for variable in os.environ:
+        if not variable.startswith(ENV_PREFIX) or variable == CONFIG_FILE_VARIABLE:
+            continue
+        field = variable[len(ENV_PREFIX) :].lower()
+        if field not in Config.model_fields:
+            near = closest_field(field)
+            hint = f"; did you mean {env_name(near)}?" if near else ""
+            raise ConfigError(f"unknown setting in the environment: {variable}{hint}")
+
+
+# How the caller names each setting it passes (the CLI: its flags), so messages name what the user typed.
+_given_as: ContextVar[dict[str, str] | None] = ContextVar("given_as", default=None)
+
+
+def describe_errors(exc: ValidationError, given: dict[str, Any]) -> str:
+    """Every problem of a validation error, each naming where the bad value came from."""
+    return "invalid configuration: " + "; ".join(_describe(error, given) for error in exc.errors())
+
+
+def _describe(error: Any, given: dict[str, Any]) -> str:
+    field = str(error["loc"][0]) if error["loc"] else ""
+    source = setting_source(field, given)
+    if error["type"] == "extra_forbidden":
+        near = closest_field(field)
+        hint = f"; did you mean {near!r}?" if near else ""
+        return f"unknown setting {field!r} (from {source}){hint}"
+    return f"{field}: {error['msg']} (from {source})"
+
+
+def setting_source(field: str, given: dict[str, Any]) -> str:
+    """Where `field`'s value came from: the flag or argument, the variable, or the file and line."""
+    if field in given:
+        return (_given_as.get() or {}).get(field, f"Config({field}=...)")
+    if env_name(field) in os.environ:
+        return env_name(field)
+    path = config_path()
+    line = _toml_line_number(path, field)
+    return f"{path}, line {line}" if line else str(path)
+
+
+def _toml_line_number(path: Path, key: str) -> int | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+    return next((i for i, line in enumerate(text.splitlines(), 1) if pattern.match(line)), None)
+
+
+def _settings_error_source(exc: SettingsError) -> str:
+    found = re.search(r'field "(\w+)"', str(exc))
+    return env_name(found.group(1)) if found else "a RUMINATION_* variable"

@@ -72,7 +72,9 @@ def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("RUMINATION_"):
             monkeypatch.delenv(key)
-    monkeypatch.setenv("RUMINATION_CONFIG_FILE", str(tmp_path / "no-config.toml"))
+    empty = tmp_path / "empty-config.toml"
+    empty.touch()
+    monkeypatch.setenv("RUMINATION_CONFIG_FILE", str(empty))
     monkeypatch.setenv("RUMINATION_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("RUMINATION_DATA_DIR", str(tmp_path / "data"))
 
