@@ -10,18 +10,22 @@ from typing import Any
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-# Flag name -> Config field for the options that map one to one.
-_CONFIG_FLAGS = (
-    *("model", "backend", "script", "device", "temperature", "top_p", "seed"),
-    *("search", "searxng_url", "ddgs_backend", "allow_private_network", "search_layout", "page_max_tokens"),
-    *("search_fallback", "allow_domains", "deny_domains", "open_any_url", "prefetch", "robots_txt", "page_cache"),
-    *("max_turns", "max_new_tokens", "max_context_tokens", "max_seconds"),
-    *("context_window", "kv_cache", "quantize", "attention", "compile", "device_map", "prefill_chunk", "prefix_cache"),
-)
-
-
-_RENAMED = {"context_window": "max-context", "prefix_cache": "no-prefix-cache"}
-_FLAG_NAMES = {name: _RENAMED.get(name, name.replace("_", "-")) for name in _CONFIG_FLAGS}
+# What cannot be derived from Config's fields: short options and the singular names of repeatable lists.
+_SHORT = {"model": "-m"}
+_REPEATABLE = {"search_fallback": "--fallback", "allow_domains": "--allow-domain", "deny_domains": "--deny-domain"}
+_METAVAR = {"search_fallback": "ENGINE", "script": "FILE", "search": "ENGINE"}
+# Names from before the flags were derived, accepted (hidden) for one release: flag -> (field, constant or None).
+_OLD_NAMES: dict[str, tuple[str, Any]] = {
+    "--max-context": ("context_window", None),
+    "--no-robots": ("robots_txt", False),
+}
+# The settings each command takes: groups, single fields, and "-field" to leave one out; ask and tui take all.
+_COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
+    "search": ("SearchSettings", "allow_domains", "deny_domains", "data_dir"),
+    "fetch": ("model", "BrowsingSettings", "-prefetch", "allow_domains", "deny_domains", "allow_private_network"),
+    "index": ("pdf_timeout", "pdf_max_memory_mb", "data_dir"),
+    "config": (),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Research QUESTION; the report goes to stdout, the trace to stderr.",
     )
     ask.add_argument("question", nargs="?", default="-", help="the question; '-' or omitted reads stdin")
-    _add_research_flags(ask)
+    _add_settings(ask, "ask")
     out = ask.add_argument_group("output")
     fmt = out.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -63,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Watch the model think, search and read, and read the report as it is written.",
     )
     tui.add_argument("question", nargs="?", default="", help="start researching this question at once")
-    _add_research_flags(tui)
+    _add_settings(tui, "tui")
     tui.add_argument("--theme", help="a Textual theme name (default: the terminal's own colours)")
 
     search = command(
@@ -72,12 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Run one search and print the observation the model would get.",
     )
     search.add_argument("query")
-    _add_research_flags(search)
+    _add_settings(search, "search")
     fetch = command(
         "fetch", "print what the model sees for a page", "Fetch one URL and print the observation the model would get."
     )
     fetch.add_argument("url")
-    _add_research_flags(fetch)
+    _add_settings(fetch, "fetch")
     index = command(
         "index",
         "build a local index for --search local:NAME",
@@ -85,108 +89,83 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument("directory", type=Path)
     index.add_argument("--name", required=True, help="the index name (letters, digits, - and _)")
+    _add_settings(index, "index")
 
     cfg = command("config", "print the effective configuration and where its file lives")
     cfg.add_argument("--path", action="store_true", help="print only the config file's path")
     return parser
 
 
-def _add_research_flags(parser: argparse.ArgumentParser) -> None:
-    """The model, search and budget flags shared by `ask`, `tui`, `search` and `fetch`."""
-    model = parser.add_argument_group("model")
-    model.add_argument("-m", "--model", help="Hugging Face id or local model directory")
-    model.add_argument("--backend", help="model backend: local (default), scripted, or a plugin's name")
-    model.add_argument("--script", type=Path, help="JSON array of model outputs to replay (implies --backend scripted)")
-    model.add_argument("--device", choices=["auto", "cuda", "cpu"], help="where the local backend runs (auto)")
-    model.add_argument("--temperature", type=float, help="sampling temperature (0.95; 0 = greedy)")
-    model.add_argument("--top-p", type=float, help="nucleus sampling (0.7)")
-    model.add_argument("--seed", type=int, help="random seed for reproducible sampling")
-    local = parser.add_argument_group("local model (speed and memory)")
-    local.add_argument(
-        "--max-context",
-        dest="context_window",
-        type=int,
-        metavar="TOKENS",
-        help="context window to allocate (the model's own; past it, YaRN RoPE scaling is applied)",
-    )
-    local.add_argument(
-        "--kv-cache",
-        choices=["auto", "static", "dynamic", "fp8"],
-        help="static: preallocated, compiled decode (auto on CUDA); fp8: half the memory, slower decode",
-    )
-    local.add_argument("--quantize", choices=["none", "8bit", "4bit"], help="bitsandbytes weights (CUDA)")
-    local.add_argument(
-        "--attention",
-        choices=["auto", "sdpa", "flash_attention_2", "eager"],
-        help="attention kernel (auto: SDPA with packed GQA decode)",
-    )
-    local.add_argument("--compile", choices=["auto", "on", "off"], help="compile the decode step (auto: on CUDA)")
-    local.add_argument("--device-map", metavar="MAP", help="placement over several GPUs: auto, balanced, sequential")
-    local.add_argument("--prefill-chunk", type=int, metavar="TOKENS", help="prompt tokens per forward pass (2048)")
-    local.add_argument(
-        "--no-prefix-cache",
-        dest="prefix_cache",
-        action="store_false",
-        default=None,
-        help="re-prefill the whole prompt every turn (for comparison)",
-    )
-    web = parser.add_argument_group("search and browsing")
-    web.add_argument("--search", help="search engine: ddgs (default), searxng, brave, tavily, local:INDEX, a plugin")
-    web.add_argument(
-        "--searxng-url", metavar="URL", help="base URL of your SearXNG instance (implies --search searxng)"
-    )
-    web.add_argument(
-        "--allow-private-network",
-        action="store_true",
-        default=None,
-        help="let the model open intranet and local addresses",
-    )
-    web.add_argument("--ddgs-backend", metavar="NAME", help="ddgs backend: auto, duckduckgo, bing, brave, ...")
-    web.add_argument(
-        "--fallback",
-        action="append",
-        dest="search_fallback",
-        metavar="ENGINE",
-        help="engine to try when the search engine fails (repeatable)",
-    )
-    web.add_argument(
-        "--allow-domain",
-        action="append",
-        dest="allow_domains",
-        metavar="DOMAIN",
-        help="only use results from this domain (repeatable)",
-    )
-    web.add_argument(
-        "--deny-domain",
-        action="append",
-        dest="deny_domains",
-        metavar="DOMAIN",
-        help="never use or open this domain (repeatable)",
-    )
-    web.add_argument(
-        "--open-any-url",
-        action="store_true",
-        default=None,
-        help="let the model open URLs it has not been shown (off: only results, links, the question)",
-    )
-    web.add_argument("--prefetch", type=int, metavar="N", help="fetch the top N results ahead of a click (3)")
-    web.add_argument("--no-robots", action="store_const", const=False, dest="robots_txt", help="ignore robots.txt")
-    web.add_argument(
-        "--no-page-cache",
-        action="store_const",
-        const=False,
-        dest="page_cache",
-        help="do not reuse pages fetched earlier",
-    )
-    web.add_argument("--search-layout", choices=["card", "glm4"], help="how search results are shown to the model")
-    web.add_argument("--page-max-tokens", type=int, metavar="N", help="page text kept per observation (8000)")
-    budget = parser.add_argument_group("budgets")
-    budget.add_argument("--max-turns", type=int, metavar="N", help="tool turns before the report (default 35)")
-    budget.add_argument("--max-new-tokens", type=int, metavar="N", help="tokens per generation (default 16384)")
-    budget.add_argument(
-        "--max-context-tokens", type=int, metavar="N", help="force the report above this context (110000)"
-    )
-    budget.add_argument("--max-seconds", type=float, metavar="S", help="wall-clock budget for research (none)")
+def _settings_of(command: str) -> list[tuple[str, list[str]]]:
+    """The (group title, fields) a command takes, in Config's order."""
+    from rumination.config import GROUPS
+
+    wanted = _COMMAND_SETTINGS.get(command)
+    groups = []
+    for group in GROUPS:
+        fields = [
+            f
+            for f in group.model_fields
+            if wanted is None or ((group.__name__ in wanted or f in wanted) and f"-{f}" not in wanted)
+        ]
+        if fields:
+            groups.append((group.__doc__ or group.__name__, fields))
+    return groups
+
+
+def flag_name(field: str) -> str:
+    """The option that sets `field`: its name in kebab-case, or the singular name of a repeatable list."""
+    return _REPEATABLE.get(field, "--" + field.replace("_", "-"))
+
+
+def _add_settings(parser: argparse.ArgumentParser, command: str) -> None:
+    """One option per Config field the command takes, derived from the field's type, default and description."""
+    from rumination.config import Config
+
+    for title, fields in _settings_of(command):
+        group = parser.add_argument_group(title)
+        for field in fields:
+            if field not in Config.SECRETS:  # keys stay out of shell history and `ps`: file or environment only
+                group.add_argument(*_option_strings(field), dest=field, default=None, **_option_kind(field))
+    for old, (field, const) in _OLD_NAMES.items():
+        if any(field in fields for _, fields in _settings_of(command)):
+            kind = {"action": "store_const", "const": const} if const is not None else {"type": int}
+            parser.add_argument(old, dest=f"old:{old}", default=None, help=argparse.SUPPRESS, **kind)
+
+
+def _option_strings(field: str) -> list[str]:
+    return [_SHORT[field], flag_name(field)] if field in _SHORT else [flag_name(field)]
+
+
+def _option_kind(field: str) -> dict[str, Any]:
+    """argparse keywords for a field: choices from a Literal, a negative form for a bool, append for a list."""
+    import types
+    import typing
+    from datetime import date
+
+    from rumination.config import Config
+
+    info = Config.model_fields[field]
+    kind = info.annotation
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+    default = None if info.default_factory is not None or info.default in (None, []) else info.default
+    shown = str(default).lower() if isinstance(default, bool) else str(default)
+    help_text = (info.description or field.replace("_", " ")) + (f" (default: {shown})" if default is not None else "")
+    metavar = _METAVAR.get(field) or ("N" if kind in (int, float) else field.rsplit("_", 1)[-1].upper())
+    if kind is bool:
+        return {"action": argparse.BooleanOptionalAction, "help": help_text}
+    if typing.get_origin(kind) is typing.Literal:
+        return {"choices": list(typing.get_args(kind)), "help": help_text}
+    if typing.get_origin(kind) is list:
+        return {
+            "action": "append",
+            "metavar": metavar.rstrip("S"),
+            "help": help_text + " (repeatable)",
+        }
+    if kind is date:
+        return {"metavar": "YYYY-MM-DD", "help": help_text}
+    return {"type": kind if kind in (int, float) else str, "metavar": metavar, "help": help_text}
 
 
 def _version() -> str:
@@ -228,27 +207,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
 
 
-def _load_config(overrides: dict[str, Any]) -> Any:
-    from pydantic import ValidationError
+def _load_config(args: argparse.Namespace) -> Any:
+    """The configuration with this command's flags applied on top of the file and the environment."""
+    from rumination.config import Config
 
-    from rumination.config import Config, config_path
-    from rumination.errors import ConfigError
-
-    try:
-        return Config(**overrides)
-    except ValidationError as exc:
-        problems = "; ".join(_describe(e) for e in exc.errors())
-        raise ConfigError(
-            f"invalid configuration: {problems} (settings come from flags, RUMINATION_* variables and {config_path()})"
-        ) from None
-    except ValueError as exc:  # a malformed TOML file
-        raise ConfigError(f"cannot read the config file {config_path()}: {exc}") from None
-
-
-def _describe(error: Any) -> str:
-    field = ".".join(map(str, error["loc"])) or "config"
-    flag = f" (--{_FLAG_NAMES[field]})" if field in _FLAG_NAMES else ""
-    return f"{field}{flag}: {error['msg']}"
+    given = {f: getattr(args, f, None) for _, fields in _settings_of(args.command) for f in fields}
+    given = {field: value for field, value in given.items() if value is not None}
+    flags = {field: flag_name(field) for field in given}
+    for old, (field, _) in _OLD_NAMES.items():
+        value = getattr(args, f"old:{old}", None)
+        if value is not None and field not in given:
+            given[field], flags[field] = value, old
+    return Config.from_flags(given, flags)
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -258,7 +228,7 @@ def _config(args: argparse.Namespace) -> int:
     if args.path:
         print(path)
         return EXIT_OK
-    config = _load_config({})
+    config = _load_config(args)
     print(f"# config file: {path} ({'found' if path.exists() else 'not found; defaults in use'})")
     print("# precedence: flags > RUMINATION_* environment variables > config file > defaults")
     print(config.to_toml(), end="")
@@ -268,22 +238,16 @@ def _config(args: argparse.Namespace) -> int:
 def _read_question(arg: str) -> str:
     from rumination.errors import ConfigError
 
+    no_question = "no question: pass one as an argument or pipe it on stdin"
     if arg == "-":
         if sys.stdin is None or sys.stdin.isatty():
-            raise ConfigError("no question: pass one as an argument or pipe it on stdin")
+            raise ConfigError(no_question)
         arg = sys.stdin.read()
+        if not arg.strip():  # e.g. `< /dev/null`: the same advice as an empty terminal
+            raise ConfigError(no_question)
     if not arg.strip():
         raise ConfigError("the question is empty")
     return arg.strip()
-
-
-def _research_config(args: argparse.Namespace) -> Any:
-    overrides = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k) is not None}
-    if args.script is not None and args.backend is None:
-        overrides["backend"] = "scripted"
-    if args.searxng_url is not None and args.search is None:
-        overrides["search"] = "searxng"
-    return _load_config(overrides)
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -301,9 +265,10 @@ def _browse(args: argparse.Namespace, action: str, target: str) -> int:
     from rumination.backends.base import load_tokenizer
     from rumination.browser import Browser
     from rumination.factory import make_engine, make_fetcher
+    from rumination.tokens import LazyTokenizer
 
-    config = _research_config(args)
-    tokenizer = load_tokenizer(_tokenizer_source(config))
+    config = _load_config(args)
+    tokenizer = LazyTokenizer(lambda: load_tokenizer(_tokenizer_source(config)))
 
     async def run() -> Any:
         engine, fetcher = make_engine(config), make_fetcher(config)
@@ -329,11 +294,11 @@ def _tokenizer_source(config: Any) -> str:
 
 def _index(args: argparse.Namespace) -> int:
     from rumination.errors import ConfigError
-    from rumination.search.local_index import build_index
+    from rumination.local.build import build_index
 
     if not args.directory.is_dir():
         raise ConfigError(f"not a directory: {args.directory}")
-    config = _load_config({})
+    config = _load_config(args)
     stats = build_index(
         args.directory,
         args.name,
@@ -353,7 +318,7 @@ def _index(args: argparse.Namespace) -> int:
 def _tui(args: argparse.Namespace) -> int:
     from rumination.errors import RuminationError
 
-    config = _research_config(args)
+    config = _load_config(args)
     try:
         from rumination.tui.app import check_theme, run_tui
     except ImportError:
@@ -370,7 +335,7 @@ def _ask(args: argparse.Namespace) -> int:
     question = _read_question(args.question)
     if args.output and not args.output.expanduser().parent.is_dir():
         raise ConfigError(f"cannot write the report to {args.output}: its directory does not exist")
-    config = _research_config(args)
+    config = _load_config(args)
     import asyncio
 
     from rumination.agent import Researcher

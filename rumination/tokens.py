@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -18,3 +19,15 @@ def truncate_tokens(tokenizer: Any, text: str, max_tokens: int) -> tuple[str, in
         return text, total
     end = enc["offset_mapping"][max_tokens - 1][1] if max_tokens > 0 else 0
     return text[:end], total
+
+
+class LazyTokenizer:
+    """A tokenizer loaded on first use: commands that end before they count a token never import transformers."""
+
+    def __init__(self, load: Callable[[], Any]):
+        self._load, self._tokenizer = load, None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._tokenizer is None:
+            self._tokenizer = self._load()
+        return self._tokenizer(*args, **kwargs)
