@@ -384,8 +384,10 @@ async def _consume(researcher: Any, question: str, args: argparse.Namespace) -> 
     from rumination.console import Trace
 
     trace = None if args.quiet else Trace(sys.stderr)
-    stream_report = not (args.json or args.jsonl)
-    started_report, ends_in_newline = False, True
+    print_report = not (args.json or args.jsonl)
+    # Live to a terminal; to a pipe or file, the final report only (a streamed one may restart, see ReportDelta).
+    live = print_report and sys.stdout.isatty()
+    shown, ends_in_newline = "", True
     result = None
     started = [False]
     _handle_ctrl_c(researcher, started)
@@ -396,16 +398,19 @@ async def _consume(researcher: Any, question: str, args: argparse.Namespace) -> 
         if args.jsonl:
             sys.stdout.write(event.model_dump_json() + "\n")
             sys.stdout.flush()
-        if isinstance(event, ev.ReportDelta) and stream_report:
-            text = event.text if started_report else event.text.lstrip()
-            started_report = started_report or bool(text)
+        if isinstance(event, ev.ReportDelta) and live:
+            if event.reset and shown:
+                sys.stdout.write("\n\n[the model went back to thinking; the report starts again]\n\n")
+                shown = ""
+            text = event.text if shown else event.text.lstrip()
+            shown += text
             sys.stdout.write(text)
             sys.stdout.flush()
             ends_in_newline = text.endswith("\n") if text else ends_in_newline
         if isinstance(event, ev.RunFinished):
             result = event.result
-    if stream_report:
-        if not started_report and result is not None:
+    if print_report:
+        if not shown and result is not None:
             sys.stdout.write(result.report)
             ends_in_newline = result.report.endswith("\n")
         if not ends_in_newline:

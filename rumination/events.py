@@ -85,6 +85,9 @@ class ForcedFinish(_Event):
 class ReportDelta(_Event):
     type: Literal["report"] = "report"
     text: str
+    reset: bool = Field(
+        False, description="drop the report text streamed so far first: the model closed its thinking again"
+    )
 
 
 class RunFinished(_Event):

@@ -29,14 +29,13 @@ class Source(BaseModel):
     cited: bool = False
 
 
-class TurnUsage(BaseModel):
-    """Token and timing accounting for one generation."""
+class GenerationUsage(BaseModel):
+    """Token and timing accounting for one generation, as the backend reports it."""
 
-    turn: int
     prompt_tokens: int
     generated_tokens: int
-    prefilled_tokens: int | None = None
-    reused_tokens: int | None = None
+    prefilled_tokens: int | None = Field(None, description="prompt tokens computed this time")
+    reused_tokens: int | None = Field(None, description="prompt tokens served from the cache")
     finish_reason: Literal["stop", "length", "cancelled"]
     seconds: float
     first_token_seconds: float | None = None
@@ -52,18 +51,25 @@ class TurnUsage(BaseModel):
         return round((self.generated_tokens - 1) / self.decode_seconds, 2)
 
 
+class TurnUsage(GenerationUsage):
+    """One generation of a run: a tool turn, or the report (numbered after the last tool turn)."""
+
+    turn: int
+    report: bool = False
+
+
 class Usage(BaseModel):
-    """Totals over a run, plus the per-turn breakdown."""
+    """Totals over a run, plus every generation: one per tool turn, then the report's."""
 
     prompt_tokens: int = 0
     generated_tokens: int = 0
-    turns: list[TurnUsage] = Field(default_factory=list)
+    generations: list[TurnUsage] = Field(default_factory=list)
 
-    def add(self, turn: TurnUsage) -> None:
+    def add(self, generation: TurnUsage) -> None:
         """Record one generation."""
-        self.turns.append(turn)
-        self.prompt_tokens += turn.prompt_tokens
-        self.generated_tokens += turn.generated_tokens
+        self.generations.append(generation)
+        self.prompt_tokens += generation.prompt_tokens
+        self.generated_tokens += generation.generated_tokens
 
 
 class ToolCall(BaseModel):
@@ -97,7 +103,7 @@ class ResearchResult(BaseModel):
     report: str
     sources: list[Source]
     steps: list[Step]
-    turns: int
+    turns: int = Field(description="tool turns, as in steps; usage.generations also counts the report's generation")
     stop_reason: StopReason
     usage: Usage
     backend: str
