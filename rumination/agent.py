@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from rumination import events as ev
-from rumination.backends.base import ModelBackend, Outcome, OutOfMemory, SamplingParams, render
+from rumination.backends.base import ModelBackend, Outcome, OutOfMemory, SamplingParams
 from rumination.browser import Browser, ToolResult
 from rumination.citations import mark_cited, unverified_urls
 from rumination.config import Config
@@ -26,6 +26,7 @@ from rumination.results import Message, ResearchResult, Step, StopReason, TurnUs
 from rumination.sanitize import clean_text
 from rumination.search.base import SearchEngine
 from rumination.streaming import ThinkSplitter
+from rumination.system_prompt import PromptRenderer
 from rumination.tokens import count_tokens
 from rumination.web.base import Fetcher
 
@@ -41,6 +42,7 @@ class _State:
     question: str
     messages: list[dict[str, str]]
     browser: Browser
+    prompts: PromptRenderer  # one per run: every turn's system segment is byte-identical
     usage: Usage = field(default_factory=Usage)
     steps: list[Step] = field(default_factory=list)
     format_errors: int = 0
@@ -139,7 +141,7 @@ class Researcher:
 
     async def _run_browser(self, question: str, engine: SearchEngine, browser: Browser) -> AsyncIterator[ev.Event]:
         cfg, tok = self.config, self.backend.tokenizer
-        st = _State(question, [{"role": "user", "content": question}], browser)
+        st = _State(question, [{"role": "user", "content": question}], browser, PromptRenderer.for_run(tok, cfg))
         yield ev.RunStarted(
             question=question,
             backend=self.backend.name,
@@ -149,10 +151,12 @@ class Researcher:
             context_window=self.backend.context_window,
             max_context_tokens=self._context_limit(),
         )
+        if st.prompts.notice:
+            yield ev.StatusEvent(message=st.prompts.notice)
         stop: StopReason | None = None
         while stop is None:
             turn = len(st.steps) + 1
-            prompt = render(tok, st.messages)
+            prompt = st.prompts.render(st.messages)
             prompt_tokens = count_tokens(tok, prompt)
             stop = self._budget_stop(st, turn, prompt_tokens)
             if stop:
@@ -208,7 +212,13 @@ class Researcher:
         cfg = self.config
         yield ev.TurnStarted(turn=turn, prompt_tokens=prompt_tokens, report=report)
         room = self.backend.context_window - prompt_tokens
-        params = SamplingParams(max(1, min(cfg.max_new_tokens, room)), cfg.temperature, cfg.top_p, cfg.seed)
+        params = SamplingParams(
+            max_new_tokens=max(1, min(cfg.max_new_tokens, room)),
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,
+            seed=cfg.seed,
+        )
         st.outcome, splitter = None, ThinkSplitter()
         gen = self.backend.generate(prompt, params)
         try:
@@ -319,11 +329,11 @@ class Researcher:
     async def _report(self, st: _State, stop: StopReason) -> AsyncIterator[ev.Event]:
         """Generate the report after the (real or synthetic) finish call, and emit the result."""
         tok, turn = self.backend.tokenizer, len(st.steps) + 1
-        prompt = render(tok, st.messages)
+        prompt = st.prompts.render(st.messages)
         prompt_tokens = count_tokens(tok, prompt)
         room = min(self.config.max_new_tokens, REPORT_ROOM)
         while prompt_tokens > self.backend.context_window - room and _shrink_largest_observation(st):
-            prompt = render(tok, st.messages)
+            prompt = st.prompts.render(st.messages)
             prompt_tokens = count_tokens(tok, prompt)
         async for event in self._generate(st, turn, prompt, prompt_tokens, report=True):
             yield event

@@ -67,3 +67,11 @@ DEFAULT_MAX_TURNS = 35
 # How numbered search results are laid out: the GLM-4 browser's (what the model writes itself) or the card's.
 SearchLayout = Literal["glm4", "card"]
 Language = Literal["en", "zh"]
+
+# Settings inside the fixed system prompt (full-width colons): the runtime edits them in the rendered system
+# segment only. A later template revision writes 英文 for English; Chinese is 中文.
+YEAR_LINE = "今年是 {year} 年。"
+TEMPLATE_YEAR = 2025
+SEARCH_LANGUAGE_LINE = "    * 搜索关键词：{language}"
+THINKING_LANGUAGE_LINE = "    * 思考：{language}"
+LANGUAGE_WORDS: dict[Language, tuple[str, ...]] = {"en": ("英语", "英文"), "zh": ("中文",)}

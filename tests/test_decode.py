@@ -217,3 +217,23 @@ def test_packed_sdpa_equals_repeated_kv_attention():
     assert torch.allclose(packed, expected.transpose(1, 2), atol=1e-5)
     unpacked, _ = sdpa_attention_forward(Module(), query, key, value, mask, scaling=0.25)
     assert torch.allclose(packed, unpacked, atol=1e-5)
+
+
+def test_top_k_one_samples_the_greedy_tokens_at_any_temperature(model, prompt):
+    decoder = Decoder(model, "dynamic", 1024)
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        sampled = decoder.generate(prompt, 30, sampler(1.5, 1.0, top_k=1), []).ids
+    assert sampled == reference(model, prompt, 30)
+
+
+def test_top_k_keeps_the_k_likeliest_tokens_and_zero_disables_it():
+    logits = torch.linspace(0.0, 1.0, 50)[None]  # nearly flat: without a limit every token gets drawn
+
+    def drawn(top_k: int) -> set[int]:
+        torch.manual_seed(0)
+        pick = sampler(1.0, 1.0, top_k)
+        return {int(pick(logits)) for _ in range(400)}
+
+    assert drawn(5) == set(range(45, 50))
+    assert len(drawn(0)) > 45

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from rumination.config import Config
 
 GOLDEN = Path(__file__).parent / "golden"
 QUESTION = "When did Gutenberg introduce movable type, and how fast did printing spread?"
+TODAY = date(2026, 3, 14)  # golden prompts pin the date the model is told
 
 
 def script(base: str) -> list[str]:
@@ -49,14 +51,29 @@ def _check_golden(name: str, text: str, base: str) -> None:
 
 
 async def test_prompts_match_golden_files(web):
-    backend = ScriptedBackend(config(web), outputs=script(web.base))
-    events = [e async for e in Researcher(config(web), backend=backend).stream(QUESTION)]
+    cfg = config(web, today=TODAY)
+    backend = ScriptedBackend(cfg, outputs=script(web.base))
+    events = [e async for e in Researcher(cfg, backend=backend).stream(QUESTION)]
     assert len(backend.prompts) == 5
     for i, prompt in enumerate(backend.prompts, 1):
         _check_golden(f"e2e_prompt_{i}.txt", prompt, web.base)
     result = events[-1].result
     assert result.stop_reason == "finished"
     assert result.turns == 4
+    assert "今年是 2026 年。" in backend.prompts[0] and "2025" not in backend.prompts[0]
+
+
+@pytest.mark.parametrize(("thinking", "search"), [("zh", "zh"), ("zh", "en"), ("en", "zh")])
+async def test_language_settings_match_golden_files(web, thinking, search):
+    cfg = config(web, today=TODAY, thinking_language=thinking, search_language=search)
+    backend = ScriptedBackend(cfg, outputs=script(web.base))
+    events = [e async for e in Researcher(cfg, backend=backend).stream(QUESTION)]
+    _check_golden(f"e2e_system_thinking_{thinking}_search_{search}.txt", backend.prompts[0], web.base)
+    words = {"en": "英语", "zh": "中文"}
+    assert f"    * 思考：{words[thinking]}\n" in backend.prompts[0]
+    assert f"    * 搜索关键词：{words[search]}\n" in backend.prompts[0]
+    assert all(p.startswith(backend.prompts[0][: backend.prompts[0].index("<|user|>")]) for p in backend.prompts)
+    assert not [e for e in events if isinstance(e, ev.StatusEvent) and "not applied" in e.message]
 
 
 async def test_prompt_protocol_shape(web):
@@ -79,9 +96,9 @@ async def test_observation_formats(web):
     backend = ScriptedBackend(config(web), outputs=script(web.base))
     result = await Researcher(config(web), backend=backend).run(QUESTION)
     search, click, open_ = (s.observation for s in result.steps[:3])
-    assert search.startswith(
-        f"【0†Johannes Gutenberg and movable type†{web.base}/gutenberg.html\n"
-        "Gutenberg introduced printing with movable metal type to Europe around 1440.】\n\n【1†"
+    assert search.startswith(  # the glm4 layout by default
+        f"【0†Johannes Gutenberg and movable type†{web.base}/gutenberg.html】\n"
+        "Gutenberg introduced printing with movable metal type to Europe around 1440.\n\n【1†"
     )
     assert len(re.findall(r"【\d+†", search)) == 3
     assert click.startswith(f"# Johannes Gutenberg and movable type\nURL: {web.base}/gutenberg.html\n\n")
@@ -101,8 +118,8 @@ async def test_result_sources_and_citations(web):
     ]
     assert all(s.cited for s in result.sources)
     assert result.unverified_urls == [f"{web.base}/never-read.html"]
-    assert result.usage.generated_tokens == sum(t.generated_tokens for t in result.usage.turns) > 0
-    assert len(result.usage.turns) == 5
+    assert result.usage.generated_tokens == sum(t.generated_tokens for t in result.usage.generations) > 0
+    assert len(result.usage.generations) == 5
 
 
 async def test_event_stream_order_and_types(web):
@@ -120,12 +137,13 @@ async def test_event_stream_order_and_types(web):
         assert ev.parse_event(event.model_dump_json()) == event
 
 
-async def test_glm4_search_layout(web):
-    cfg = config(web, search_layout="glm4")
+async def test_card_search_layout(web):
+    cfg = config(web, search_layout="card")
     backend = ScriptedBackend(cfg, outputs=script(web.base))
     result = await Researcher(cfg, backend=backend).run(QUESTION)
     assert result.steps[0].observation.startswith(
-        f"【0†Johannes Gutenberg and movable type†{web.base}/gutenberg.html】\nGutenberg introduced"
+        f"【0†Johannes Gutenberg and movable type†{web.base}/gutenberg.html\n"
+        "Gutenberg introduced printing with movable metal type to Europe around 1440.】\n\n【1†"
     )
 
 

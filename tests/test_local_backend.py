@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
+from conftest import closed_port
 
 from rumination import events as ev
 from rumination.agent import Researcher
@@ -14,7 +19,7 @@ from rumination.backends.local import LocalBackend
 from rumination.backends.memory import estimate_weight_bytes
 from rumination.config import Config
 from rumination.errors import BackendError
-from rumination.protocol import ARCHITECTURE, STOP_TOKENS
+from rumination.protocol import ARCHITECTURE, DEFAULT_MODEL, STOP_TOKENS
 
 MESSAGES = [{"role": "user", "content": "Who printed the first book in Europe?"}]
 
@@ -55,6 +60,14 @@ async def test_generates_streams_and_reports_length(backend):
     assert outcome.prompt_tokens == len(backend.tokenizer(prompt, add_special_tokens=False)["input_ids"])
     again = (await _generate(backend, prompt, max_new_tokens=12, temperature=0.0))[1]
     assert again.text == outcome.text  # greedy is deterministic
+
+
+async def test_top_k_one_is_greedy_at_the_cards_temperature(backend):
+    prompt = render(backend.tokenizer, MESSAGES)
+    greedy = (await _generate(backend, prompt, max_new_tokens=12, temperature=0.0))[1]
+    for seed in (1, 2):
+        top1 = (await _generate(backend, prompt, max_new_tokens=12, temperature=0.95, top_k=1, seed=seed))[1]
+        assert top1.text == greedy.text
 
 
 async def test_sampling_with_a_seed_is_reproducible(backend):
@@ -138,7 +151,7 @@ async def test_full_run_on_the_real_backend_ends_with_a_report(web, tiny_model_d
     result = events[-1].result
     assert result.stop_reason == "format_errors"
     assert [s.error for s in result.steps] == ["cut_off"] * 3
-    assert len(result.usage.turns) == 4 and all(t.generated_tokens == 16 for t in result.usage.turns)
+    assert len(result.usage.generations) == 4 and all(t.generated_tokens == 16 for t in result.usage.generations)
     statuses = [e.message for e in events if isinstance(e, ev.StatusEvent)]
     assert statuses[1:4] == [
         "reading the model configuration",
@@ -172,6 +185,52 @@ def test_missing_model_is_a_clear_error(tmp_path):
         LocalBackend(Config(model=str(tmp_path / "nope"))).load()
     with pytest.raises(BackendError, match="(?s)model not found: 'no-such-org/no-such-model'.*-m DIR"):
         LocalBackend(Config(model="no-such-org/no-such-model")).load()
+
+
+# Runs in a fresh interpreter: the hub client reads HF_HUB_OFFLINE, HF_HOME and HF_ENDPOINT when imported.
+_OFFLINE_LOADS = """
+import json, sys, time
+import torch, transformers
+from rumination.backends.base import load_tokenizer
+from rumination.backends.local import LocalBackend
+from rumination.config import Config
+from rumination.errors import BackendError
+for name, tokenizer_only in json.loads(sys.argv[1]):
+    started = time.monotonic()
+    try:
+        load_tokenizer(name) if tokenizer_only else LocalBackend(Config(model=name, device="cpu")).load()
+        outcome = "loaded"
+    except BackendError as exc:
+        outcome = str(exc)
+    print(json.dumps([name, outcome, time.monotonic() - started]), flush=True)
+"""
+
+
+def test_without_a_network_a_missing_model_fails_fast_and_a_cached_one_loads(tmp_path, tiny_model_dir):
+    # The hub endpoint is a closed port: the hub client alone would retry it for ~25 s per file.
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    hub = tmp_path / "hf" / "hub"
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_CACHE=str(hub), HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(tiny_model_dir, hub / "models--tiny--glm" / "snapshots" / commit)  # as `hf download` leaves it
+    (hub / "models--tiny--glm" / "refs").mkdir()
+    (hub / "models--tiny--glm" / "refs" / "main").write_text(commit)
+    loads = [[DEFAULT_MODEL, False], [DEFAULT_MODEL, True], ["tiny/glm", False], ["tiny/glm", True]]
+    run = subprocess.run(
+        [sys.executable, "-c", _OFFLINE_LOADS, json.dumps(loads)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r[0] for r in results] == [name for name, _ in loads]
+    for name, outcome, seconds in results[:2]:
+        assert outcome == (
+            f"model not found: {name!r} is not in the Hugging Face cache ({hub}) and the hub "
+            f"({env['HF_ENDPOINT']}) cannot be reached.\n"
+            f"Download it first (hf download {DEFAULT_MODEL}) or pass -m DIR."
+        )
+        assert seconds < 4
+    assert [r[1] for r in results[2:]] == ["loaded", "loaded"]  # from the cache, never asking the hub
+    assert all(seconds < 15 for _, _, seconds in results[2:])
 
 
 def test_tokenizer_without_glm_tokens_is_refused():

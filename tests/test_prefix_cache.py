@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 
 import pytest
 
 from rumination.backends.base import SamplingParams, render
 from rumination.backends.local import LocalBackend
 from rumination.config import Config
+from rumination.system_prompt import PromptRenderer
 
 GREEDY = SamplingParams(max_new_tokens=12, temperature=0.0)
 
@@ -41,10 +43,13 @@ def pair(tiny_model_dir):
 
 async def test_reuse_gives_token_identical_greedy_output_and_exact_accounting(pair):
     reuse, fresh = pair
+    # Rendered as the loop renders: the edited system segment must be the same prefix on every turn.
+    settings = Config(thinking_language="zh", search_language="zh", today=date(2026, 1, 1))
+    prompts = PromptRenderer.for_run(reuse.tokenizer, settings)
     messages = [{"role": "user", "content": "Who printed the first book in Europe?"}]
     previous: list[int] = []
     for turn in range(5):
-        prompt = render(reuse.tokenizer, messages)
+        prompt = prompts.render(messages)
         with_reuse, without = await _generate(reuse, prompt), await _generate(fresh, prompt)
         assert with_reuse.text == without.text, f"turn {turn}: outputs differ"
         ids = _ids(reuse, prompt)

@@ -61,16 +61,19 @@ def say(name: str, value: object) -> None:
 
 async def play(model_dir: Path, reuse: bool, turns: int, words: int) -> tuple[int, float, list[str]]:
     """Run the synthetic conversation through LocalBackend; return (tokens prefilled, seconds, outputs)."""
-    from rumination.backends.base import SamplingParams, render
+    from rumination.backends.base import SamplingParams
     from rumination.backends.local import LocalBackend
     from rumination.config import Config
+    from rumination.system_prompt import PromptRenderer
 
-    backend = LocalBackend(Config(model=str(model_dir), device="cpu", prefix_cache=reuse))
+    config = Config(model=str(model_dir), device="cpu", prefix_cache=reuse)
+    backend = LocalBackend(config)
     backend.load()
+    prompts = PromptRenderer.for_run(backend.tokenizer, config)  # as the loop renders
     messages = [{"role": "user", "content": "How did printing spread across Europe?"}]
     prefilled, outputs, started = 0, [], time.perf_counter()
     for turn in range(turns):
-        prompt = render(backend.tokenizer, messages)
+        prompt = prompts.render(messages)
         chunks = [c async for c in backend.generate(prompt, SamplingParams(max_new_tokens=16, temperature=0.0))]
         outcome = chunks[-1].outcome
         prefilled += outcome.prefilled_tokens

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from rumination.errors import BackendError
-from rumination.protocol import STOP_TOKENS
+from rumination.protocol import DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P, STOP_TOKENS
 
 Progress = Callable[[str], None]
 
@@ -16,13 +16,14 @@ class OutOfMemory(BackendError):
     """The accelerator ran out of memory for this prompt; a shorter context may still fit."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SamplingParams:
-    """How to sample one generation."""
+    """How to sample one generation (transformers' order: temperature, then top-k, then top-p)."""
 
     max_new_tokens: int
-    temperature: float = 0.95
-    top_p: float = 0.7
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = DEFAULT_TOP_P
+    top_k: int = DEFAULT_TOP_K  # 0: no limit
     seed: int | None = None
 
 
@@ -89,12 +90,16 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
     return ids
 
 
-def load_tokenizer(name_or_path: str) -> Any:
-    """Load a tokenizer, turning a missing model into a clear error."""
+def load_tokenizer(name_or_path: str, local_files_only: bool | None = None) -> Any:
+    """Load a tokenizer, turning a missing model into a clear error; None: look in the cache before the hub."""
     from transformers import AutoTokenizer
 
+    from rumination.backends.hub import locate
+
+    if local_files_only is None:
+        local_files_only = locate(name_or_path, "tokenizer_config.json").local_files_only
     try:
-        return AutoTokenizer.from_pretrained(name_or_path)
+        return AutoTokenizer.from_pretrained(name_or_path, local_files_only=local_files_only)
     except (OSError, ValueError) as exc:
         raise BackendError(
             f"cannot load the tokenizer of {name_or_path!r}: {' '.join(str(exc).split())[:300]}\n"

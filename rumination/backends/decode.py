@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from transformers import Cache, DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+from transformers import (
+    Cache,
+    DynamicCache,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 from transformers.cache_utils import Fp8QuantizedLayer, StaticLayer
 
 CacheKind = Literal["static", "dynamic", "fp8"]
@@ -68,11 +75,17 @@ def window_for(tokens: int, max_tokens: int, first: int = FIRST_WINDOW) -> int:
     return min(window, max_tokens)
 
 
-def sampler(temperature: float, top_p: float) -> Callable[[Any], Any]:
-    """Pick the next token from last-position logits: argmax at temperature 0, else transformers' warpers."""
+def sampler(temperature: float, top_p: float, top_k: int = 0) -> Callable[[Any], Any]:
+    """Pick the next token from last-position logits: argmax at temperature 0, else transformers' warpers.
+
+    The warpers run in `generate`'s order: temperature, top-k (0: none), top-p.
+    """
     if temperature <= 0:
         return lambda logits: logits.argmax(-1)
-    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p)])
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+    if top_k > 0:
+        warpers.append(TopKLogitsWarper(top_k))
+    warpers.append(TopPLogitsWarper(top_p))
 
     def sample(logits: Any) -> Any:
         scores = warpers(None, logits.float())

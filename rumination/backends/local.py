@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
-from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +23,7 @@ from rumination.backends.base import (
     load_tokenizer,
     stop_token_ids,
 )
+from rumination.backends.hub import locate
 from rumination.backends.memory import context_fit, estimate_weight_bytes
 from rumination.backends.plan import plan_load
 from rumination.config import Config
@@ -128,14 +128,14 @@ class LocalBackend:
             raise BackendError(
                 "the local backend needs PyTorch and transformers: pip install 'rumination[local]'"
             ) from None
-        if self.model_id.startswith(("/", ".", "~")) and not Path(self.model_id).expanduser().is_dir():
-            raise BackendError(f"model directory not found: {self.model_id}")
         if self.model_id == DEFAULT_MODEL and self.config.device == "auto" and not torch.cuda.is_available():
             known = estimate_weight_bytes(SimpleNamespace(**ARCHITECTURE))  # the size is known: skip the hub
             raise BackendError(self._no_gpu_message(known))
+        source = locate(self.model_id)  # a cached model never waits on an unreachable hub
+        offline = source.local_files_only
         say("reading the model configuration")
         try:
-            hf_config = AutoConfig.from_pretrained(self.model_id)
+            hf_config = AutoConfig.from_pretrained(self.model_id, local_files_only=offline)
         except (OSError, ValueError) as exc:
             raise BackendError(
                 f"model not found: {self.model_id!r} ({' '.join(str(exc).split())[:300]})\n"
@@ -147,7 +147,7 @@ class LocalBackend:
         gpus = torch.cuda.device_count() if device == "cuda" else 0
         plan = plan_load(self.config, hf_config, device, note, gpus)
         say("loading the tokenizer")
-        tokenizer = load_tokenizer(self.model_id)  # published as self.tokenizer only once weights are in
+        tokenizer = load_tokenizer(self.model_id, offline)  # published as self.tokenizer only once weights are in
         self.stop_ids = stop_token_ids(tokenizer)
         fits = plan.context
         if device == "cuda":
@@ -163,12 +163,17 @@ class LocalBackend:
         try:
             with _report_gpu_fill(torch, device, total, say):
                 self.model = AutoModelForCausalLM.from_pretrained(
-                    self.model_id, config=hf_config, dtype=self._dtype(torch, device), **plan.load_arguments(device)
+                    self.model_id,
+                    config=hf_config,
+                    dtype=self._dtype(torch, device),
+                    local_files_only=offline,
+                    **plan.load_arguments(device),
                 ).eval()
         except torch.cuda.OutOfMemoryError:
             raise BackendError(f"out of GPU memory while loading {self.model_id}: it needs {need}") from None
         except (OSError, ValueError, RuntimeError, ImportError) as exc:
-            raise BackendError(f"cannot load {self.model_id}: {str(exc).splitlines()[0]}") from None
+            cached = f" (from the local cache: complete it with hf download {self.model_id})" if offline else ""
+            raise BackendError(f"cannot load {self.model_id}{cached}: {str(exc).splitlines()[0]}") from None
         offloaded = {v for v in (getattr(self.model, "hf_device_map", None) or {}).values() if v in ("cpu", "disk")}
         if device == "cuda" and offloaded:
             raise BackendError(
@@ -253,7 +258,7 @@ class LocalBackend:
             try:
                 if params.seed is not None:
                     torch.manual_seed(params.seed)
-                pick = sampler(params.temperature, params.top_p)
+                pick = sampler(params.temperature, params.top_p, params.top_k)
                 decoded = self.decoder.generate(ids, max_new, pick, self.stop_ids, on_token, cancel.is_set)
                 streamer.end()
                 return decoded

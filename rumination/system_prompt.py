@@ -1,0 +1,115 @@
+"""The fixed system prompt's settings (thinking and search-keyword language, this year), applied to each prompt."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from rumination.backends.base import render
+from rumination.config import Config
+from rumination.protocol import (
+    ASSISTANT,
+    LANGUAGE_WORDS,
+    OBSERVATION,
+    SEARCH_LANGUAGE_LINE,
+    SYSTEM,
+    TEMPLATE_YEAR,
+    THINKING_LANGUAGE_LINE,
+    USER,
+    YEAR_LINE,
+    Language,
+)
+
+ROLE_TOKENS = (SYSTEM, USER, ASSISTANT, OBSERVATION)
+_WORDS = "|".join(word for words in LANGUAGE_WORDS.values() for word in words)
+_SEARCH = re.compile(rf"^([ \t]*\*[ \t]*搜索关键词[：:][ \t]*)({_WORDS})", re.MULTILINE)
+_THINKING = re.compile(rf"^([ \t]*\*[ \t]*思考[：:][ \t]*)({_WORDS})", re.MULTILINE)
+_YEAR = re.compile(r"(今年是[ \t]*)(\d{4})([ \t]*年)")
+
+
+@dataclass(frozen=True)
+class SystemSettings:
+    """What to set in the system segment; `year` None keeps the template's year."""
+
+    thinking: Language = "en"
+    search: Language = "en"
+    year: int | None = None
+    year_asked: bool = False  # set explicitly (today, current_year): worth a notice if the template has no year
+
+    @classmethod
+    def from_config(cls, config: Config, clock: Callable[[], date] = date.today) -> SystemSettings:
+        """The settings of one run; the clock is read here, once, so every turn's prompt says the same year."""
+        year = (config.today or clock()).year if config.current_year else None
+        asked = config.today is not None or "current_year" in config.model_fields_set
+        return cls(config.thinking_language, config.search_language, year, year is not None and asked)
+
+    def edit(self, system: str) -> tuple[str, list[str]]:
+        """Apply the settings to a system text; also return the requested ones that found no line to edit."""
+        missed = []
+        for pattern, language, name, line in (
+            (_THINKING, self.thinking, "thinking_language", THINKING_LANGUAGE_LINE),
+            (_SEARCH, self.search, "search_language", SEARCH_LANGUAGE_LINE),
+        ):
+            system, found = pattern.subn(lambda m, lang=language: m[1] + _word(m[2], lang), system)
+            if not found and language != "en":  # English is the template's own value: nothing was asked
+                missed.append(f"{name}={language} ({line.format(language=LANGUAGE_WORDS['en'][0]).strip(' *')})")
+        if self.year is not None:
+            system, found = _YEAR.subn(lambda m: f"{m[1]}{self.year}{m[3]}", system)
+            if not found and self.year_asked:
+                missed.append(f"the year {self.year} ({YEAR_LINE.format(year=TEMPLATE_YEAR)})")
+        return system, missed
+
+
+def _word(current: str, language: Language) -> str:
+    """The template's own word when it already names `language` (英语 or 英文), else the standard one."""
+    return current if current in LANGUAGE_WORDS[language] else LANGUAGE_WORDS[language][0]
+
+
+def system_span(prompt: str) -> tuple[int, int] | None:
+    """Where the system text lies: after a leading <|system|> up to the next role token; None without one."""
+    found = [(i, token) for token in ROLE_TOKENS if (i := prompt.find(token)) >= 0]
+    if not found or min(found)[1] != SYSTEM:
+        return None
+    start = min(found)[0] + len(SYSTEM)
+    ends = [i for token in ROLE_TOKENS if (i := prompt.find(token, start)) >= 0]
+    return start, min(ends, default=len(prompt))
+
+
+def edit_system(prompt: str, settings: SystemSettings) -> tuple[str, list[str]]:
+    """Edit the system segment of a rendered prompt (never user text or observations); also return what missed."""
+    span = system_span(prompt)
+    if span is None:
+        return prompt, settings.edit("")[1]
+    start, end = span
+    system, missed = settings.edit(prompt[start:end])
+    return prompt[:start] + system + prompt[end:], missed
+
+
+class PromptRenderer:
+    """Renders one run's prompts with the tokenizer's template, the system segment edited the same way each turn.
+
+    Build one per run: the year is fixed when it is built, so the prompt prefix stays byte-identical across
+    turns (the KV cache reuses it) even if the run crosses New Year's midnight.
+    """
+
+    def __init__(self, tokenizer: Any, settings: SystemSettings):
+        self.tokenizer, self.settings = tokenizer, settings
+        missed = edit_system(render(tokenizer, [{"role": "user", "content": "?"}]), settings)[1]
+        # A lasting line, once per run: a requested setting the template has no line for.
+        self.notice: str | None = (
+            f"the chat template's system prompt has no line to edit for {', '.join(missed)}: not applied"
+            if missed
+            else None
+        )
+
+    @classmethod
+    def for_run(cls, tokenizer: Any, config: Config) -> PromptRenderer:
+        """The renderer of one run with this configuration."""
+        return cls(tokenizer, SystemSettings.from_config(config))
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        """The prompt for `messages`, ending with `<|assistant|>`, its system segment edited."""
+        return edit_system(render(self.tokenizer, messages), self.settings)[0]
