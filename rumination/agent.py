@@ -19,13 +19,13 @@ from rumination.citations import mark_cited, unverified_urls
 from rumination.config import Config
 from rumination.errors import RuminationError
 from rumination.factory import make_engine, make_fetcher
-from rumination.parser import ToolCallError, parse_tool_call, split_thinking
+from rumination.parser import ToolCallError, parse_tool_call
 from rumination.protocol import FINISH_CALL, THINK_CLOSE, THINK_OPEN
 from rumination.registry import backends
 from rumination.results import Message, ResearchResult, Step, StopReason, TurnUsage, Usage
 from rumination.sanitize import clean_text
 from rumination.search.base import SearchEngine
-from rumination.streaming import ThinkSplitter
+from rumination.streaming import ThinkSplitter, split_thinking
 from rumination.system_prompt import PromptRenderer
 from rumination.tokens import count_tokens
 from rumination.web.base import Fetcher
@@ -146,7 +146,7 @@ class Researcher:
             question=question,
             backend=self.backend.name,
             model=self.backend.model_id,
-            search=engine.name,
+            search=" → ".join([cfg.search, *cfg.search_fallback]) if self._engine is None else engine.name,
             max_turns=cfg.max_turns,
             context_window=self.backend.context_window,
             max_context_tokens=self._context_limit(),
@@ -225,16 +225,16 @@ class Researcher:
             async for chunk in gen:
                 if chunk.outcome is not None:
                     st.outcome = chunk.outcome
-                    thinking, answer = splitter.flush()
+                    split = splitter.flush()
                 elif not report and (self._finish.is_set() or self._over_time(st)):
                     st.interrupted = "cancelled" if self._finish.is_set() else "time_budget"
                     break
                 else:
-                    thinking, answer = splitter.feed(chunk.text)
-                if thinking:
-                    yield ev.ThinkingDelta(turn=turn, text=thinking)
-                if answer and report:
-                    yield ev.ReportDelta(text=answer)
+                    split = splitter.feed(chunk.text)
+                if split.thinking:
+                    yield ev.ThinkingDelta(turn=turn, text=split.thinking)
+                if report and (split.answer or split.reset):
+                    yield ev.ReportDelta(text=split.answer, reset=split.reset)
         except OutOfMemory as exc:
             if report:
                 raise
@@ -246,18 +246,7 @@ class Researcher:
             await gen.aclose()
         if st.outcome is not None:
             o = st.outcome
-            usage = TurnUsage(
-                turn=turn,
-                prompt_tokens=o.prompt_tokens,
-                generated_tokens=o.generated_tokens,
-                prefilled_tokens=o.prefilled_tokens,
-                reused_tokens=o.reused_tokens,
-                finish_reason=o.finish_reason,
-                seconds=o.seconds,
-                first_token_seconds=o.first_token_seconds,
-                prefill_seconds=o.prefill_seconds,
-                decode_seconds=o.decode_seconds,
-            )
+            usage = TurnUsage(turn=turn, report=report, **o.model_dump(exclude={"text", "decode_tokens_per_second"}))
             st.usage.add(usage)
             yield ev.TurnFinished(
                 usage=usage, context_tokens=o.prompt_tokens + o.generated_tokens, elapsed=time.monotonic() - st.started
@@ -339,8 +328,7 @@ class Researcher:
             yield event
         text = st.outcome.text if st.outcome else ""
         report = split_thinking(text)[1].strip()
-        if THINK_CLOSE not in text and THINK_OPEN in text:
-            report = ""
+        if THINK_CLOSE not in text and text.lstrip().startswith(THINK_OPEN):
             yield ev.ErrorEvent(message="the model's report was cut off before its thinking ended; no report")
         elif st.outcome is not None and st.outcome.finish_reason == "length":
             yield ev.ErrorEvent(message="the report was cut off at the token limit (raise --max-new-tokens)")

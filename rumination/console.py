@@ -69,7 +69,7 @@ class Trace:
                 self._line(f"warning: {message}", "33")
             case ev.RunFinished(result=r):
                 self._line(
-                    f"Done: {_n(r.turns, 'turn')}, stop reason {r.stop_reason}, {_n(len(r.sources), 'source')} "
+                    f"Done: {_n(r.turns, 'tool turn')}, stop reason {r.stop_reason}, {_n(len(r.sources), 'source')} "
                     f"read, {r.usage.generated_tokens:,} tokens generated",
                     "2",
                     gap=True,

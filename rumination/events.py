@@ -29,7 +29,7 @@ class RunStarted(_Event):
     question: str
     backend: str
     model: str
-    search: str
+    search: str = Field(description="the search engine as configured (e.g. local:papers), then its fallbacks")
     max_turns: int
     context_window: int
     max_context_tokens: int

@@ -99,7 +99,7 @@ def test_third_party_engine_registers_through_an_entry_point(tmp_path, monkeypat
         REPORT,
     ]
     result = Researcher(cfg, backend=ScriptedBackend(cfg, outputs=outputs)).run_sync("q")
-    assert result.steps[0].observation == f"【0†From plugin†{web.base}/gutenberg.html\nq1】"
+    assert result.steps[0].observation == f"【0†From plugin†{web.base}/gutenberg.html】\nq1"
     sys.modules.pop("plugin_engine", None)
 
 

@@ -346,7 +346,11 @@ def test_local_model_flags_reach_the_backend_and_bad_combinations_are_explained(
 
 @pytest.mark.parametrize(
     ("flag", "value", "named"),
-    [("--prefill-chunk", "3", "prefill_chunk (--prefill-chunk)"), ("--max-context", "10", "(--max-context)")],
+    [
+        ("--prefill-chunk", "3", "prefill_chunk: Input should be greater than or equal to 16 (from --prefill-chunk)"),
+        ("--context-window", "10", "(from --context-window)"),
+        ("--max-context", "10", "(from --max-context)"),  # the old name, kept hidden for one release
+    ],
 )
 def test_out_of_range_local_model_flags_exit_2_naming_the_flag(flag, value, named, capsys):
     assert main(["ask", "q", flag, value]) == 2

@@ -114,7 +114,7 @@ async def test_cut_off_call_is_not_executed_and_thinking_stays_out(web):
     ]
     _, result, backend = await _run(web, outputs, max_new_tokens=50)
     assert result.steps[0].error == "cut_off"
-    assert result.usage.turns[0].finish_reason == "length"
+    assert result.usage.generations[0].finish_reason == "length"
     assert web.hits["/search"] == 0
     assert "I keep thinking" not in backend.prompts[1]
     assert "token limit" in backend.prompts[1]
@@ -222,7 +222,7 @@ async def test_context_window_caps_the_budget_and_the_report_still_fits(web):
 )
 async def test_turns_are_numbered_once_each(web, outputs, turns):
     events, result, _ = await _run(web, outputs, max_turns=2)
-    assert [t.turn for t in result.usage.turns] == turns
+    assert [t.turn for t in result.usage.generations] == turns
     assert [e.turn for e in events if isinstance(e, ev.TurnStarted)] == turns
     assert result.turns == 2
 

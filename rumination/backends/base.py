@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from rumination.errors import BackendError
 from rumination.protocol import DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P, STOP_TOKENS
+from rumination.results import GenerationUsage
 
 Progress = Callable[[str], None]
 
@@ -27,20 +28,10 @@ class SamplingParams:
     seed: int | None = None
 
 
-@dataclass
-class Outcome:
-    """How a generation ended, with its accounting."""
+class Outcome(GenerationUsage):
+    """How a generation ended: its text, with its accounting."""
 
     text: str
-    finish_reason: Literal["stop", "length", "cancelled"]
-    prompt_tokens: int
-    generated_tokens: int
-    seconds: float
-    first_token_seconds: float | None = None
-    prefilled_tokens: int | None = None
-    reused_tokens: int | None = None
-    prefill_seconds: float | None = None
-    decode_seconds: float | None = None
 
 
 @dataclass

@@ -63,7 +63,11 @@ class ScriptedBackend:
             await asyncio.sleep(0)
         prompt_tokens = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
         generated = len(ids) + (finish == "stop")  # the stop token is generated too
-        yield Chunk(outcome=Outcome(text, finish, prompt_tokens, generated, time.perf_counter() - start))
+        seconds = time.perf_counter() - start
+        outcome = Outcome(
+            text=text, finish_reason=finish, prompt_tokens=prompt_tokens, generated_tokens=generated, seconds=seconds
+        )
+        yield Chunk(outcome=outcome)
 
     async def aclose(self) -> None:
         """Nothing to release."""
