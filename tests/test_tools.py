@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,11 +25,57 @@ def test_bench_web_prints_its_figures():
         assert float(figures[name]) >= 0
 
 
-def test_demo_runs_offline():
-    out = subprocess.run(
-        [sys.executable, "tools/demo.py", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
-    ).stdout
-    assert out.startswith("# Gutenberg and the spread of printing")
+def demo(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run tools/demo.py."""
+    return subprocess.run(
+        [sys.executable, "tools/demo.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+
+
+def test_demo_runs_offline_and_says_it_is_a_replay():
+    run = demo("-q")
+    assert run.stdout.startswith("# Gutenberg and the spread of printing")
+    notice = run.stderr.splitlines()[0]  # said before anything starts
+    assert "replays a recorded research run" in notice and "no real model" in notice and "127.0.0.1" in notice
+
+
+def test_demo_help_shows_the_demos_own_options():
+    out = demo("--help").stdout
+    assert out.startswith("usage: python tools/demo.py")
+    for option in ("--tui", "--json", "--jsonl", "replays a recorded research run"):
+        assert option in " ".join(out.split()), option
+    assert "--max-turns" not in out  # not rumination's own flags
+
+
+def _demo_module():
+    spec = importlib.util.spec_from_file_location("demo", ROOT / "tools" / "demo.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_demo_tui_answers_a_second_question(web):
+    demo_module = _demo_module()
+    app = demo_module.tui_app(web.base)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.result is not None)
+        assert app.result.question == demo_module.QUESTION and app.result.stop_reason == "finished"
+        tokenizer = app.researcher.backend.tokenizer
+        await pilot.press("n", *"How did paper reach Europe?", "enter")
+        await until(pilot, lambda: app.result is not None and app.result.question == "How did paper reach Europe?")
+        assert app.phase == "done" and app.result.report.startswith("# Gutenberg and the spread of printing")
+        assert app.researcher.backend.tokenizer is tokenizer  # "loaded" once, as a real model would be
+        notes = [n.message for n in app._notifications]
+        assert notes.count(demo_module.REPLAY_NOTE) == 2  # it says that every question gets the same recording
+
+
+async def until(pilot, condition, timeout: float = 30.0) -> None:
+    """Let the app run until `condition()` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out; the app is {pilot.app.phase}"
+        await pilot.pause(0.05)
 
 
 def bench_local(*args: str) -> list[str]:

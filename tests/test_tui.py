@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+import webbrowser
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import turn
+from conftest import closed_port, turn
 from test_e2e import QUESTION, script
 from textual.widgets import Collapsible, Input, Markdown, Static, TabbedContent
 
@@ -15,8 +16,10 @@ from rumination import events as ev
 from rumination.agent import Researcher
 from rumination.backends.scripted import ScriptedBackend
 from rumination.config import Config
+from rumination.errors import BackendError
+from rumination.results import ToolCall, TurnUsage
 from rumination.search.base import SearchHit
-from rumination.tui.app import ResearchApp
+from rumination.tui.app import CONFIG_ADVICE, SEARCH_ADVICE, ResearchApp, model_label
 from rumination.tui.panels import SourcesTable, ThinkingLog, Timeline
 from rumination.web.base import Page
 
@@ -37,16 +40,37 @@ def _app(web, outputs: list[str]) -> ResearchApp:
 async def _until(pilot, condition: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "timed out waiting for the app"
+        assert time.monotonic() < deadline, (
+            f"timed out waiting for the app: {pilot.app.phase} {_status(pilot.app)} {_error(pilot.app)}"
+        )
         await pilot.pause(0.05)
 
 
 def _status(app: ResearchApp) -> str:
-    return str(app.query_one("#status", Static).content)
+    return str(app.query_one("#status", Static).content) + " │ " + str(app.query_one("#status-right", Static).content)
+
+
+def _error(app: ResearchApp) -> str:
+    """The error box's title and text, or '' while it is hidden."""
+    box = app.query_one("#error", Static)
+    return f"{box.border_title}: {box.content}" if box.display else ""
+
+
+def _notes(app: ResearchApp) -> list[str]:
+    return [n.message for n in app._notifications]
 
 
 async def test_full_scripted_run_fills_every_panel(web, tmp_path):
     app = _app(web, script(web.base))
+    banners: list[str] = []
+    shown = app.on_research_event
+
+    def watch(event: ev.Event) -> None:
+        shown(event)
+        banner = app.query_one("#banner", Static)
+        banners.append(str(banner.content) if banner.display else "")
+
+    app.on_research_event = watch  # type: ignore[method-assign]
     async with app.run_test(size=(100, 30)) as pilot:
         assert app.focused is app.query_one("#question", Input)
         await pilot.press(*"When did Gutenberg introduce movable type?")
@@ -76,12 +100,14 @@ async def test_full_scripted_run_fills_every_panel(web, tmp_path):
         assert app.query_one("#report-md", Markdown).source == result.report
         status = _status(app)
         assert "done: finished" in status and "turn 4/35" in status and "tok/s" in status
+        # A scripted backend loads in no time: no "large model" banner, ever.
+        assert banners and not any(banners)
 
 
 async def test_save_copy_and_open(web, tmp_path):
     app = _app(web, script(web.base))
     opened: list[str] = []
-    app.open_url = lambda url, **kwargs: opened.append(url)  # the system browser is not ours to start
+    app.browse = lambda url: opened.append(url) is None  # type: ignore[method-assign]  # not our browser to start
     async with app.run_test(size=(100, 30)) as pilot:
         app.start(QUESTION)
         await _until(pilot, lambda: app.result is not None)
@@ -100,6 +126,7 @@ async def test_save_copy_and_open(web, tmp_path):
         app.query_one(SourcesTable).focus()
         await pilot.press("down", "o")
         assert opened == [f"{web.base}/spread.html"]
+        assert f"Opened {web.base}/spread.html in your browser." in _notes(app)
 
 
 async def test_save_to_a_bad_path_is_an_in_app_error(web, tmp_path):
@@ -146,11 +173,47 @@ async def test_stop_now_abandons_the_run(web):
 
 async def test_a_failing_backend_is_shown_in_the_app(web):
     app = _app(web, [turn({"name": "search", "arguments": {"query": "Gutenberg"}})])  # no report output
-    async with app.run_test(size=(100, 30)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         app.start("q")
         await _until(pilot, lambda: app.phase == "failed")
         assert "ran out of outputs" in _status(app)
-        assert app.query_one("#status").has_class("-error")
+        assert app.query_one("#status-bar").has_class("-error")
+        # The whole message and what to do stay on screen, whichever panel is showing, after the toast has gone.
+        app.clear_notifications()
+        await pilot.press("l")
+        await pilot.pause()
+        assert _error(app).startswith("The run failed: the script ran out of outputs")
+        assert "one more for the report" in _error(app) and "Press n to try again" in _error(app)
+        assert app.query_one("#error").region.height >= 4  # message and advice, not one cut-off line
+        await pilot.press("escape")
+        assert _error(app) == ""
+
+
+async def test_a_config_error_is_shown_with_its_advice():
+    app = ResearchApp(Config(backend="scripted"))  # no --script: the backend cannot be built
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("q", "enter")
+        await pilot.pause()
+        assert app.phase == "failed" and app.is_running
+        assert "the scripted backend needs --script PATH" in _error(app)
+        assert CONFIG_ADVICE in _error(app)
+
+
+async def test_a_failing_search_engine_stays_on_screen(web):
+    cfg = Config(backend="scripted", search="searxng", searxng_url=f"http://127.0.0.1:{closed_port()}")
+    finish = turn({"name": "finish", "arguments": {}})
+    outputs = [turn({"name": "search", "arguments": {"query": "Gutenberg"}}), finish, REPORT, finish, REPORT]
+    app = ResearchApp(cfg, researcher=Researcher(cfg, backend=ScriptedBackend(cfg, outputs=outputs)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.start("q")
+        await _until(pilot, lambda: app.result is not None)
+        assert app.query_one(TabbedContent).active == "report"
+        error = _error(app)
+        assert error.startswith("Search failed (turn 1): search failed: ")
+        assert "unreachable" in error and error.endswith(SEARCH_ADVICE)
+        app.start("again")  # a new run starts with a clean slate
+        await _until(pilot, lambda: app.result is not None)
+        assert app.result.question == "again" and _error(app) == ""
 
 
 # --- snapshots -------------------------------------------------------------------------------------
@@ -296,6 +359,42 @@ def test_snapshot_loading_the_model(snap_compare):
     assert snap_compare(ResearchApp(Config(backend="scripted")), terminal_size=(80, 24), run_before=run_before)
 
 
+@pytest.mark.parametrize("tab", ["timeline", "sources"])
+def test_snapshot_long_cells_80x24(snap_compare, tab):
+    app = ResearchApp(Config(backend="scripted"))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_replay(_events_with_long_cells(), tab))
+
+
+class _Unloadable:
+    """A local model that is not there: loading fails the way LocalBackend's does."""
+
+    name, model_id, context_window, tokenizer = "local", "THUDM/GLM-Z1-Rumination-32B-0414", 131072, None
+
+    def load(self, progress=None) -> None:
+        raise BackendError(
+            f"model not found: {self.model_id!r} (not in the Hugging Face cache, and the hub is offline)\n"
+            f"Download it first (hf download {self.model_id}) or pass -m DIR."
+        )
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
+
+def test_snapshot_failed_load_80x24(snap_compare):
+    cfg = Config(backend="scripted")
+    researcher = Researcher(cfg, backend=_Unloadable(), engine=_Engine(), fetcher=_Fetcher())
+
+    async def run_before(pilot) -> None:
+        pilot.app.clock = lambda: 42.0
+        pilot.app.query_one("#question", Input).value = QUESTION
+        pilot.app.start(QUESTION)
+        await _until(pilot, lambda: pilot.app.phase == "failed")
+        pilot.app.clear_notifications()  # the toast goes; the error box stays
+        await pilot.pause()
+
+    assert snap_compare(ResearchApp(cfg, researcher=researcher), terminal_size=(80, 24), run_before=run_before)
+
+
 async def test_question_on_the_command_line_starts_at_once(web):
     cfg = _config(web)
     researcher = Researcher(cfg, backend=ScriptedBackend(cfg, outputs=script(web.base)))
@@ -409,3 +508,218 @@ async def test_a_status_tick_during_teardown_is_harmless(web):
         app._tick()
         await pilot.pause()
         assert app.is_running
+
+
+async def test_a_long_question_shows_its_start_once_the_run_starts(web):
+    app = _app(web, script(web.base))
+    question = "How did the printing press change " + "the way people across Europe read and wrote " * 3 + "?"
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press(*question, "enter")
+        box = app.query_one("#question", Input)
+        await _until(pilot, lambda: app.result is not None)
+        assert box.value == question and box.scroll_x == 0
+
+
+async def test_the_elapsed_clock_never_goes_back(web):
+    app = _app(web, script(web.base))
+    now = [1000.0]
+    app.clock = lambda: now[0]
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.start(QUESTION)
+        now[0] += 150  # e.g. the time a real model takes to load: on the live clock, not in the result's times
+        await _until(pilot, lambda: app.result is not None)
+        assert "02:30" in _status(app)
+        now[0] += 60  # a finished run's clock stands still
+        app._tick()
+        assert "02:30" in _status(app)
+
+
+async def test_a_run_that_fails_keeps_its_clock(web):
+    app = _app(web, [])
+    now = [0.0]
+    app.clock = lambda: now[0]
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.start("q")
+        now[0] = 75.0
+        await _until(pilot, lambda: app.phase == "failed")
+        assert "01:15" in _status(app)
+
+
+def _events_with_long_cells() -> list[ev.Event]:
+    """A local model's run with a long query, a long page title and host, and a long refusal."""
+    host = "www.an-unusually-long-host-name-for-a-library.example.org"
+    title = "Johannes Gutenberg, the forty-two-line Bible, and the movable type that changed European printing"
+    query = "when did Gutenberg introduce movable metal type and how fast did printing presses spread"
+
+    def call(n: int, name: str, **arguments: object) -> ev.ToolCallEvent:
+        return ev.ToolCallEvent(turn=n, call=ToolCall(name=name, arguments=arguments), raw="", at=T0)
+
+    return [
+        ev.RunStarted(
+            question=QUESTION,
+            backend="local",
+            model="THUDM/GLM-Z1-Rumination-32B-0414",
+            search="ddgs",
+            max_turns=35,
+            context_window=131072,
+            max_context_tokens=110000,
+            at=T0,
+        ),
+        ev.TurnStarted(turn=1, prompt_tokens=1850, at=T0),
+        call(1, "search", query=query),
+        ev.ObservationEvent(turn=1, tool="search", content="...", ok=True, results=10, seconds=1.2, at=T0),
+        ev.TurnStarted(turn=2, prompt_tokens=2900, at=T0),
+        call(2, "click", link_id=0),
+        ev.ObservationEvent(
+            turn=2,
+            tool="click",
+            content="...",
+            ok=True,
+            seconds=0.8,
+            source_id=1,
+            url=f"https://{host}/gutenberg",
+            title=title,
+            at=T0 + timedelta(seconds=14),
+        ),
+        ev.TurnStarted(turn=3, prompt_tokens=5400, at=T0),
+        call(3, "open", url="http://10.0.0.7/internal-archive/printing-history.html"),
+        ev.ObservationEvent(
+            turn=3,
+            tool="open",
+            content="Error: refused: http://10.0.0.7/internal-archive/printing-history.html resolves to a private "
+            "address; only public web pages can be opened",
+            ok=False,
+            error="refused",
+            seconds=0.0,
+            at=T0,
+        ),
+        ev.TurnFinished(
+            usage=TurnUsage(turn=3, prompt_tokens=5400, generated_tokens=300, seconds=10.0, finish_reason="stop"),
+            context_tokens=5700,
+            elapsed=30.0,
+            at=T0,
+        ),
+    ]
+
+
+def _line_texts(table) -> list[str]:
+    return [table.render_line(y).text.rstrip() for y in range(table.row_count + 1)]
+
+
+async def test_long_cells_end_in_an_ellipsis_at_80_columns():
+    app = ResearchApp(Config(backend="scripted"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        for event in _events_with_long_cells():
+            app.on_research_event(event)
+        app.action_show_tab("timeline")
+        await pilot.pause()
+        timeline = app.query_one(Timeline)
+        header, search, click, refused = _line_texts(timeline)
+        assert header.split() == ["#", "tool", "status", "detail"]
+        for line in (search, click, refused):
+            assert line.endswith("…") and len(line) < 80
+        assert timeline.max_scroll_x == 0  # nothing hides off to the right
+        app.action_show_tab("sources")
+        await pilot.pause()
+        sources = app.query_one(SourcesTable)
+        header, row = _line_texts(sources)
+        assert header.split() == ["[n]", "title", "host", "read"]
+        assert row.split("  ")[:3] == [" [1]", " Johannes Gutenberg, the forty-two-l…", "www.an-unusually-long…"]
+        assert row.endswith("12:00:14")
+
+
+async def test_the_model_name_is_readable_at_80_columns():
+    app = ResearchApp(Config(backend="scripted"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.clock = lambda: 42.0
+        for event in _events_with_long_cells():
+            app.on_research_event(event)
+        await pilot.pause()
+        right = app.query_one("#status-right", Static)
+        assert str(right.content) == "00:42 │ GLM-Z1-Rumination-32B-0414"
+        assert right.region.right <= 80 and right.region.width >= len(str(right.content))
+        assert str(app.query_one("#status", Static).content) == "⠋ turn 3/35 │ ctx 5.7K/131K │ 30.0 tok/s"
+
+
+@pytest.mark.parametrize(
+    ("backend", "model", "label"),
+    [
+        ("local", "THUDM/GLM-Z1-Rumination-32B-0414", "GLM-Z1-Rumination-32B-0414"),
+        ("local", "/models/glm-z1-rumination/", "glm-z1-rumination"),
+        ("scripted", "scripted", "scripted"),
+        ("vllm", "THUDM/GLM-Z1-Rumination-32B-0414", "vllm · GLM-Z1-Rumination-32B-0414"),
+    ],
+)
+def test_model_label_keeps_the_repo_or_folder_name(backend, model, label):
+    assert model_label(backend, model) == label
+
+
+async def test_only_a_model_that_reports_loading_progress_gets_the_banner():
+    app = ResearchApp(Config(backend="scripted"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.phase = "running"
+        app.on_research_event(ev.StatusEvent(message="loading the scripted model: scripted ..."))
+        await pilot.pause()
+        assert app.phase == "loading" and not app.query_one("#banner").display
+        app.on_research_event(ev.StatusEvent(message="loading weights: 1.0 of 61.7 GiB", transient=True))
+        await pilot.pause()
+        assert "Loading a large model takes minutes" in str(app.query_one("#banner", Static).content)
+
+
+def _app_with_source(url: str) -> ResearchApp:
+    app = ResearchApp(Config(backend="scripted"))
+    app.phase = "done"
+
+    async def add() -> None:
+        app.query_one(SourcesTable).add_source(1, "A page", url, T0)
+
+    app.call_later(add)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("url", "browser_opens", "expected"),
+    [
+        ("https://example.org/a", True, "Opened https://example.org/a in your browser."),
+        ("https://example.org/a", False, "No browser is available to open https://example.org/a"),
+        ("local://notes/printing.md", True, "local://notes/printing.md is a document in a local index"),
+    ],
+)
+async def test_opening_a_source_says_what_happened(url, browser_opens, expected):
+    app = _app_with_source(url)
+    asked: list[str] = []
+    app.browse = lambda url: asked.append(url) is None and browser_opens  # type: ignore[method-assign]
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.action_show_tab("sources")
+        await pilot.press("o")
+        assert any(note.startswith(expected) for note in _notes(app)), _notes(app)
+        assert asked == ([] if url.startswith("local://") else [url])
+        if not browser_opens:
+            assert app.clipboard == url
+
+
+class _Browser:
+    def __init__(self, result: bool):
+        self.result, self.opened = result, []
+
+    def open(self, url: str) -> bool:
+        self.opened.append(url)
+        return self.result
+
+
+def test_browse_reports_whether_a_browser_opened_the_page(monkeypatch):
+    app = ResearchApp(Config(backend="scripted"))
+    for result in (True, False):
+        browser = _Browser(result)
+        monkeypatch.setattr(webbrowser, "get", lambda browser=browser: browser)
+        assert app.browse("https://example.org/") is result and browser.opened == ["https://example.org/"]
+
+    def none_registered():
+        raise webbrowser.Error("could not locate runnable browser")
+
+    monkeypatch.setattr(webbrowser, "get", none_registered)
+    assert app.browse("https://example.org/") is False
+    terminal = webbrowser.GenericBrowser("lynx")  # would take over the TUI's terminal until it quits
+    monkeypatch.setattr(terminal, "open", lambda url: pytest.fail("a terminal browser was started"))
+    monkeypatch.setattr(webbrowser, "get", lambda: terminal)
+    assert app.browse("https://example.org/") is False

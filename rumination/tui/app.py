@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import time
+import webbrowser
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -21,18 +22,28 @@ from textual.widgets import Footer, Input, Markdown, Static, TabbedContent, TabP
 
 from rumination import events as ev
 from rumination.config import Config
-from rumination.errors import ConfigError, RuminationError
+from rumination.errors import BackendError, ConfigError, RuminationError
 from rumination.results import ResearchResult
 from rumination.tui.panels import SaveReport, SourcesTable, ThinkingLog, Timeline
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+WIDE = 100  # columns from which the status line also draws the context bar
+CONFIG_ADVICE = (
+    "This is a setting: fix the flag, RUMINATION_* variable or config file (rumination config lists them all), "
+    "then start the app again."
+)
+BUG_ADVICE = "This is unexpected: please report it with the message above. Press n to ask again."
+SEARCH_ADVICE = (
+    "The model was told and may search again. If it keeps failing, check --search and its settings "
+    "(rumination search QUERY tries the engine alone)."
+)
 
 
 class ResearchApp(App[ResearchResult | None]):
     """Ask a question, watch the model think, search and read, and get the report."""
 
     TITLE = "Rumination"
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: a subclass elsewhere (tools/demo.py) finds it too
     BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
         Binding("f", "finish_now", "Finish now"),
         Binding("x", "stop_now", "Stop"),
@@ -44,6 +55,7 @@ class ResearchApp(App[ResearchResult | None]):
         Binding("s", "show_tab('sources')", "Sources", show=False),
         Binding("r", "show_tab('report')", "Report", show=False),
         Binding("o", "open_source", "Open source", show=False),
+        Binding("escape", "dismiss_error", "Dismiss", show=False),
     ]
 
     def __init__(self, config: Config, question: str = "", researcher: Any = None, theme: str | None = None):
@@ -62,6 +74,7 @@ class ResearchApp(App[ResearchResult | None]):
         self._run_id = 0
         self._stop_requested = False
         self._elapsed_final = 0.0
+        self._load_progress = False  # the backend reports loading progress: a real model is loading
         self._worker_loop: asyncio.AbstractEventLoop | None = None
         self._worker_task: asyncio.Task[Any] | None = None
         self.clock = time.monotonic  # replaceable, so screens can be pinned in tests
@@ -80,7 +93,10 @@ class ResearchApp(App[ResearchResult | None]):
             with TabPane("Report", id="report"), VerticalScroll(id="report-scroll"):
                 yield Static("The report appears here as it is written.", id="empty-report")
                 yield Markdown("", id="report-md")
-        yield Static("", id="status")
+        yield Static("", id="error", markup=False)
+        with Horizontal(id="status-bar"):
+            yield Static("", id="status", markup=False)
+            yield Static("", id="status-right", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -121,10 +137,11 @@ class ResearchApp(App[ResearchResult | None]):
         if not question:
             self.notify("Type a question first.", severity="warning")
             return
-        researcher = self.researcher  # built here, on the UI thread
         self._run_id += 1
         self.result, self._report, self._pending_report, self._tokens_per_s = None, "", "", None
         self._backend, self._model, self._elapsed_final, self._stop_requested = "", "", 0.0, False
+        self._load_progress = False
+        self._show_error(None)
         self._turn = self._ctx_tokens = self._max_turns = self._window = 0
         self.query_one(ThinkingLog).clear()
         self.query_one(Timeline).clear()
@@ -132,9 +149,15 @@ class ResearchApp(App[ResearchResult | None]):
         self.query_one(SourcesTable).urls.clear()
         self.query_one("#report-md", Markdown).update("")
         self.query_one("#empty-report").display = True
+        self.query_one("#question", Input).cursor_position = 0  # show the question's start, not its end
+        self.phase, self._status_message, self._run_started = "running", "starting", self.clock()
+        try:
+            researcher = self.researcher  # built here, on the UI thread
+        except RuminationError as exc:  # e.g. an unknown backend, or the scripted one without a script
+            self._ended("failed", str(exc), _advice(exc))
+            return
         self.query_one(TabbedContent).active = "thinking"
         self.query_one(ThinkingLog).focus()
-        self.phase, self._status_message, self._run_started = "running", "starting", self.clock()
         self._research(researcher, question, self._run_id)
 
     @work(thread=True, exclusive=True, group="research")
@@ -155,9 +178,9 @@ class ResearchApp(App[ResearchResult | None]):
         except asyncio.CancelledError:
             self._post(run_id, self._ended, "stopped", "stopped by the user; no report")
         except RuminationError as exc:
-            self._post(run_id, self._ended, "failed", str(exc))
+            self._post(run_id, self._ended, "failed", str(exc), _advice(exc))
         except Exception as exc:  # shown in the app, never as a traceback over the screen
-            self._post(run_id, self._ended, "failed", f"{type(exc).__name__}: {exc}")
+            self._post(run_id, self._ended, "failed", f"{type(exc).__name__}: {exc}", BUG_ADVICE)
         finally:
             if run_id == self._run_id:
                 self._worker_loop = self._worker_task = None
@@ -174,12 +197,29 @@ class ResearchApp(App[ResearchResult | None]):
         self.action_stop_now()
         await super().action_quit()
 
-    def _ended(self, state: str, message: str) -> None:
+    def _ended(self, state: str, message: str, advice: str = "") -> None:
         self._show_pending_report()
+        self._stop_clock()
         self.phase, self._status_message = state, message
+        if state == "failed":  # kept on screen under the panel that was showing, with its advice
+            self._show_error("The run failed", message, advice)
         self.notify(message, severity="error" if state == "failed" else "warning", timeout=8)
         self._refresh_status()
         self.refresh_bindings()
+
+    def _show_error(self, title: str | None, message: str = "", advice: str = "", severity: str = "error") -> None:
+        """Show a problem in the box above the status line until the next run (None hides it)."""
+        box = self.query_one("#error", Static)
+        box.display = title is not None
+        box.set_class(severity == "warning", "-warning")
+        if title is not None:
+            box.border_title = title
+            box.update(f"{message}\n{advice}" if advice else message)
+
+    def _stop_clock(self) -> None:
+        """Freeze the elapsed time where the live clock stood, so it never jumps back."""
+        if self.running:
+            self._elapsed_final = max(0.0, self.clock() - self._run_started)
 
     # --- events -----------------------------------------------------------------------------------
 
@@ -191,8 +231,10 @@ class ResearchApp(App[ResearchResult | None]):
                 self._status_message = message
                 if not self._backend:  # statuses before RunStarted come from loading the model
                     self.phase = "loading"
+                    # Only a backend that reports its progress (a real model load) gets the banner.
+                    self._load_progress = self._load_progress or event.transient
             case ev.RunStarted():
-                self.phase, self._status_message = "running", "researching"
+                self.phase, self._status_message = "running", ""  # the spinner and the turn say it
                 self._max_turns, self._window = event.max_turns, event.context_window
                 self._backend, self._model = event.backend, event.model
             case ev.TurnStarted():
@@ -208,6 +250,9 @@ class ResearchApp(App[ResearchResult | None]):
                 timeline.call(event)
             case ev.ObservationEvent():
                 timeline.observed(event)
+                if event.error == "search":
+                    reason = event.content.removeprefix("Error: ")
+                    self._show_error(f"Search failed (turn {event.turn})", reason, SEARCH_ADVICE, "warning")
                 if event.ok and event.source_id is not None:
                     self.query_one(SourcesTable).add_source(
                         event.source_id, event.title or "", event.url or "", event.at
@@ -231,11 +276,13 @@ class ResearchApp(App[ResearchResult | None]):
             case ev.RunFinished(result=result):
                 self._finish(result)
             case ev.ErrorEvent(message=message, fatal=False):
+                self._show_error("Warning", message, severity="warning")
                 self.notify(message, severity="warning", timeout=8)
         self._refresh_status()
         self.refresh_bindings()
 
     def _finish(self, result: ResearchResult) -> None:
+        self._stop_clock()
         self.result, self.phase = result, "done"
         self._status_message = f"done: {result.stop_reason.replace('_', ' ')}"
         self._report, self._pending_report = result.report, ""
@@ -246,7 +293,6 @@ class ResearchApp(App[ResearchResult | None]):
         self.query_one(TabbedContent).active = "report"
         if not isinstance(self.focused, Input):  # never pull focus from someone typing the next question
             self.query_one("#report-scroll").focus()
-        self._elapsed_final = (result.finished_at - result.started_at).total_seconds()
 
     def _tick(self) -> None:
         """Redraw streaming text and the status line at a steady rate."""
@@ -266,36 +312,40 @@ class ResearchApp(App[ResearchResult | None]):
 
     def _refresh_status(self) -> None:
         banner = self.query_one("#banner", Static)
-        banner.display = self.phase == "loading"
+        banner.display = self.phase == "loading" and self._load_progress
         if banner.display:
             banner.update(
                 f"{self._status_message}\n\nLoading a large model takes minutes; the line above shows what it is "
                 "doing. Press x to cancel."
             )
-        status = self.query_one("#status", Static)
-        status.set_class(self.phase == "failed", "-error")
-        parts = []
-        if self.running:
-            parts.append(f"{SPINNER[int(self.clock() * 10) % len(SPINNER)]} {self._status_message}")
-        elif self._status_message:
-            parts.append(self._status_message)
-        else:
-            parts.append("ready")
+        self.query_one("#status-bar").set_class(self.phase == "failed", "-error")
+        # The left part ends in an ellipsis when the line is too long; the right part (clock, model) never does.
+        parts = [self._status_message] if self._status_message else []
         if self._max_turns:
             parts.append(f"turn {self._turn}/{self._max_turns}")
         if self._window:
-            share = min(1.0, self._ctx_tokens / self._window)
-            bar = "█" * round(share * 6) + "░" * (6 - round(share * 6))
-            parts.append(f"ctx {self._ctx_tokens:,}/{_k(self._window)} {bar}")
+            ctx = f"ctx {_k(self._ctx_tokens)}/{_k(self._window)}"
+            if self.size.width >= WIDE:
+                filled = round(min(1.0, self._ctx_tokens / self._window) * 6)
+                ctx += " " + "█" * filled + "░" * (6 - filled)
+            parts.append(ctx)
         if self._tokens_per_s is not None:
             parts.append(f"{self._tokens_per_s:.1f} tok/s")
-        if self.running or self.result is not None:
-            seconds = self._elapsed_final if not self.running else self.clock() - self._run_started
-            parts.append(f"{int(seconds // 60):02d}:{int(seconds % 60):02d}")
+        line = " │ ".join(parts)
+        if self.running:
+            line = f"{SPINNER[int(self.clock() * 10) % len(SPINNER)]} {line}"
+        self.query_one("#status", Static).update(line or "ready")
+        right = []
+        if self.phase != "idle":
+            seconds = self.clock() - self._run_started if self.running else self._elapsed_final
+            right.append(f"{int(seconds // 60):02d}:{int(seconds % 60):02d}")
         if self._backend:
-            model = self._model.rstrip("/").rsplit("/", 1)[-1]
-            parts.append(self._backend if model == self._backend else f"{self._backend} · {model}")
-        status.update(" │ ".join(parts))
+            right.append(model_label(self._backend, self._model))
+        self.query_one("#status-right", Static).update(" │ ".join(right))
+
+    def on_resize(self) -> None:
+        with contextlib.suppress(NoMatches):  # a resize can arrive before the widgets exist
+            self._refresh_status()
 
     # --- actions ----------------------------------------------------------------------------------
 
@@ -306,6 +356,8 @@ class ResearchApp(App[ResearchResult | None]):
             return self.running
         if action in ("save_report", "copy_report"):
             return bool(self._report)
+        if action == "dismiss_error":
+            return bool(self.query_one("#error").display)
         return True
 
     def action_finish_now(self) -> None:
@@ -362,11 +414,36 @@ class ResearchApp(App[ResearchResult | None]):
         target = {"thinking": ThinkingLog, "timeline": Timeline, "sources": SourcesTable}.get(tab)
         self.query_one(target if target else "#report-scroll").focus()
 
+    def action_dismiss_error(self) -> None:
+        """Hide the error box."""
+        self._show_error(None)
+        self.refresh_bindings()
+
     def action_open_source(self) -> None:
-        """Open the selected source in the system browser."""
+        """Open the selected source in the system browser, and say what happened."""
         url = self.query_one(SourcesTable).selected_url()
-        if url:
-            self.open_url(url)
+        if not url:
+            self.notify("No source is selected: the Sources panel (s) lists the pages read.", severity="warning")
+        elif url.startswith("local://"):
+            self.notify(f"{url} is a document in a local index: it has no web address to open in a browser.")
+        elif self.browse(url):
+            self.notify(f"Opened {url} in your browser.")
+        else:
+            self.copy_to_clipboard(url)
+            self.notify(
+                f"No browser is available to open {url}; sent the address to the clipboard instead.",
+                severity="warning",
+            )
+
+    def browse(self, url: str) -> bool:
+        """Open `url` in a graphical browser; False when there is none."""
+        try:
+            browser = webbrowser.get()
+        except webbrowser.Error:  # none registered
+            return False
+        if type(browser) is webbrowser.GenericBrowser:  # a terminal browser: it would take over this screen
+            return False
+        return browser.open(url)
 
     def on_data_table_row_selected(self, event: SourcesTable.RowSelected) -> None:
         if isinstance(event.data_table, SourcesTable):
@@ -380,6 +457,21 @@ class ResearchApp(App[ResearchResult | None]):
         yield SystemCommand("Copy report", "Copy the report to the clipboard", self.action_copy_report)
         yield SystemCommand("New question", "Ask another question", self.action_new_question)
         yield SystemCommand("Open source", "Open the selected source in the browser", self.action_open_source)
+
+
+def model_label(backend: str, model: str) -> str:
+    """The model as the status line names it: its repo or folder name, after the backend when that adds to it."""
+    name = model.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or model
+    return name if backend in (name, "local") else f"{backend} · {name}"
+
+
+def _advice(exc: RuminationError) -> str:
+    """What to do about an error that ended a run, beyond its own message."""
+    if isinstance(exc, ConfigError):
+        return CONFIG_ADVICE
+    if isinstance(exc, BackendError):
+        return "Press n to try again, or Ctrl+Q to quit."
+    return ""
 
 
 def terminal_theme() -> str:

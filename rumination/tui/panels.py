@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 from rich.text import Text
@@ -10,6 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Collapsible, DataTable, Input, Label, Static
+from textual.widgets.data_table import ColumnKey
 
 from rumination import events as ev
 from rumination.results import Source
@@ -71,8 +73,37 @@ class ThinkingLog(VerticalScroll):
         self._block, self._body, self._paragraph, self._buffer, self._dirty = None, None, None, "", False
 
 
-class Timeline(DataTable):
+def cell(text: str, style: str = "") -> Text:
+    """A one-line cell that ends in an ellipsis when its column is too narrow (and is never read as markup)."""
+    return Text(text, style=style, no_wrap=True, overflow="ellipsis", end="")
+
+
+class FitTable(DataTable):
+    """A table whose FLEX column takes the width left, so long cells end in an ellipsis instead of scrolling."""
+
+    FLEX: ClassVar[str] = ""
+    MIN_FLEX = 12
+
+    def on_resize(self) -> None:
+        self.fit_columns()
+
+    def fit_columns(self) -> None:
+        """Give the FLEX column what the others leave of the table's width (a scrollbar's room kept free)."""
+        flex = self.columns.get(ColumnKey(self.FLEX))
+        if flex is None or not self.size.width:
+            return
+        taken = sum(column.get_render_width(self) for column in self.columns.values() if column is not flex)
+        taken += 2 * self.cell_padding
+        room = self.size.width - taken - self.styles.scrollbar_size_vertical
+        flex.width, flex.auto_width = max(self.MIN_FLEX, room), False
+        self._require_update_dimensions = True  # DataTable's own flag: recompute the scrollable size
+        self.refresh()
+
+
+class Timeline(FitTable):
     """Tool calls with their status and latency."""
+
+    FLEX = "detail"
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
@@ -80,52 +111,56 @@ class Timeline(DataTable):
         self.add_column("tool", key="tool", width=7)
         self.add_column("status", key="status", width=11)
         self.add_column("detail", key="detail")
+        self.fit_columns()
 
     def call(self, event: ev.ToolCallEvent) -> None:
         """A call was made: add its row as running."""
         if event.call is None:
-            detail, tool = Text(event.raw[:120] or "(empty output)", style="dim"), "?"
+            detail, tool = cell(_line(event.raw) or "(empty output)", "dim"), "?"
         else:
             tool = event.call.name
             arg = next(iter(event.call.arguments.values()), "")
-            detail = Text(str(arg) if tool != "search" else f"“{arg}”")
-        status = Text("…", style="dim") if event.call and event.call.name != "finish" else Text("")
-        self.add_row(str(event.turn), tool, status, detail, key=str(event.turn))
+            detail = cell(_line(str(arg)) if tool != "search" else f"“{_line(str(arg))}”")
+        status = cell("…", "dim") if event.call and event.call.name != "finish" else cell("")
+        self.add_row(cell(str(event.turn)), cell(tool), status, detail, key=str(event.turn))
         self.move_cursor(row=self.row_count - 1)
 
     def observed(self, event: ev.ObservationEvent) -> None:
         """The call finished: show what it produced, errors distinct from successes."""
         key = str(event.turn)
         if event.ok and event.results is not None:
-            detail = Text(f"{self.get_cell(key, 'detail')} → {event.results} results")
-            self.update_cell(key, "detail", detail, update_width=True)
+            detail = cell(f"{self.get_cell(key, 'detail')} → {event.results} results")
+            self.update_cell(key, "detail", detail)
         elif event.ok and event.tool == "open":
-            self.update_cell(key, "detail", Text(f"{event.url} · {event.title}"), update_width=True)
+            self.update_cell(key, "detail", cell(f"{event.url} · {_line(event.title or '')}"))
         elif event.ok and event.title:
-            self.update_cell(key, "detail", Text(f"{event.title} ({_host(event.url or '')})"), update_width=True)
+            self.update_cell(key, "detail", cell(f"{_line(event.title)} ({_host(event.url or '')})"))
         if event.ok:
-            self.update_cell(key, "status", Text(f"✓ {event.seconds:.1f} s", style="green"))
+            self.update_cell(key, "status", cell(f"✓ {event.seconds:.1f} s", "green"))
             return
-        reason = event.content.removeprefix("Error: ").splitlines()[0][:110]
-        self.update_cell(key, "detail", Text(reason, style="red"), update_width=True)
+        reason = _line(event.content.removeprefix("Error: "))
+        self.update_cell(key, "detail", cell(reason, "red"))
         label = f"✗ {event.error or 'error'}"
-        self.update_cell(key, "status", Text(label, style="bold red" if event.error == "refused" else "red"))
+        self.update_cell(key, "status", cell(label, "bold red" if event.error == "refused" else "red"))
 
     def forced(self, event: ev.ForcedFinish) -> None:
         """The loop forced the report."""
-        self.add_row("", "report", Text("forced", style="yellow"), Text(event.detail, style="yellow"))
+        self.add_row(cell(""), cell("report"), cell("forced", "yellow"), cell(event.detail, "yellow"))
 
 
-class SourcesTable(DataTable):
+class SourcesTable(FitTable):
     """Every page the run read; Enter opens the selected one in the system browser."""
+
+    FLEX = "title"
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
-        self.add_column("[n]", key="id", width=4)
+        self.urls: dict[str, str] = {}
+        self.add_column(Text("[n]"), key="id", width=4)
         self.add_column("title", key="title")
         self.add_column("host", key="host", width=22)
         self.add_column("read", key="when", width=8)
-        self.urls: dict[str, str] = {}
+        self.fit_columns()
 
     def add_source(self, source_id: int, title: str, url: str, when: datetime) -> None:
         """Add a page the first time it is read."""
@@ -133,14 +168,15 @@ class SourcesTable(DataTable):
         if key in self.urls:
             return
         self.urls[key] = url
-        self.add_row(f"[{source_id}]", title, _host(url), when.astimezone().strftime("%H:%M:%S"), key=key)
+        read = when.astimezone().strftime("%H:%M:%S")
+        self.add_row(cell(f"[{source_id}]"), cell(_line(title)), cell(_host(url)), cell(read), key=key)
 
     def sync(self, sources: list[Source]) -> None:
         """Mark the sources the report cites."""
         for source in sources:
             self.add_source(source.id, source.title, source.final_url, source.fetched_at)
             if source.cited:
-                self.update_cell(str(source.id), "id", Text(f"[{source.id}]", style="bold green"))
+                self.update_cell(str(source.id), "id", cell(f"[{source.id}]", "bold green"))
 
     def selected_url(self) -> str | None:
         """URL of the row under the cursor."""
@@ -177,3 +213,8 @@ class SaveReport(ModalScreen[str | None]):
 
 def _host(url: str) -> str:
     return urlsplit(url).netloc or url
+
+
+def _line(text: str) -> str:
+    """The first line of `text` (a cell shows one), capped so measuring it stays cheap."""
+    return text.strip().split("\n", 1)[0][:500]
