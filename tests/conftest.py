@@ -8,6 +8,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -89,3 +90,16 @@ def turn(call: dict | str, thinking: str = "Let me think about the next step.") 
     """One model output: thinking, then the call, as the real model writes it."""
     text = call if isinstance(call, str) else json.dumps(call, ensure_ascii=False)
     return f"\n<think>\n{thinking}\n</think>{text}"
+
+
+def wait_until_reading_stdin(pid: int, timeout: float = 60) -> None:
+    """Block until process `pid` waits on its stdin pipe: a readiness signal instead of a guessed sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if "pipe" in Path(f"/proc/{pid}/wchan").read_text():
+                return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"process {pid} never started reading its stdin")

@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import turn, write_script
+from conftest import turn, wait_until_reading_stdin, write_script
 
 from rumination.cli import main
 
@@ -241,12 +241,13 @@ def test_second_ctrl_c_stops_now():
     researcher = Researcher()
 
     async def scenario():
+        finish_requested = asyncio.Event()
+        researcher.request_finish = lambda: (setattr(researcher, "finish_requests", 1), finish_requested.set())
         _handle_ctrl_c(researcher, [True])
         os.kill(os.getpid(), signal.SIGINT)
-        await asyncio.sleep(0.2)
-        assert researcher.finish_requests == 1
+        await asyncio.wait_for(finish_requested.wait(), 10)
         os.kill(os.getpid(), signal.SIGINT)
-        await asyncio.sleep(5)
+        await asyncio.wait_for(asyncio.Event().wait(), 10)  # only the second Ctrl-C's cancel ends this
 
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(scenario())
@@ -261,7 +262,7 @@ def test_ctrl_c_before_research_starts_exits_130(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.5)
+    wait_until_reading_stdin(proc.pid)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
