@@ -1,0 +1,69 @@
+"""Rough edges a new user met in the first hour, each pinned by a test that fails without its fix."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import turn, write_script
+
+from rumination import events as ev
+from rumination.agent import Researcher
+from rumination.backends.scripted import ScriptedBackend
+from rumination.cli import main
+from rumination.config import Config
+
+
+def test_the_trace_header_shows_the_engine_as_given(tmp_path, capsys):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "press.md").write_text("# The printing press\n\nGutenberg printed with movable type around 1440.\n")
+    assert main(["index", str(docs), "--name", "papers"]) == 0
+    script = write_script(
+        tmp_path / "s.json",
+        [
+            turn({"name": "search", "arguments": {"query": "printing"}}),
+            turn({"name": "finish"}),
+            "\n<think>\nok\n</think>R",
+        ],
+    )
+    capsys.readouterr()
+    assert main(["ask", "q", "--script", str(script), "--search", "local:papers", "--fallback", "ddgs"]) == 0
+    err = capsys.readouterr().err
+    assert "search: local:papers → ddgs" in err
+    assert "Done: 2 tool turns" in err
+
+
+async def test_the_streamed_report_is_the_report_even_when_the_model_closes_its_thinking_twice(web):
+    report_output = (
+        "\n<think>\nOutline first.\n</think>Draft that was still thinking.\n</think>\n# Report\n\nFinal text."
+    )
+    cfg = Config(backend="scripted", searxng_url=web.base, allow_private_network=True)
+    backend = ScriptedBackend(cfg, outputs=[turn({"name": "finish", "arguments": {}}), report_output], chunk_chars=5)
+    streamed, resets, result = "", 0, None
+    async for event in Researcher(cfg, backend=backend).stream("q"):
+        if isinstance(event, ev.ReportDelta):
+            if event.reset:
+                streamed, resets = "", resets + 1
+            streamed += event.text
+        elif isinstance(event, ev.RunFinished):
+            result = event.result
+    assert result is not None and resets == 1
+    assert streamed.strip() == result.report == "# Report\n\nFinal text."
+
+
+def test_turns_and_usage_generations_are_named_apart(web, tmp_path, capsys):
+    script = write_script(
+        tmp_path / "s.json",
+        [
+            turn({"name": "search", "arguments": {"query": "printing"}}),
+            turn({"name": "finish"}),
+            "\n<think>\nok\n</think>R",
+        ],
+    )
+    flags = ["--script", str(script), "--searxng-url", web.base, "--allow-private-network", "--json", "-q"]
+    assert main(["ask", "q", *flags]) == 0
+    result = json.loads(capsys.readouterr().out)
+    generations = result["usage"]["generations"]
+    assert result["turns"] == 2 and len(generations) == 3
+    assert [g["report"] for g in generations] == [False, False, True]
+    assert "turns" not in result["usage"]
