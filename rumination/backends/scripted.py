@@ -48,8 +48,9 @@ class ScriptedBackend:
         """Stream the next scripted output."""
         if len(self.prompts) >= len(self.outputs):
             raise BackendError(
-                f"the script ran out of outputs: it has {len(self.outputs)}, and every run needs one more "
-                "for the report after the finish call"
+                f"the script ran out of outputs: all {len(self.outputs)} were used. A script is replayed once "
+                "(start a new run with a new --script), and a run needs one output per tool turn plus one for "
+                "the report after the finish call"
             )
         start = time.perf_counter()
         self.prompts.append(prompt)
