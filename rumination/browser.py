@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
-from urllib.parse import urljoin
 
-from rumination.citations import url_key
 from rumination.config import Config
 from rumination.formatting import Truncator, format_page, format_search_results
-from rumination.protocol import SearchLayout
+from rumination.neterrors import brief
 from rumination.results import Source, ToolCall
 from rumination.search.base import SearchEngine, SearchError, SearchHit
-from rumination.search.chain import domain_allowed
+from rumination.search.errors import Unreachable
 from rumination.tokens import truncate_tokens
-from rumination.web.base import Fetcher, Page
-from rumination.web.fetch import FetchError
-from rumination.web.fetcher import normalize_url
-
-LOCAL_SCHEME = "local://"
-_MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
-_BARE_URL = re.compile(r"https?://[^\s<>\"')\]】]+")
+from rumination.tool_errors import BrowserErrorKind, ToolErrorKind
+from rumination.urls import domain_allowed, find_urls, is_local, normalize_url, url_key
+from rumination.web.base import Fetcher, FetchError, Page
 
 
 @dataclass
@@ -34,12 +26,17 @@ class ToolResult:
 
     observation: str
     ok: bool
-    error: str | None = None
+    error: ToolErrorKind | None = None
     seconds: float = 0.0
     url: str | None = None
     title: str | None = None
     source_id: int | None = None
     results: int | None = None
+    detail: str | None = None  # a failure's reason in one short line (the engine's, the fetch's, the refusal's)
+
+
+def _failure(observation: str, error: BrowserErrorKind, detail: str, url: str | None = None) -> ToolResult:
+    return ToolResult(observation, False, error, url=url, detail=detail)
 
 
 class Browser:
@@ -47,23 +44,22 @@ class Browser:
 
     def __init__(
         self,
+        config: Config,
         engine: SearchEngine,
         fetcher: Fetcher,
         truncate: Truncator,
         *,
-        max_results: int = 10,
-        layout: SearchLayout = "glm4",
-        page_max_tokens: int = 8000,
-        prefetch: int = 0,
-        open_any_url: bool = True,
-        allow_domains: Sequence[str] = (),
-        deny_domains: Sequence[str] = (),
         question: str = "",
+        prefetch: int | None = None,
+        open_any_url: bool | None = None,
     ):
+        """Settings come from `config`; `prefetch` and `open_any_url` override it for one-off commands."""
         self.engine, self.fetcher, self.truncate = engine, fetcher, truncate
-        self.max_results, self.layout, self.page_max_tokens = max_results, layout, page_max_tokens
-        self.prefetch, self.open_any_url = prefetch, open_any_url
-        self.allow_domains, self.deny_domains = list(allow_domains), list(deny_domains)
+        self.max_results, self.layout = config.search_results, config.search_layout
+        self.page_max_tokens = config.page_max_tokens
+        self.prefetch = config.prefetch if prefetch is None else prefetch
+        self.open_any_url = config.open_any_url if open_any_url is None else open_any_url
+        self.allow_domains, self.deny_domains = list(config.allow_domains), list(config.deny_domains)
         self.results: list[SearchHit] = []
         self.sources: list[Source] = []
         self._pages: dict[str, Page] = {}
@@ -85,19 +81,10 @@ class Browser:
 
     @classmethod
     def from_config(
-        cls, config: Config, engine: SearchEngine, fetcher: Fetcher, tokenizer: Any, **overrides: Any
+        cls, config: Config, engine: SearchEngine, fetcher: Fetcher, tokenizer: Any, **options: Any
     ) -> Browser:
-        """A browser with a run's settings, truncating pages with `tokenizer`; `overrides` win."""
-        settings: dict[str, Any] = {
-            "max_results": config.search_results,
-            "layout": config.search_layout,
-            "page_max_tokens": config.page_max_tokens,
-            "prefetch": config.prefetch,
-            "open_any_url": config.open_any_url,
-            "allow_domains": config.allow_domains,
-            "deny_domains": config.deny_domains,
-        }
-        return cls(engine, fetcher, partial(truncate_tokens, tokenizer), **(settings | overrides))
+        """A browser with a run's settings, truncating pages with `tokenizer`; `options` as for the constructor."""
+        return cls(config, engine, fetcher, partial(truncate_tokens, tokenizer), **options)
 
     def action_key(self, call: ToolCall) -> str:
         """A key that is equal for repeated actions: the normalised query, or the URL a click/open reads."""
@@ -113,8 +100,15 @@ class Browser:
         """Run the engine; the hits become the list that click indexes."""
         try:
             hits = await self.engine.search(query, self.max_results)
+        except Unreachable as exc:
+            reason = brief(str(exc), 400)
+            return _failure(f"Error: search failed: {reason}. Check the network, then try again.", "search", reason)
         except SearchError as exc:
-            return ToolResult(f"Error: search failed: {exc}. Try again later or rephrase.", False, "search")
+            reason = brief(str(exc), 400)
+            return _failure(f"Error: search failed: {reason}. Try again later or rephrase.", "search", reason)
+        except Exception as exc:  # a plugin's engine failing in a way nobody anticipated ends this call, not the run
+            reason = brief(f"{type(exc).__name__}: {exc}", 200)
+            return _failure(f"Error: search failed: {reason}. Try again later.", "search", reason)
         if not hits:
             return ToolResult(f"No results for {query!r}. Try other keywords.", True, results=0)
         self.results = hits
@@ -145,14 +139,17 @@ class Browser:
         """Fetch a page through the fetcher (or this run's copy of it) and show its main text."""
         url = normalize_url(url)
         if refusal := self._refusal(url, chosen):
-            return ToolResult(f"Error: refused: {refusal}", False, "refused", url=url)
+            return _failure(f"Error: refused: {refusal}", "refused", refusal, url)
         page = self._pages.get(url)
         if page is None:
             try:
                 page = await self._start_fetch(url)
             except FetchError as exc:
-                error = "refused" if exc.kind in ("refused", "robots") else "fetch"
-                return ToolResult(f"Error: could not open {url}: {exc}", False, error, url=url)
+                error: BrowserErrorKind = "refused" if exc.kind in ("refused", "robots") else "fetch"
+                return _failure(f"Error: could not open {url}: {exc}", error, str(exc), url)
+            except Exception as exc:  # a fetcher failing in a way nobody anticipated ends this call, not the run
+                reason = brief(f"{type(exc).__name__}: {exc}", 200)
+                return _failure(f"Error: could not open {url}: {reason}", "fetch", reason, url)
         self.seen.add_page(page)  # its links may be opened now that the model has read it
         source = self._remember(page, title)
         text = format_page(source.title, page.final_url, page.text, self.page_max_tokens, self.truncate)
@@ -162,7 +159,7 @@ class Browser:
         """Why the model may not open `url`, or None: denied domains, and URLs it has never been shown."""
         if self.deny_domains and not domain_allowed(url, [], self.deny_domains):
             return f"{url} is on a denied domain"
-        if chosen or self.open_any_url or url.startswith(LOCAL_SCHEME):
+        if chosen or self.open_any_url or is_local(url):
             return None
         if self.allow_domains and domain_allowed(url, self.allow_domains, []):
             return None
@@ -221,11 +218,8 @@ class Provenance:
 
     def add_text(self, text: str, base: str | None = None) -> None:
         """Remember every URL written in `text`; relative Markdown links resolve against `base`."""
-        for url in _BARE_URL.findall(text):
-            self.add(url.rstrip(".,;:"))
-        if base:
-            for href in _MD_LINK.findall(text):
-                self.add(urljoin(base, href))
+        for url in find_urls(text, base):
+            self.add(url)
 
     def add_page(self, page: Page) -> None:
         """Remember a fetched page and its links."""

@@ -7,9 +7,8 @@ from rumination.errors import ConfigError
 from rumination.registry import fetchers, search_engines
 from rumination.search.base import SearchEngine
 from rumination.search.chain import DomainFilter, Fallback, Paced
+from rumination.urls import is_local
 from rumination.web.base import Fetcher, Page
-
-LOCAL_SCHEME = "local://"
 
 
 def make_engine(config: Config) -> SearchEngine:
@@ -42,9 +41,9 @@ class RoutingFetcher:
 
     async def fetch(self, url: str) -> Page:
         """Fetch from the right place."""
-        if url.startswith(LOCAL_SCHEME):
+        if is_local(url):
             if self.local is None:
-                from rumination.search.local_index import LocalFetcher
+                from rumination.local.fetcher import LocalFetcher
 
                 self.local = LocalFetcher(self.config)
             return await self.local.fetch(url)

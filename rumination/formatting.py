@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from rumination.protocol import SearchLayout
 from rumination.sanitize import clean_text
 from rumination.search.base import SearchHit
+from rumination.web.extract import strip_title
 
 Truncator = Callable[[str, int], tuple[str, int]]
 
@@ -34,9 +35,10 @@ def format_search_results(hits: Sequence[SearchHit], layout: SearchLayout = "glm
 
 
 def format_page(title: str, url: str, text: str, max_tokens: int, truncate: Truncator) -> str:
-    """A title and URL header, then the page text cut to `max_tokens` with a visible marker."""
-    body = clean_text(text).strip()
+    """A title and URL header, then the page text (without a heading that repeats the title) cut to `max_tokens`."""
+    heading = _one_line(title) or url
+    body = strip_title(clean_text(text).strip(), heading)
     kept, total = truncate(body, max_tokens)
     if len(kept) < len(body):
         kept = kept.rstrip() + f"\n\n[truncated: showing the first {max_tokens} of {total} tokens]"
-    return f"# {_one_line(title) or url}\nURL: {url}\n\n{kept}"
+    return f"# {heading}\nURL: {url}\n\n{kept}"

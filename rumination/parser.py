@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from rumination.protocol import THINK_CLOSE, THINK_OPEN, TOOL_NAMES
 from rumination.results import ToolCall
 from rumination.sanitize import clean_text
-
-ErrorKind = Literal["format", "unknown_tool", "arguments", "cut_off"]
+from rumination.streaming import split_thinking
+from rumination.tool_errors import ParseErrorKind
 
 _EXAMPLES = {
     "search": '{"name": "search", "arguments": {"query": "your keywords"}}',
@@ -24,9 +24,9 @@ _MAX_CANDIDATES = 64
 class ToolCallError(Exception):
     """A tool call that cannot be executed; `observation` is the message shown to the model."""
 
-    def __init__(self, kind: ErrorKind, observation: str):
+    def __init__(self, kind: ParseErrorKind, observation: str):
         super().__init__(observation)
-        self.kind = kind
+        self.kind: ParseErrorKind = kind
         self.observation = observation
 
 
@@ -39,14 +39,6 @@ class ParsedCall:
     kept_text: str
     extra_calls: int
     trailing: str
-
-
-def split_thinking(text: str) -> tuple[str, str]:
-    """Split an assistant output into (thinking, text after the last </think>)."""
-    head, sep, tail = text.rpartition(THINK_CLOSE)
-    if not sep:
-        return "", text
-    return head, tail
 
 
 def parse_tool_call(text: str, *, cut_off: bool = False) -> ParsedCall:
@@ -63,7 +55,8 @@ def parse_tool_call(text: str, *, cut_off: bool = False) -> ParsedCall:
         )
     _, after = split_thinking(text)
     found = _find_calls(after)
-    opened = after.find(THINK_OPEN)
+    unclosed = THINK_CLOSE not in text and not after and bool(text.strip())  # cut off inside its thinking
+    opened = 0 if unclosed else after.find(THINK_OPEN)
     if opened >= 0 and (not found or opened < found[0][1]):
         raise ToolCallError(
             "format",

@@ -43,7 +43,7 @@ search_engines = Registry(
         "searxng": "rumination.search.searxng:SearxngEngine",
         "brave": "rumination.search.brave:BraveEngine",
         "tavily": "rumination.search.tavily:TavilyEngine",
-        "local": "rumination.search.local_index:LocalEngine",
+        "local": "rumination.local.engine:LocalEngine",
     },
 )
 fetchers = Registry("fetcher", "rumination.fetchers", {"web": "rumination.web.fetcher:WebFetcher"})

@@ -123,7 +123,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, b"<html><body><p>slow page</p></body></html>")
         file = (SITE / path.lstrip("/")) if path != "/" else SITE / "index.html"
         if file.is_file() and file.resolve().parent == SITE.resolve():
-            return self._send(200, file.read_bytes())
+            ctype = "text/markdown; charset=utf-8" if file.suffix == ".md" else "text/html; charset=utf-8"
+            return self._send(200, file.read_bytes(), ctype)
         return self._send(404, b"<html><body>not found</body></html>")
 
     def _search(self, query: dict[str, str]) -> None:

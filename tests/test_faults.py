@@ -14,7 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from rumination.web.fetch import FetchError, FetchPolicy, guarded_get, make_client
+from rumination.web.base import FetchError
+from rumination.web.fetch import FetchPolicy, guarded_get, make_client
 
 PAGE = b"<html><head><title>ok</title></head><body><p>" + b"printing press " * 200 + b"</p></body></html>"
 

@@ -12,11 +12,13 @@ import pytest
 
 from rumination.config import Config
 from rumination.errors import ConfigError
-from rumination.search import local_index
+from rumination.local import documents
+from rumination.local.build import IndexStats, build_index
+from rumination.local.engine import LocalEngine, fts_query
+from rumination.local.fetcher import LocalFetcher
+from rumination.local.store import index_file
 from rumination.search.base import SearchEngine, SearchError
-from rumination.search.local_index import LocalEngine, LocalFetcher, build_index, fts_query, index_file
-from rumination.web.base import Fetcher
-from rumination.web.fetch import FetchError
+from rumination.web.base import Fetcher, FetchError
 
 HAS_PDF = importlib.util.find_spec("rumination.web.pdf") is not None
 
@@ -156,7 +158,7 @@ def config(tmp_path: Path) -> Config:
     return Config(data_dir=tmp_path / "data")
 
 
-def build(corpus: Path, config: Config, name: str = "docs") -> tuple[local_index.IndexStats, list[str]]:
+def build(corpus: Path, config: Config, name: str = "docs") -> tuple[IndexStats, list[str]]:
     messages: list[str] = []
     return build_index(corpus, name, config.data_dir, messages.append), messages
 
@@ -232,7 +234,7 @@ def test_failing_pdf_is_skipped(corpus: Path, config: Config, monkeypatch: pytes
 
 
 def test_large_files_are_skipped(corpus: Path, config: Config, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(local_index, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr(documents, "MAX_FILE_BYTES", 1000)
     stats, messages = build(corpus, config)
     assert stats.files_indexed == (5 if HAS_PDF else 4)  # the HTML pages (and broken.txt) are over 1000 bytes
     for name in ("site/spice.html", "site/leaves.htm", "broken.txt"):
@@ -295,6 +297,18 @@ async def test_snippets_are_plain_text(corpus: Path, config: Config):
     assert "Jocelyn Bell Burnell" in hits[0].snippet
     assert not any(mark in hits[0].snippet for mark in ("#", "<b>", "\n", "**"))
     assert len(hits[0].snippet.split()) <= 32
+
+
+async def test_snippets_do_not_repeat_the_title(corpus: Path, config: Config):
+    build(corpus, config)
+    engine = LocalEngine(config, "docs")
+    seen = 0
+    for query in ("neutron stars", "tardigrade", "sourdough baking", "cloves zanzibar", "photosynthesis", "moss notes"):
+        for hit in await engine.search(query, 5):
+            assert hit.title.casefold() not in hit.snippet.casefold(), (query, hit)
+            assert hit.snippet and "---" not in hit.snippet, "the snippet shows the body, without front matter"
+            seen += 1
+    assert seen >= 6
 
 
 @pytest.mark.parametrize(
@@ -436,8 +450,8 @@ async def test_incremental_rebuild(corpus: Path, config: Config, monkeypatch: py
     (corpus / "new.md").write_text("# Axolotl care\n\nAn axolotl needs cool, clean water.\n")
 
     extracted: list[str] = []
-    real_html = local_index.extract_html
-    monkeypatch.setattr(local_index, "extract_html", lambda html, url: extracted.append(html) or real_html(html, url))
+    real_html = documents.extract_html
+    monkeypatch.setattr(documents, "extract_html", lambda html, url: extracted.append(html) or real_html(html, url))
     stats, messages = build(corpus, config)
 
     assert stats.files_indexed == (7 if HAS_PDF else 6)

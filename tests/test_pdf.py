@@ -15,7 +15,7 @@ import pytest
 from pypdf import PdfReader, PdfWriter
 
 from rumination.web import pdf
-from rumination.web.fetch import FetchError
+from rumination.web.base import FetchError
 from rumination.web.pdf import extract_pdf, extract_pdf_sync
 
 

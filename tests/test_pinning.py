@@ -7,7 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from rumination.web.fetch import FetchError, FetchPolicy, guarded_get, make_client
+from rumination.web.base import FetchError
+from rumination.web.fetch import FetchPolicy, guarded_get, make_client
 
 
 class _Echo(BaseHTTPRequestHandler):

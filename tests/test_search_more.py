@@ -18,9 +18,10 @@ from rumination.config import Config
 from rumination.errors import ConfigError
 from rumination.search.base import SearchEngine, SearchError, SearchHit
 from rumination.search.brave import BraveEngine
-from rumination.search.chain import DomainFilter, Fallback, Paced, domain_allowed
+from rumination.search.chain import DomainFilter, Fallback, Paced
 from rumination.search.errors import RateLimited, parse_retry_after
 from rumination.search.tavily import TavilyEngine
+from rumination.urls import domain_allowed
 
 BRAVE_KEY = "brave-test-key-123"
 TAVILY_KEY = "tvly-test-key-456"

@@ -13,7 +13,7 @@ from rumination.cli import main
 from rumination.config import Config
 from rumination.factory import make_engine
 from rumination.search.chain import Fallback
-from rumination.web.fetch import FetchError
+from rumination.web.base import FetchError
 from rumination.web.fetcher import WebFetcher
 
 REPORT = "\n<think>\ndone\n</think>\nReport."
@@ -165,7 +165,7 @@ async def test_gzip_bomb_is_cut_at_the_cap_with_flat_memory(web):
 
 async def test_fallback_engine_takes_over(tmp_path):
     from rumination.errors import ConfigError
-    from rumination.search.local_index import build_index
+    from rumination.local.build import build_index
 
     with pytest.raises(ConfigError, match="no local index named docs"):
         make_engine(Config(search="local:docs"))
@@ -195,7 +195,7 @@ def test_cli_search_fetch_and_local_index_end_to_end(web, tmp_path, capsys):
     assert main(["search", "screw press", "--search", "local:books"]) == 0
     observation = capsys.readouterr().out
     assert observation.startswith("【0†Printing in Mainz†local://books/") and str(tmp_path) not in observation
-    local_url = observation.split("†")[2].split("\n")[0]
+    local_url = observation.split("†")[2].split("】")[0]
 
     assert main(["fetch", local_url]) == 0
     assert capsys.readouterr().out.startswith(f"# Printing in Mainz\nURL: {local_url}\n\n")
@@ -209,7 +209,7 @@ def test_cli_search_fetch_and_local_index_end_to_end(web, tmp_path, capsys):
 
 
 async def test_research_over_a_local_index(tmp_path):
-    from rumination.search.local_index import build_index
+    from rumination.local.build import build_index
 
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -79,7 +79,7 @@ async def click_latency(base: str, prefetch: int, rounds: int, think: float, off
     config = Config(searxng_url=base, allow_private_network=True, robots_txt=False, cache_dir=cache)
     tokenizer = load_tokenizer(str(bundled_tokenizer_dir()))
     fetcher, engine = WebFetcher(config), SearxngEngine(config)
-    browser = Browser(engine, fetcher, partial(truncate_tokens, tokenizer), prefetch=prefetch)
+    browser = Browser(config, engine, fetcher, partial(truncate_tokens, tokenizer), prefetch=prefetch)
     total = 0.0
     try:
         for i in range(rounds):

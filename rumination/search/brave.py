@@ -8,6 +8,7 @@ import re
 import httpx
 
 from rumination.config import Config
+from rumination.neterrors import brief
 from rumination.search.base import SearchError, SearchHit
 from rumination.search.errors import parse_retry_after, rate_limited
 from rumination.search.http import api_client, decode_json, require_key, send
@@ -28,7 +29,7 @@ def _detail(response: httpx.Response) -> str:
         return ""
     error = data.get("error") if isinstance(data, dict) else None
     detail = error.get("detail") if isinstance(error, dict) else None
-    return f": {str(detail)[:200]}" if detail else ""
+    return f": {brief(str(detail), 200)}" if detail else ""
 
 
 class BraveEngine:

@@ -3,71 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from urllib.parse import urlsplit
 
 from rumination.search.base import SearchEngine, SearchError, SearchHit
-from rumination.search.errors import RateLimited
-
-
-def _norm_host(host: str) -> str:
-    host = host.strip().lower().rstrip(".")
-    with contextlib.suppress(UnicodeError):
-        host = host.encode("idna").decode("ascii")
-    return host.removeprefix("www.")
-
-
-def normalize_domain(entry: str) -> str:
-    """A config entry ("Example.COM", "www.example.com", "*.example.com", "https://example.com/x") as a bare host."""
-    entry = entry.strip()
-    if "://" in entry:
-        entry = urlsplit(entry).hostname or ""
-    else:
-        entry = entry.split("/", 1)[0].rsplit("@", 1)[-1]
-        if entry.count(":") == 1:
-            entry = entry.split(":", 1)[0]
-    return _norm_host(entry.lstrip("*").lstrip("."))
-
-
-def _matches(host: str, domains: Iterable[str]) -> bool:
-    return any(host == d or host.endswith("." + d) for d in domains)
-
-
-def _domains(entries: Iterable[str]) -> list[str]:
-    return [d for d in map(normalize_domain, entries) if d]
-
-
-def domain_allowed(url: str, allow: Iterable[str], deny: Iterable[str]) -> bool:
-    """Whether `url`'s host is not (under) a denied domain and, when `allow` is non-empty, is (under) an allowed one."""
-    return _host_allowed(url, _domains(allow), _domains(deny))
-
-
-def _host_allowed(url: str, allowed: list[str], denied: list[str]) -> bool:
-    try:
-        raw = urlsplit(url.strip()).hostname
-    except ValueError:
-        raw = None
-    if not raw:
-        return not allowed
-    host = _norm_host(raw)
-    if _matches(host, denied):
-        return False
-    return not allowed or _matches(host, allowed)
+from rumination.search.errors import RateLimited, Unreachable
+from rumination.urls import domain_allowed, normalize_domains
 
 
 class DomainFilter:
     """Drop the hits of `engine` whose domain the allow and deny lists rule out."""
 
-    def __init__(self, engine: SearchEngine, allow: list[str], deny: list[str]):
+    def __init__(self, engine: SearchEngine, allow: Iterable[str], deny: Iterable[str]):
         self.engine = engine
         self.name = engine.name
-        self.allow, self.deny = _domains(allow), _domains(deny)
+        self.allow, self.deny = normalize_domains(allow), normalize_domains(deny)
 
     def allowed(self, url: str) -> bool:
         """Whether `url` passes this filter's lists."""
-        return _host_allowed(url, self.allow, self.deny)
+        return domain_allowed(url, self.allow, self.deny)
 
     async def search(self, query: str, max_results: int) -> list[SearchHit]:
         """The wrapped engine's hits that pass the lists (possibly fewer than `max_results`)."""
@@ -148,14 +102,19 @@ class Fallback:
         self.name = "→".join(engine.name for engine in self.engines)
 
     async def search(self, query: str, max_results: int) -> list[SearchHit]:
-        """The first success; SearchError with every engine's reason when all fail."""
+        """The first success; SearchError with every engine's reason when all fail (Unreachable when none answered)."""
+        errors: list[SearchError] = []
         reasons = []
         for engine in self.engines:
             try:
                 return await engine.search(query, max_results)
             except SearchError as exc:
-                reasons.append(f"{engine.name}: {exc}")
-        raise SearchError("; ".join(reasons))
+                errors.append(exc)
+                # Engines that name themselves in their messages are not named twice.
+                named = str(exc).lower().startswith(engine.name.lower())
+                reasons.append(str(exc) if named else f"{engine.name}: {exc}")
+        error = Unreachable if all(isinstance(e, Unreachable) for e in errors) else SearchError
+        raise error("; ".join(reasons))
 
     async def aclose(self) -> None:
         """Close every engine, even when one of them fails to close."""

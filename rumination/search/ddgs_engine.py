@@ -9,7 +9,9 @@ from typing import Any
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from rumination.config import Config
+from rumination.neterrors import TIMED_OUT, brief, network_reason
 from rumination.search.base import SearchError, SearchHit
+from rumination.search.errors import Unreachable
 
 
 def _is_rate_limit(exc: BaseException) -> bool:
@@ -62,7 +64,10 @@ class DdgsEngine:
                 ) from None
             if "no results" in str(exc).lower():
                 return []
-            raise SearchError(f"ddgs search failed: {str(exc)[:200]}") from None
+            reason = network_reason(exc)
+            if reason is not None and reason != TIMED_OUT:
+                raise Unreachable(f"ddgs could not reach its search engines: {reason}") from None
+            raise SearchError(f"ddgs search failed: {reason or brief(str(exc), 200)}") from None
         return [
             SearchHit(
                 title=str(r.get("title", "")),

@@ -1,10 +1,11 @@
-"""Search errors that wrappers act on, and the Retry-After parsing the API engines share."""
+"""Search errors that wrappers and the browser act on, and the Retry-After parsing the API engines share."""
 
 from __future__ import annotations
 
 import time
 from email.utils import parsedate_to_datetime
 
+from rumination.neterrors import network_reason
 from rumination.search.base import SearchError
 
 
@@ -14,6 +15,15 @@ class RateLimited(SearchError):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Unreachable(SearchError):
+    """The engine could not be reached at all (no network, a wrong address, nothing listening)."""
+
+
+def unreachable(service: str, where: str, exc: BaseException) -> Unreachable:
+    """The Unreachable error for `service` at `where`, with the network failure in plain words."""
+    return Unreachable(f"{service} at {where} is unreachable: {network_reason(exc) or 'could not connect'}")
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -9,7 +9,9 @@ import httpx
 from pydantic import SecretStr
 
 from rumination.errors import ConfigError
+from rumination.neterrors import brief, network_reason
 from rumination.search.base import SearchError, SearchHit
+from rumination.search.errors import unreachable
 
 
 def require_key(secret: SecretStr | None, engine: str) -> str:
@@ -35,11 +37,16 @@ def api_client(url: str, setting: str, user_agent: str, timeout: float, **header
 
 
 async def send(request: Awaitable[httpx.Response], service: str, where: str) -> httpx.Response:
-    """Await an API call, turning a connection failure into a SearchError that names the endpoint."""
+    """Await an API call, turning a connection failure into an Unreachable error that names the endpoint."""
     try:
         return await request
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise unreachable(service, where, exc) from None
+    except httpx.TimeoutException:
+        raise SearchError(f"{service} at {where} did not answer in time") from None
     except httpx.TransportError as exc:
-        raise SearchError(f"{service} at {where} is unreachable ({type(exc).__name__})") from None
+        reason = network_reason(exc) or brief(str(exc)) or "the connection broke off"
+        raise SearchError(f"{service} at {where} failed: {reason}") from None
 
 
 def decode_json(response: httpx.Response, service: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from rumination.config import Config
+from rumination.neterrors import brief
 from rumination.search.base import SearchError, SearchHit
 from rumination.search.errors import parse_retry_after, rate_limited
 from rumination.search.http import api_client, require_key, result_hits, send
@@ -20,7 +21,7 @@ def _detail(response: httpx.Response) -> str:
     detail = data.get("detail") if isinstance(data, dict) else None
     if isinstance(detail, dict):
         detail = detail.get("error") or detail.get("message")
-    return f": {str(detail)[:200]}" if detail else ""
+    return f": {brief(str(detail), 200)}" if detail else ""
 
 
 class TavilyEngine:

@@ -3,9 +3,32 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
+
+FetchErrorKind = Literal[
+    "refused",
+    "robots",
+    "timeout",
+    "network",
+    "http",
+    "redirects",
+    "too_large",
+    "unsupported",
+    "empty",
+    "pdf",
+    "not_found",
+    "unreadable",
+]
+
+
+class FetchError(Exception):
+    """A fetch that failed; `kind` classifies it and the message is shown to the model."""
+
+    def __init__(self, kind: FetchErrorKind, message: str):
+        super().__init__(message)
+        self.kind: FetchErrorKind = kind
 
 
 class Page(BaseModel):

@@ -13,20 +13,14 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
-from rumination.search.chain import domain_allowed
+from rumination.neterrors import brief, network_reason
+from rumination.urls import domain_allowed
+from rumination.web.base import FetchError
 from rumination.web.guard import RefusedURL, Resolver, check_url
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 10.0
 _BACKOFF = wait_exponential_jitter(multiplier=0.5, max=4.0)
-
-
-class FetchError(Exception):
-    """A fetch that failed; `kind` classifies it and the message is shown to the model."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -99,7 +93,8 @@ async def guarded_get(client: httpx.AsyncClient, url: str, policy: FetchPolicy) 
     except httpx.TimeoutException:
         raise FetchError("timeout", "the server stopped responding") from None
     except httpx.TransportError as exc:
-        raise FetchError("network", f"network error: {type(exc).__name__} {exc}".strip()) from None
+        reason = network_reason(exc) or brief(f"{type(exc).__name__} {exc}")
+        raise FetchError("network", f"network error: {reason}") from None
     except (httpx.DecodingError, zlib.error) as exc:
         raise FetchError("network", f"could not decode the response: {exc}") from None
     except (httpx.InvalidURL, UnicodeError) as exc:

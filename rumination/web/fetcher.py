@@ -7,21 +7,22 @@ from collections import defaultdict
 from urllib.parse import urlsplit
 
 from rumination.config import Config
-from rumination.web.base import Page
+from rumination.urls import normalize_url
+from rumination.web.base import FetchError, Page
 from rumination.web.cache import PageCache
-from rumination.web.extract import HTML_TYPES, TEXT_TYPES, decode_body, extract_html, sniff_type
-from rumination.web.fetch import FetchError, FetchPolicy, RawResponse, guarded_get, make_client
+from rumination.web.extract import (
+    HTML_TYPES,
+    MARKDOWN_TYPES,
+    TEXT_TYPES,
+    decode_body,
+    extract_html,
+    markdown_title,
+    sniff_type,
+)
+from rumination.web.fetch import FetchPolicy, RawResponse, guarded_get, make_client
 from rumination.web.robots import Robots
 
 PER_HOST = 2  # concurrent requests to one host
-
-
-def normalize_url(url: str) -> str:
-    """Give a bare domain such as `example.org/x` an https:// scheme."""
-    url = url.strip()
-    if "://" not in url and not url.lower().startswith(("http:", "https:")) and ":" not in url.split("/")[0]:
-        return "https://" + url
-    return url
 
 
 class WebFetcher:
@@ -71,6 +72,9 @@ class WebFetcher:
             )
         elif kind in HTML_TYPES:
             title, text = await asyncio.to_thread(extract_html, decode_body(raw.body, raw.charset), raw.final_url)
+        elif kind in MARKDOWN_TYPES:
+            text = decode_body(raw.body, raw.charset)
+            title = markdown_title(text)
         elif kind in TEXT_TYPES or kind.startswith("text/"):
             title, text = "", decode_body(raw.body, raw.charset)
         else:

@@ -73,6 +73,8 @@ async def check_url(url: str, *, allow_private: bool, resolver: Resolver | None 
     _, host, port = check_url_syntax(url)
     try:
         addresses = [ipaddress.ip_address(a) for a in await (resolver or system_resolver)(host, port)]
+    except socket.gaierror:
+        raise RefusedURL(f"could not resolve host {host!r} (no network, or no such host)") from None
     except (OSError, UnicodeError, ValueError) as exc:
         raise RefusedURL(f"could not resolve host {host!r} ({exc})") from None
     if not addresses:

@@ -31,7 +31,7 @@ def _env() -> dict[str, str]:
 
 def _fail(message: str) -> Exception:
     """A FetchError of kind "pdf" (imported lazily so that the child stays light)."""
-    from rumination.web.fetch import FetchError
+    from rumination.web.base import FetchError
 
     return FetchError("pdf", message)
 

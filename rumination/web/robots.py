@@ -8,7 +8,8 @@ from urllib.robotparser import RobotFileParser
 
 import httpx
 
-from rumination.web.fetch import FetchError, FetchPolicy, guarded_get
+from rumination.web.base import FetchError
+from rumination.web.fetch import FetchPolicy, guarded_get
 
 
 class Robots:

@@ -1,0 +1,116 @@
+"""URL rules in one place: normalising, comparing, finding URLs in text, domain lists, local:// addresses."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterable
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+LOCAL_SCHEME = "local://"
+
+# A URL written in text ends at whitespace, quotes, brackets or the search-result markup.
+URL_PATTERN = re.compile(r"https?://[^\s<>\"')\]】]+")
+_MD_LINK_TARGET = re.compile(r"\]\(([^)\s]+)\)")
+_LOCAL_URL = re.compile(r"local://([A-Za-z0-9_-]+)/(\d+)/?")
+_TRAILING = ".,;:"  # sentence punctuation after a URL is not part of it
+
+
+def normalize_url(url: str) -> str:
+    """Give a bare domain such as `example.org/x` an https:// scheme; strip surrounding spaces."""
+    url = url.strip()
+    if "://" not in url and not url.lower().startswith(("http:", "https:")) and ":" not in url.split("/")[0]:
+        return "https://" + url
+    return url
+
+
+def url_key(url: str) -> str:
+    """Compare URLs without scheme, www., fragment, or trailing slash (or sentence punctuation after them)."""
+    url = url.strip().rstrip(_TRAILING)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return url
+    host = (parts.hostname or "").lower().removeprefix("www.")
+    if port:
+        host = f"{host}:{port}"
+    return urlunsplit(("", host, parts.path.rstrip("/"), parts.query, "")).removeprefix("//")
+
+
+def find_urls(text: str, base: str | None = None) -> list[str]:
+    """The http(s) URLs written in `text`; with `base`, also Markdown link targets resolved against it."""
+    urls = [url.rstrip(_TRAILING) for url in URL_PATTERN.findall(text)]
+    if base:
+        for href in _MD_LINK_TARGET.findall(text):
+            with contextlib.suppress(ValueError):
+                urls.append(urljoin(base, href))
+    return urls
+
+
+# ---------------------------------------------------------------- domain allow and deny lists
+
+
+def _norm_host(host: str) -> str:
+    host = host.strip().lower().rstrip(".")
+    with contextlib.suppress(UnicodeError):
+        host = host.encode("idna").decode("ascii")
+    return host.removeprefix("www.")
+
+
+def normalize_domain(entry: str) -> str:
+    """A config entry ("Example.COM", "www.example.com", "*.example.com", "https://example.com/x") as a bare host."""
+    entry = entry.strip()
+    if "://" in entry:
+        try:
+            entry = urlsplit(entry).hostname or ""
+        except ValueError:
+            entry = ""
+    else:
+        entry = entry.split("/", 1)[0].rsplit("@", 1)[-1]
+        if entry.count(":") == 1:
+            entry = entry.split(":", 1)[0]
+    return _norm_host(entry.lstrip("*").lstrip("."))
+
+
+def normalize_domains(entries: Iterable[str]) -> list[str]:
+    """Every entry as a bare host, empty ones dropped."""
+    return [domain for domain in map(normalize_domain, entries) if domain]
+
+
+def _under(host: str, domains: Iterable[str]) -> bool:
+    return any(host == d or host.endswith("." + d) for d in domains)
+
+
+def domain_allowed(url: str, allow: Iterable[str], deny: Iterable[str]) -> bool:
+    """Whether `url`'s host is not (under) a denied domain and, when `allow` is non-empty, is (under) an allowed one."""
+    allowed, denied = normalize_domains(allow), normalize_domains(deny)
+    try:
+        raw = urlsplit(url.strip()).hostname
+    except ValueError:
+        raw = None
+    if not raw:
+        return not allowed
+    host = _norm_host(raw)
+    if _under(host, denied):
+        return False
+    return not allowed or _under(host, allowed)
+
+
+# ---------------------------------------------------------------- local:// documents
+
+
+def is_local(url: str) -> bool:
+    """Whether `url` names a document of a local index."""
+    return url.strip().lower().startswith(LOCAL_SCHEME)
+
+
+def local_url(index: str, doc_id: int) -> str:
+    """The address of document `doc_id` of the local index `index`."""
+    return f"{LOCAL_SCHEME}{index}/{doc_id}"
+
+
+def parse_local_url(url: str) -> tuple[str, int] | None:
+    """(index name, document id) of a local://NAME/ID address, or None when it is not one."""
+    match = _LOCAL_URL.fullmatch(url.strip())
+    return (match.group(1), int(match.group(2))) if match else None

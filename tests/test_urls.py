@@ -1,0 +1,135 @@
+"""URL rules (rumination/urls.py) and the import boundary between the search and web layers."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from rumination.urls import (
+    find_urls,
+    is_local,
+    local_url,
+    normalize_domain,
+    normalize_url,
+    parse_local_url,
+    url_key,
+)
+
+PACKAGE = Path(__file__).resolve().parent.parent / "rumination"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("example.org", "https://example.org"),
+        ("example.org/a/b?c=1", "https://example.org/a/b?c=1"),
+        ("  example.org/x  ", "https://example.org/x"),
+        ("http://example.org", "http://example.org"),
+        ("https://example.org", "https://example.org"),
+        ("HTTPS://example.org", "HTTPS://example.org"),
+        ("local://docs/3", "local://docs/3"),
+        ("file:///etc/passwd", "file:///etc/passwd"),
+        ("javascript:alert(1)", "javascript:alert(1)"),
+        ("localhost:8080/admin", "localhost:8080/admin"),
+    ],
+)
+def test_normalize_url(url: str, expected: str) -> None:
+    assert normalize_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("https://www.Example.org/a/", "http://example.org/a"),
+        ("https://example.org/a#part", "https://example.org/a"),
+        ("https://example.org/a.", "https://example.org/a"),  # sentence punctuation after a URL in a report
+        ("https://example.org:8443/a", "https://EXAMPLE.org:8443/a/"),
+    ],
+)
+def test_url_key_equal(a: str, b: str) -> None:
+    assert url_key(a) == url_key(b)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("https://example.org/a?x=1", "https://example.org/a?x=2"),
+        ("https://example.org:8443/a", "https://example.org/a"),
+        ("https://docs.example.org/a", "https://example.org/a"),
+    ],
+)
+def test_url_key_different(a: str, b: str) -> None:
+    assert url_key(a) != url_key(b)
+
+
+@pytest.mark.parametrize("url", ["http://example.org:99999/", "http://[::1/x", "http://a:port/"])
+def test_url_key_never_raises_on_malformed_urls(url: str) -> None:
+    assert isinstance(url_key(url), str)
+
+
+def test_find_urls() -> None:
+    text = "See https://a.example/x. and (https://b.example/y), 【0†t†https://c.example/z】 or [rel](/docs/page)"
+    assert find_urls(text) == ["https://a.example/x", "https://b.example/y", "https://c.example/z"]
+    assert find_urls(text, base="https://site.example/dir/")[-1] == "https://site.example/docs/page"
+
+
+def test_a_malformed_link_in_a_page_is_skipped_not_raised() -> None:
+    """urljoin raises on an unclosed IPv6 host; one such link in a page must not end the run."""
+    text = "[bad](http://[::1) and [good](/ok)"
+    assert find_urls(text, base="https://site.example/")[-1] == "https://site.example/ok"
+
+
+def test_normalize_domain_survives_a_malformed_entry() -> None:
+    assert normalize_domain("https://[::1/x") == ""
+    assert normalize_domain("*.Example.COM") == "example.com"
+
+
+def test_local_urls() -> None:
+    assert local_url("docs", 7) == "local://docs/7"
+    assert parse_local_url("local://docs/7") == ("docs", 7)
+    assert parse_local_url(" local://docs/7/ ") == ("docs", 7)
+    for bad in ("local://../../etc/1", "local://docs/abc", "local://docs/1】", "https://docs/1", "local://a b/1"):
+        assert parse_local_url(bad) is None, bad
+    assert is_local("LOCAL://docs/1") and not is_local("https://example.org/local://x")
+
+
+# --- the search and web layers do not import each other -----------------------------------------------------------
+
+
+def _imported_modules(path: Path, source: str | None = None) -> set[str]:
+    """Every module a file imports, at any depth (lazy imports inside functions included)."""
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    names: set[str] = set()
+    source = path.read_text(encoding="utf-8") if source is None else source
+    for node in ast.walk(ast.parse(source, str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = list(parts[: len(parts) - node.level]) if node.level else []
+            module = ".".join([*base, node.module] if node.module else base)
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+@pytest.mark.parametrize(("layer", "other"), [("search", "web"), ("web", "search")])
+def test_search_and_web_do_not_import_each_other(layer: str, other: str) -> None:
+    files = sorted((PACKAGE / layer).glob("*.py"))
+    assert files
+    offending = {
+        f"{path.relative_to(PACKAGE.parent)} imports {name}"
+        for path in files
+        for name in _imported_modules(path)
+        if name == f"rumination.{other}" or name.startswith(f"rumination.{other}.")
+    }
+    assert not offending, "shared rules belong in rumination/urls.py or a module both may import"
+
+
+def test_the_import_walk_sees_lazy_and_relative_imports() -> None:
+    """The boundary test would catch an import hidden in a function or written relative to the package."""
+    assert "rumination.web.base" in _imported_modules(PACKAGE / "web" / "pdf.py")  # inside a function there
+    source = "def f():\n    from ..web import fetch\n    from .base import SearchHit\n"
+    names = _imported_modules(PACKAGE / "search" / "example.py", source)
+    assert {"rumination.web.fetch", "rumination.search.base"} <= names
