@@ -567,7 +567,7 @@ def test_validate_call(obj: dict[str, Any], expected: ToolCall) -> None:
     [
         pytest.param("", ("", ""), id="empty"),
         pytest.param("no tags", ("", "no tags"), id="no-tags"),
-        pytest.param("<think>unclosed", ("", "<think>unclosed"), id="unclosed"),
+        pytest.param("<think>unclosed", ("<think>unclosed", ""), id="unclosed"),  # cut off: no answer
         pytest.param("<think>a</think>b", ("<think>a", "b"), id="one"),
         pytest.param("\n<think>\na\n</think>{x}", ("\n<think>\na\n", "{x}"), id="model-shape"),
         pytest.param("a</think>b</think>c", ("a</think>b", "c"), id="two-closes-last-wins"),

@@ -183,7 +183,7 @@ async def test_a_failing_backend_is_shown_in_the_app(web):
         await pilot.press("l")
         await pilot.pause()
         assert _error(app).startswith("The run failed: the script ran out of outputs")
-        assert "one more for the report" in _error(app) and "Press n to try again" in _error(app)
+        assert "replayed once" in _error(app) and "Press n to try again" in _error(app)
         assert app.query_one("#error").region.height >= 4  # message and advice, not one cut-off line
         await pilot.press("escape")
         assert _error(app) == ""
