@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from rumination import events as ev
 from rumination.backends.base import ModelBackend, Outcome, OutOfMemory, SamplingParams
-from rumination.browser import Browser, ToolResult
+from rumination.browser import Browser
 from rumination.citations import mark_cited, unverified_urls
 from rumination.config import Config
 from rumination.errors import RuminationError
@@ -22,7 +22,7 @@ from rumination.factory import make_engine, make_fetcher
 from rumination.parser import ToolCallError, parse_tool_call
 from rumination.protocol import FINISH_CALL, THINK_CLOSE, THINK_OPEN
 from rumination.registry import backends
-from rumination.results import Message, ResearchResult, Step, StopReason, TurnUsage, Usage
+from rumination.results import Message, ResearchResult, Step, StopReason, ToolResult, TurnUsage, Usage
 from rumination.sanitize import clean_text
 from rumination.search.base import SearchEngine
 from rumination.streaming import ThinkSplitter, split_thinking
@@ -265,9 +265,8 @@ class Researcher:
                 {"role": "observation", "content": err.observation},
             ]
             st.format_errors += 1
-            st.steps.append(Step(turn=turn, call=None, observation=err.observation, ok=False, error=err.kind))
             yield ev.ToolCallEvent(turn=turn, call=None, raw=split_thinking(text)[1].strip())
-            yield ev.ObservationEvent(turn=turn, tool=None, content=err.observation, ok=False, error=err.kind)
+            yield self._record(st, Step(turn=turn, call=None, observation=err.observation, ok=False, error=err.kind))
             return
         call = parsed.call
         st.messages.append({"role": "assistant", "content": parsed.kept_text})
@@ -285,19 +284,14 @@ class Researcher:
             )
         st.messages.append({"role": "observation", "content": observation})
         st.format_errors = st.format_errors + 1 if result.error == "arguments" else 0
-        st.steps.append(Step(turn=turn, call=call, observation=observation, ok=result.ok, error=result.error))
-        yield ev.ObservationEvent(
-            turn=turn,
-            tool=call.name,
-            content=observation,
-            ok=result.ok,
-            error=result.error,
-            seconds=result.seconds,
-            source_id=result.source_id,
-            url=result.url,
-            title=result.title,
-            results=result.results,
-        )
+        step = Step.model_validate({**result.model_dump(), "observation": observation, "turn": turn, "call": call})
+        yield self._record(st, step)
+
+    @staticmethod
+    def _record(st: _State, step: Step) -> ev.ObservationEvent:
+        """Keep a tool turn's Step and announce it."""
+        st.steps.append(step)
+        return ev.ObservationEvent.model_validate(step.model_dump())
 
     async def _unless_finished(self, action: Awaitable[ToolResult]) -> ToolResult:
         """Run a tool call, abandoning it if the user asks to finish meanwhile."""
@@ -313,7 +307,9 @@ class Researcher:
         if task.done():
             return task.result()
         task.cancel()
-        return ToolResult("Error: cancelled because the user asked for the report now.", False, "cancelled")
+        return ToolResult(
+            observation="Error: cancelled because the user asked for the report now.", ok=False, error="cancelled"
+        )
 
     async def _report(self, st: _State, stop: StopReason) -> AsyncIterator[ev.Event]:
         """Generate the report after the (real or synthetic) finish call, and emit the result."""

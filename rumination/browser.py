@@ -4,39 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from rumination.config import Config
 from rumination.formatting import Truncator, format_page, format_search_results
 from rumination.neterrors import brief
-from rumination.results import Source, ToolCall
+from rumination.results import Source, ToolCall, ToolResult
 from rumination.search.base import SearchEngine, SearchError, SearchHit
 from rumination.search.errors import Unreachable
 from rumination.tokens import truncate_tokens
-from rumination.tool_errors import BrowserErrorKind, ToolErrorKind
+from rumination.tool_errors import BrowserErrorKind
 from rumination.urls import domain_allowed, find_urls, is_local, normalize_url, url_key
 from rumination.web.base import Fetcher, FetchError, Page
 
 
-@dataclass
-class ToolResult:
-    """What one tool call produced: the observation text and facts for the event stream."""
-
-    observation: str
-    ok: bool
-    error: ToolErrorKind | None = None
-    seconds: float = 0.0
-    url: str | None = None
-    title: str | None = None
-    source_id: int | None = None
-    results: int | None = None
-    detail: str | None = None  # a failure's reason in one short line (the engine's, the fetch's, the refusal's)
-
-
 def _failure(observation: str, error: BrowserErrorKind, detail: str, url: str | None = None) -> ToolResult:
-    return ToolResult(observation, False, error, url=url, detail=detail)
+    return ToolResult(observation=observation, ok=False, error=error, url=url, detail=detail)
 
 
 class Browser:
@@ -110,27 +94,29 @@ class Browser:
             reason = brief(f"{type(exc).__name__}: {exc}", 200)
             return _failure(f"Error: search failed: {reason}. Try again later.", "search", reason)
         if not hits:
-            return ToolResult(f"No results for {query!r}. Try other keywords.", True, results=0)
+            return ToolResult(observation=f"No results for {query!r}. Try other keywords.", ok=True, results=0)
         self.results = hits
         for hit in hits:
             self.seen.add(hit.url)
         for hit in hits[: self.prefetch]:
             if not self._refusal(normalize_url(hit.url), chosen=True):
                 self._start_fetch(normalize_url(hit.url))
-        return ToolResult(format_search_results(hits, self.layout), True, results=len(hits))
+        return ToolResult(observation=format_search_results(hits, self.layout), ok=True, results=len(hits))
 
     async def click(self, link_id: int) -> ToolResult:
         """Open result `link_id` of the latest search."""
         if not self.results:
-            return ToolResult(
-                "Error: there are no search results to click yet. Call search first, or open a URL.", False, "arguments"
+            return _failure(
+                "Error: there are no search results to click yet. Call search first, or open a URL.",
+                "arguments",
+                "no search results to click",
             )
         if not 0 <= link_id < len(self.results):
-            return ToolResult(
+            return _failure(
                 f"Error: link_id {link_id} does not exist. The latest search results have link_id 0 to "
                 f"{len(self.results) - 1}.",
-                False,
                 "arguments",
+                f"link_id {link_id} out of range 0-{len(self.results) - 1}",
             )
         hit = self.results[link_id]
         return await self.open(hit.url, title=hit.title, chosen=True)
@@ -153,7 +139,7 @@ class Browser:
         self.seen.add_page(page)  # its links may be opened now that the model has read it
         source = self._remember(page, title)
         text = format_page(source.title, page.final_url, page.text, self.page_max_tokens, self.truncate)
-        return ToolResult(text, True, url=page.final_url, title=source.title, source_id=source.id)
+        return ToolResult(observation=text, ok=True, url=page.final_url, title=source.title, source_id=source.id)
 
     def _refusal(self, url: str, chosen: bool) -> str | None:
         """Why the model may not open `url`, or None: denied domains, and URLs it has never been shown."""

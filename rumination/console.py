@@ -53,7 +53,7 @@ class Trace:
                 arg = next(iter(call.arguments.values()), "")
                 self._line(f"→ {call.name} {arg}".rstrip(), "36")
             case ev.ObservationEvent(ok=False):
-                self._line(f"✗ {event.content.splitlines()[0]}", "31")
+                self._line(f"✗ {event.observation.splitlines()[0]}", "31")
             case ev.ObservationEvent(results=int(n)):
                 self._line(f"← {n} results ({event.seconds:.1f} s)", "32")
             case ev.ObservationEvent(source_id=int(n)):

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from rumination.results import ResearchResult, StopReason, ToolCall, TurnUsage
+from rumination.results import ResearchResult, Step, StopReason, ToolCall, TurnUsage
 
 
 def _now() -> datetime:
@@ -55,18 +55,14 @@ class ToolCallEvent(_Event):
     raw: str = Field(description="the text after the last </think>, as the model wrote it")
 
 
-class ObservationEvent(_Event):
+class ObservationEvent(Step, _Event):
+    """The result of a tool turn: the run's Step as recorded; `error` is one of the ToolErrorKind values
+
+    format, unknown_tool, arguments, cut_off (the model's output held no runnable call) and search, fetch,
+    refused, cancelled (the call could not be carried out), each described on ToolResult.error.
+    """
+
     type: Literal["observation"] = "observation"
-    turn: int
-    tool: str | None
-    content: str
-    ok: bool
-    error: str | None = Field(None, description="format | arguments | search | fetch | refused | cut_off")
-    seconds: float = 0.0
-    source_id: int | None = None
-    url: str | None = None
-    title: str | None = None
-    results: int | None = None
 
 
 class TurnFinished(_Event):

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field
 
+from rumination.tool_errors import ToolErrorKind
+
 StopReason = Literal[
     "finished",  # the model called finish
     "max_turns",
@@ -79,14 +81,38 @@ class ToolCall(BaseModel):
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
-class Step(BaseModel):
+class ToolResult(BaseModel):
+    """What one tool call produced: the observation shown to the model, and facts about it."""
+
+    observation: str
+    ok: bool
+    error: ToolErrorKind | None = Field(
+        None,
+        description=(
+            "why the turn failed: format (no call found), unknown_tool, arguments (missing, mistyped or out of "
+            "range; also a click with no results), cut_off (the output hit the token limit), search (the engine "
+            "failed), fetch (the page could not be read), refused (deny list, not shown to the model, private "
+            "address, robots.txt), cancelled (the user asked for the report)"
+        ),
+    )
+    detail: str | None = Field(None, description="a failure's reason in one short line")
+    seconds: float = 0.0
+    url: str | None = None
+    title: str | None = None
+    source_id: int | None = None
+    results: int | None = Field(None, description="how many search results were shown")
+
+
+class Step(ToolResult):
     """One tool turn: what the model asked for and what it was shown."""
 
     turn: int
-    call: ToolCall | None
-    observation: str
-    ok: bool
-    error: str | None = None
+    call: ToolCall | None = Field(description="None when the output held no runnable call")
+
+    @property
+    def tool(self) -> str | None:
+        """The tool the model called, if its call could be read."""
+        return self.call.name if self.call else None
 
 
 class Message(BaseModel):

@@ -12,6 +12,9 @@ from rumination.backends.scripted import ScriptedBackend
 from rumination.cli import main
 from rumination.config import Config
 
+REPORT = "\n<think>\nok\n</think>R"
+SEARCH_THEN_REPORT = [turn({"name": "search", "arguments": {"query": "printing"}}), turn({"name": "finish"}), REPORT]
+
 
 def test_the_trace_header_shows_the_engine_as_given(tmp_path, capsys):
     docs = tmp_path / "docs"
@@ -20,11 +23,7 @@ def test_the_trace_header_shows_the_engine_as_given(tmp_path, capsys):
     assert main(["index", str(docs), "--name", "papers"]) == 0
     script = write_script(
         tmp_path / "s.json",
-        [
-            turn({"name": "search", "arguments": {"query": "printing"}}),
-            turn({"name": "finish"}),
-            "\n<think>\nok\n</think>R",
-        ],
+        SEARCH_THEN_REPORT,
     )
     capsys.readouterr()
     assert main(["ask", "q", "--script", str(script), "--search", "local:papers", "--fallback", "ddgs"]) == 0
@@ -54,11 +53,7 @@ async def test_the_streamed_report_is_the_report_even_when_the_model_closes_its_
 def test_turns_and_usage_generations_are_named_apart(web, tmp_path, capsys):
     script = write_script(
         tmp_path / "s.json",
-        [
-            turn({"name": "search", "arguments": {"query": "printing"}}),
-            turn({"name": "finish"}),
-            "\n<think>\nok\n</think>R",
-        ],
+        SEARCH_THEN_REPORT,
     )
     flags = ["--script", str(script), "--searxng-url", web.base, "--allow-private-network", "--json", "-q"]
     assert main(["ask", "q", *flags]) == 0
@@ -67,3 +62,37 @@ def test_turns_and_usage_generations_are_named_apart(web, tmp_path, capsys):
     assert result["turns"] == 2 and len(generations) == 3
     assert [g["report"] for g in generations] == [False, False, True]
     assert "turns" not in result["usage"]
+
+
+def test_a_failed_search_step_carries_its_reason_in_json(tmp_path, capsys):
+    from conftest import closed_port
+
+    script = write_script(
+        tmp_path / "s.json",
+        SEARCH_THEN_REPORT,
+    )
+    dead = f"http://127.0.0.1:{closed_port()}"
+    assert main(["ask", "q", "--script", str(script), "--searxng-url", dead, "--json", "-q"]) == 0
+    step = json.loads(capsys.readouterr().out)["steps"][0]
+    assert step["error"] == "search" and step["ok"] is False
+    assert "unreachable" in step["detail"] and "connection was refused" in step["detail"]
+    assert "Traceback" not in step["detail"] and "Errno" not in step["detail"]
+
+
+async def test_the_observation_event_is_the_recorded_step(web):
+    cfg = Config(backend="scripted", searxng_url=web.base, allow_private_network=True)
+    outputs = [
+        turn({"name": "search", "arguments": {"query": "gutenberg"}}),
+        "no call at all",
+        turn({"name": "finish"}),
+    ]
+    backend = ScriptedBackend(cfg, outputs=[*outputs, "\n<think>\nok\n</think>R"])
+    observed, result = [], None
+    async for event in Researcher(cfg, backend=backend).stream("q"):
+        if isinstance(event, ev.ObservationEvent):
+            observed.append(event.model_dump(exclude={"type", "at"}))
+        elif isinstance(event, ev.RunFinished):
+            result = event.result
+    assert result is not None
+    assert observed == [step.model_dump() for step in result.steps if step.call is None or step.tool != "finish"]
+    assert [s.tool for s in result.steps] == ["search", None, "finish"]

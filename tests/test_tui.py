@@ -551,8 +551,11 @@ def _events_with_long_cells() -> list[ev.Event]:
     title = "Johannes Gutenberg, the forty-two-line Bible, and the movable type that changed European printing"
     query = "when did Gutenberg introduce movable metal type and how fast did printing presses spread"
 
+    def _call(name: str, **arguments: object) -> ToolCall:
+        return ToolCall(name=name, arguments=arguments)
+
     def call(n: int, name: str, **arguments: object) -> ev.ToolCallEvent:
-        return ev.ToolCallEvent(turn=n, call=ToolCall(name=name, arguments=arguments), raw="", at=T0)
+        return ev.ToolCallEvent(turn=n, call=_call(name, **arguments), raw="", at=T0)
 
     return [
         ev.RunStarted(
@@ -567,13 +570,15 @@ def _events_with_long_cells() -> list[ev.Event]:
         ),
         ev.TurnStarted(turn=1, prompt_tokens=1850, at=T0),
         call(1, "search", query=query),
-        ev.ObservationEvent(turn=1, tool="search", content="...", ok=True, results=10, seconds=1.2, at=T0),
+        ev.ObservationEvent(
+            turn=1, call=_call("search", query=query), observation="...", ok=True, results=10, seconds=1.2, at=T0
+        ),
         ev.TurnStarted(turn=2, prompt_tokens=2900, at=T0),
         call(2, "click", link_id=0),
         ev.ObservationEvent(
             turn=2,
-            tool="click",
-            content="...",
+            call=_call("click", link_id=0),
+            observation="...",
             ok=True,
             seconds=0.8,
             source_id=1,
@@ -585,8 +590,8 @@ def _events_with_long_cells() -> list[ev.Event]:
         call(3, "open", url="http://10.0.0.7/internal-archive/printing-history.html"),
         ev.ObservationEvent(
             turn=3,
-            tool="open",
-            content="Error: refused: http://10.0.0.7/internal-archive/printing-history.html resolves to a private "
+            call=_call("open", url="http://10.0.0.7/internal-archive/printing-history.html"),
+            observation="Error: refused: http://10.0.0.7/internal-archive/printing-history.html resolves to a private "
             "address; only public web pages can be opened",
             ok=False,
             error="refused",

@@ -251,7 +251,7 @@ class ResearchApp(App[ResearchResult | None]):
             case ev.ObservationEvent():
                 timeline.observed(event)
                 if event.error == "search":
-                    reason = event.content.removeprefix("Error: ")
+                    reason = event.observation.removeprefix("Error: ")
                     self._show_error(f"Search failed (turn {event.turn})", reason, SEARCH_ADVICE, "warning")
                 if event.ok and event.source_id is not None:
                     self.query_one(SourcesTable).add_source(

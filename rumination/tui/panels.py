@@ -138,7 +138,7 @@ class Timeline(FitTable):
         if event.ok:
             self.update_cell(key, "status", cell(f"✓ {event.seconds:.1f} s", "green"))
             return
-        reason = _line(event.content.removeprefix("Error: "))
+        reason = _line(event.observation.removeprefix("Error: "))
         self.update_cell(key, "detail", cell(reason, "red"))
         label = f"✗ {event.error or 'error'}"
         self.update_cell(key, "status", cell(label, "bold red" if event.error == "refused" else "red"))
