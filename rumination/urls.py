@@ -84,6 +84,8 @@ def _under(host: str, domains: Iterable[str]) -> bool:
 
 def domain_allowed(url: str, allow: Iterable[str], deny: Iterable[str]) -> bool:
     """Whether `url`'s host is not (under) a denied domain and, when `allow` is non-empty, is (under) an allowed one."""
+    if is_local(url):  # a document of an index the user named, not a web domain: the lists do not apply
+        return True
     allowed, denied = normalize_domains(allow), normalize_domains(deny)
     try:
         raw = urlsplit(url.strip()).hostname

@@ -133,3 +133,11 @@ def test_the_import_walk_sees_lazy_and_relative_imports() -> None:
     source = "def f():\n    from ..web import fetch\n    from .base import SearchHit\n"
     names = _imported_modules(PACKAGE / "search" / "example.py", source)
     assert {"rumination.web.fetch", "rumination.search.base"} <= names
+
+
+def test_domain_lists_do_not_filter_local_documents():
+    from rumination.urls import domain_allowed, local_url
+
+    url = local_url("papers", 3)
+    assert domain_allowed(url, ["example.org"], []) and domain_allowed(url, [], ["papers"])
+    assert not domain_allowed("https://papers/3", ["example.org"], [])

@@ -25,6 +25,7 @@ from rumination.config import Config
 from rumination.errors import BackendError, ConfigError, RuminationError
 from rumination.results import ResearchResult
 from rumination.tui.panels import SaveReport, SourcesTable, ThinkingLog, Timeline
+from rumination.urls import is_local
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 WIDE = 100  # columns from which the status line also draws the context bar
@@ -424,7 +425,7 @@ class ResearchApp(App[ResearchResult | None]):
         url = self.query_one(SourcesTable).selected_url()
         if not url:
             self.notify("No source is selected: the Sources panel (s) lists the pages read.", severity="warning")
-        elif url.startswith("local://"):
+        elif is_local(url):
             self.notify(f"{url} is a document in a local index: it has no web address to open in a browser.")
         elif self.browse(url):
             self.notify(f"Opened {url} in your browser.")
