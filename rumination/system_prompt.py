@@ -37,14 +37,12 @@ class SystemSettings:
     thinking: Language = "en"
     search: Language = "en"
     year: int | None = None
-    year_asked: bool = False  # set explicitly (today, current_year): worth a notice if the template has no year
 
     @classmethod
     def from_config(cls, config: Config, clock: Callable[[], date] = date.today) -> SystemSettings:
         """The settings of one run; the clock is read here, once, so every turn's prompt says the same year."""
         year = (config.today or clock()).year if config.current_year else None
-        asked = config.today is not None or "current_year" in config.model_fields_set
-        return cls(config.thinking_language, config.search_language, year, year is not None and asked)
+        return cls(config.thinking_language, config.search_language, year)
 
     def edit(self, system: str) -> tuple[str, list[str]]:
         """Apply the settings to a system text; also return the requested ones that found no line to edit."""
@@ -58,7 +56,7 @@ class SystemSettings:
                 missed.append(f"{name}={language} ({line.format(language=LANGUAGE_WORDS['en'][0]).strip(' *')})")
         if self.year is not None:
             system, found = _YEAR.subn(lambda m: f"{m[1]}{self.year}{m[3]}", system)
-            if not found and self.year_asked:
+            if not found:  # the current year is the default promise: say when a template cannot take it
                 missed.append(f"the year {self.year} ({YEAR_LINE.format(year=TEMPLATE_YEAR)})")
         return system, missed
 

@@ -106,7 +106,7 @@ def test_the_later_spelling_of_english_is_matched(tmp_path):
 def test_a_prompt_without_a_system_segment_is_never_edited(tokenizer):
     prompt = "[gMASK]<sop><|user|>\n" + LOOKALIKE + "<|system|>\n" + LOOKALIKE + "<|assistant|>"
     assert system_span(prompt) is None
-    edited, missed = edit_system(prompt, SystemSettings("zh", "zh", 2031, year_asked=True))
+    edited, missed = edit_system(prompt, SystemSettings("zh", "zh", 2031))
     assert edited == prompt and len(missed) == 3
 
 
@@ -117,10 +117,6 @@ def test_the_date_comes_from_the_settings(tokenizer):
     kept = SystemSettings.from_config(Config(current_year=False))
     assert kept.year is None
     assert "今年是 2025 年。" in PromptRenderer(tokenizer, kept).render([{"role": "user", "content": "q"}])
-    # The default year is not an explicit request; a pinned date or an explicit current_year is.
-    assert not SystemSettings.from_config(Config()).year_asked
-    assert SystemSettings.from_config(Config(today=date(2027, 6, 1))).year_asked
-    assert SystemSettings.from_config(Config(current_year=True)).year_asked
 
 
 def test_a_run_across_new_years_midnight_keeps_its_year(tokenizer):
@@ -175,6 +171,11 @@ async def test_an_unknown_template_runs_unchanged_with_one_lasting_notice(web, t
     ]
     assert len([e for e in events if isinstance(e, ev.StatusEvent) and "not applied" in e.message]) == 1
     assert prompts[0] == render(tok, [{"role": "user", "content": f"Quoting: {LOOKALIKE}"}])
-    # Unasked settings are not news: English and the default year on the same template say nothing.
-    events, prompts = await _run(web, model=str(bare))
+    # The default current year is a promise too: the same template says so for it alone, once.
+    events, _ = await _run(web, model=str(bare), today=date(2027, 5, 5))
+    assert [m for m in _lasting(events) if "not applied" in m] == [
+        "the chat template's system prompt has no line to edit for the year 2027 (今年是 2025 年。): not applied"
+    ]
+    # English (the template's own value) and current_year off ask for nothing: no notice.
+    events, _ = await _run(web, model=str(bare), current_year=False)
     assert not [e for e in events if isinstance(e, ev.StatusEvent) and "not applied" in e.message]
