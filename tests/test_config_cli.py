@@ -196,6 +196,28 @@ def test_refusing_a_url_is_fast_and_imports_no_model_library():
     print(f"rumination fetch file:///etc/passwd: {wall:.2f} s wall")
 
 
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["search", "q", "--search", "no-such-engine"], 2),
+        (["index", "/no/such/dir", "--name", "x"], 2),
+        (["config", "--page-max-tokens", "5"], 2),  # not an option of config: argparse's usage error
+        (["fetch", "http://127.0.0.1:9/", "--deny-domain", "127.0.0.1"], 1),
+        (["search", "q", "--search-results", "0"], 2),
+    ],
+)
+def test_side_commands_answer_errors_without_importing_model_libraries(args, code):
+    probe = (
+        "import sys; from rumination.cli import main\n"
+        "try:\n    rc = main(sys.argv[1:])\nexcept SystemExit as exc:\n    rc = exc.code\n"
+        "print('RESULT', rc, 'torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT"))
+    assert line == f"RESULT {code} False False", result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_empty_stdin_gets_the_same_advice_as_an_empty_terminal():
     result = subprocess.run(
         [sys.executable, "-m", "rumination.cli", "ask"],
