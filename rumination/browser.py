@@ -15,7 +15,7 @@ from rumination.search.base import SearchEngine, SearchError, SearchHit
 from rumination.search.errors import Unreachable
 from rumination.tokens import truncate_tokens
 from rumination.tool_errors import BrowserErrorKind
-from rumination.urls import domain_allowed, find_urls, is_local, normalize_url, url_key
+from rumination.urls import domain_allowed, find_urls, is_local, normalize_url, parse_local_url, url_key
 from rumination.web.base import Fetcher, FetchError, Page
 
 
@@ -44,6 +44,8 @@ class Browser:
         self.prefetch = config.prefetch if prefetch is None else prefetch
         self.open_any_url = config.open_any_url if open_any_url is None else open_any_url
         self.allow_domains, self.deny_domains = list(config.allow_domains), list(config.deny_domains)
+        engines = [config.search, *config.search_fallback]
+        self.local_indexes = {name.partition(":")[2] for name in engines if name.startswith("local:")}
         self.results: list[SearchHit] = []
         self.sources: list[Source] = []
         self._pages: dict[str, Page] = {}
@@ -142,12 +144,17 @@ class Browser:
         return ToolResult(observation=text, ok=True, url=page.final_url, title=source.title, source_id=source.id)
 
     def _refusal(self, url: str, chosen: bool) -> str | None:
-        """Why the model may not open `url`, or None: denied domains, and URLs it has never been shown."""
-        if self.deny_domains and not domain_allowed(url, [], self.deny_domains):
+        """Why the model may not open `url`, or None: the domain lists, other indexes, URLs it was never shown."""
+        if is_local(url):
+            index = (parse_local_url(url) or ("", 0))[0]
+            if index in self.local_indexes or self.open_any_url:
+                return None
+            return f"{url} is not a document of the indexes searched ({', '.join(sorted(self.local_indexes))})"
+        if not domain_allowed(url, [], self.deny_domains):
             return f"{url} is on a denied domain"
-        if chosen or self.open_any_url or is_local(url):
-            return None
-        if self.allow_domains and domain_allowed(url, self.allow_domains, []):
+        if not domain_allowed(url, self.allow_domains, []):
+            return f"{url} is outside the allowed domains ({', '.join(self.allow_domains)})"
+        if chosen or self.open_any_url or self.allow_domains:
             return None
         if url not in self.seen:
             return (

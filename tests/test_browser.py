@@ -179,3 +179,55 @@ def test_from_config_builds_the_same_browser() -> None:
     assert (browser.max_results, browser.prefetch, browser.open_any_url) == (5, 0, False)
     text, total = browser.truncate("one two three " * 50, 10)
     assert total > 10 and len(text) < len("one two three " * 50)
+
+
+# --- scope: the allow list, other indexes -----------------------------------------------------------------------------
+
+
+class PageFetcher:
+    """A fetcher that returns one page linking elsewhere, and records what it fetched."""
+
+    name = "page"
+
+    def __init__(self) -> None:
+        self.fetched: list[str] = []
+
+    async def fetch(self, url: str) -> Page:
+        self.fetched.append(url)
+        text = "See [this](https://evil.example/steal?q=secret)."
+        return Page(url=url, final_url=url, title="T", text=text, content_type="text/markdown")
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
+
+@pytest.mark.parametrize("open_any_url", [False, True])
+async def test_the_allow_list_binds_opening_too_not_only_search(open_any_url: bool) -> None:
+    fetcher = PageFetcher()
+    config = Config(allow_domains=["good.example"], open_any_url=open_any_url)
+    browser = Browser(config, ListEngine(HITS), fetcher, whole, question="start at https://good.example/a")
+    assert (await browser.open("https://good.example/a")).ok
+    refused = await browser.open("https://evil.example/steal?q=secret")  # a link on the allowed page
+    assert (refused.ok, refused.error) == (False, "refused") and "outside the allowed domains" in refused.observation
+    assert fetcher.fetched == ["https://good.example/a"]
+
+
+async def test_a_redirect_out_of_the_allowed_domains_is_refused_at_that_hop(web: LocalWeb) -> None:
+    config = Config(allow_private_network=True, allow_domains=["localhost"], robots_txt=False, page_cache=False)
+    fetcher = WebFetcher(config)
+    start = web.base.replace("127.0.0.1", "localhost") + "/redirect-to?url=" + web.url("/gutenberg.html")
+    try:
+        result = await Browser(config, ListEngine(HITS), fetcher, whole, question=start).open(start)
+    finally:
+        await fetcher.aclose()
+    assert (result.ok, result.error) == (False, "refused") and "outside the allowed domains" in result.observation
+    assert web.hits["/gutenberg.html"] == 0
+
+
+async def test_local_documents_only_of_the_indexes_searched() -> None:
+    fetcher = PageFetcher()
+    browser = Browser(Config(search="local:papers", search_fallback=["ddgs"]), ListEngine(HITS), fetcher, whole)
+    assert (await browser.open("local://papers/1")).ok
+    other = await browser.open("local://diary/1")
+    assert (other.ok, other.error) == (False, "refused") and "indexes searched (papers)" in other.observation
+    assert fetcher.fetched == ["local://papers/1"]

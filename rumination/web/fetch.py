@@ -34,6 +34,7 @@ class FetchPolicy:
     retries: int = 2
     resolver: Resolver | None = None  # None: the system resolver
     deny_domains: tuple[str, ...] = ()  # checked on every hop, redirects included
+    allow_domains: tuple[str, ...] = ()  # when set, every hop must be (under) one of them
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,10 @@ async def guarded_get(client: httpx.AsyncClient, url: str, policy: FetchPolicy) 
 async def _follow(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> RawResponse:
     current = url
     for _ in range(policy.max_redirects + 1):
-        if policy.deny_domains and not domain_allowed(current, [], list(policy.deny_domains)):
+        if not domain_allowed(current, (), policy.deny_domains):
             raise RefusedURL(f"refused: {current} is on a denied domain")
+        if not domain_allowed(current, policy.allow_domains, ()):
+            raise RefusedURL(f"refused: {current} is outside the allowed domains")
         address = await check_url(current, allow_private=policy.allow_private, resolver=policy.resolver)
         response = await _send(client, _pinned_request(client, current, address))
         try:

@@ -37,6 +37,7 @@ class WebFetcher:
             timeout=config.fetch_timeout,
             max_bytes=config.fetch_max_bytes,
             deny_domains=tuple(config.deny_domains),
+            allow_domains=tuple(config.allow_domains),
         )
         self.client = make_client(config.user_agent)
         self.cache = PageCache(config.cache_dir / "pages") if config.page_cache else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from urllib.parse import urlsplit
 from urllib.robotparser import RobotFileParser
 
@@ -17,9 +18,7 @@ class Robots:
 
     def __init__(self, client: httpx.AsyncClient, policy: FetchPolicy, user_agent: str):
         self.client, self.user_agent = client, user_agent
-        self.policy = FetchPolicy(
-            policy.allow_private, min(policy.timeout, 10.0), 500_000, 3, 0, policy.resolver, policy.deny_domains
-        )
+        self.policy = replace(policy, timeout=min(policy.timeout, 10.0), max_bytes=500_000, max_redirects=3, retries=0)
         self._sites: dict[str, asyncio.Task[RobotFileParser | None]] = {}
 
     async def allowed(self, url: str) -> bool:
