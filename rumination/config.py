@@ -10,7 +10,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -190,17 +190,6 @@ class Config(
         finally:
             _given_as.reset(token)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _implications(cls, data: Any) -> Any:
-        """A script means the scripted backend, a SearXNG URL means SearXNG, unless said otherwise."""
-        if isinstance(data, dict):
-            if data.get("script") and "backend" not in data:
-                data = {**data, "backend": "scripted"}
-            if data.get("searxng_url") and "search" not in data:
-                data = {**data, "search": "searxng"}
-        return data
-
     @field_validator("script", "data_dir", "cache_dir", mode="before")
     @classmethod
     def _expand(cls, value: Any) -> Any:
@@ -224,7 +213,8 @@ class Config(
         except ValueError as exc:  # tomllib's message names the line and column
             raise ConfigError(f"cannot read the config file {path}: {exc}") from None
         # Earlier sources win: flags (init), then the environment, then the TOML file.
-        return init_settings, env_settings, toml
+        sources = (init_settings, env_settings, toml)
+        return _Implied(settings_cls, sources), *sources
 
     def to_toml(self) -> str:
         """The effective configuration as TOML, grouped as in `--help`, for `rumination config`."""
@@ -235,6 +225,38 @@ class Config(
             for key in group.model_fields:
                 lines.append(_toml_line(key, values[key], secret=key in self.SECRETS))
         return "\n".join(lines).lstrip("\n") + "\n"
+
+
+# A setting that implies another's value: (cause, setting, value).
+IMPLICATIONS = (("script", "backend", "scripted"), ("searxng_url", "search", "searxng"))
+
+
+class _Implied(PydanticBaseSettingsSource):
+    """A script means the scripted backend, a SearXNG URL means SearXNG, unless said otherwise.
+
+    "Otherwise" counts only where it was said with the same or a higher precedence: a backend in the
+    config file does not outweigh a --script flag.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], sources: tuple[PydanticBaseSettingsSource, ...]):
+        super().__init__(settings_cls)
+        self.sources = sources
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: this source answers as a whole."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values = [source() for source in self.sources]  # highest precedence first
+        implied = {}
+        for cause, setting, value in IMPLICATIONS:
+            for given in values:
+                if given.get(setting) is not None:
+                    break
+                if given.get(cause):
+                    implied[setting] = value
+                    break
+        return implied
 
 
 def _toml_line(key: str, value: Any, *, secret: bool) -> str:

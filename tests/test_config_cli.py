@@ -104,6 +104,15 @@ def test_script_and_searxng_url_imply_their_backend_and_engine_everywhere(tmp_pa
     toml.write_text(f'script = "{script}"\n')
     monkeypatch.setenv("RUMINATION_CONFIG_FILE", str(toml))
     assert Config().backend == "scripted"
+    # Said otherwise counts only at the same or a higher precedence.
+    toml.write_text(f'script = "{script}"\nbackend = "local"\nsearch = "ddgs"\n')
+    assert (Config().backend, Config().search) == ("local", "ddgs")
+    flagged = Config.from_flags({"script": script, "searxng_url": "http://127.0.0.1:1"}, {})
+    assert (flagged.backend, flagged.search) == ("scripted", "searxng")
+    monkeypatch.setenv("RUMINATION_SEARXNG_URL", "http://127.0.0.1:1")
+    assert Config().search == "searxng"  # the variable outranks the file's search
+    monkeypatch.setenv("RUMINATION_SEARCH", "brave")
+    assert Config().search == "brave"
 
 
 def test_errors_name_the_variable(monkeypatch):
@@ -181,6 +190,7 @@ def test_bool_flags_have_both_forms():
     ]
 
 
+@pytest.mark.slow
 def test_refusing_a_url_is_fast_and_imports_no_model_library():
     code = (
         "import sys, time; start = time.perf_counter(); from rumination.cli import main; "
@@ -206,6 +216,7 @@ def test_refusing_a_url_is_fast_and_imports_no_model_library():
         (["search", "q", "--search-results", "0"], 2),
     ],
 )
+@pytest.mark.slow
 def test_side_commands_answer_errors_without_importing_model_libraries(args, code):
     probe = (
         "import sys; from rumination.cli import main\n"
@@ -218,6 +229,7 @@ def test_side_commands_answer_errors_without_importing_model_libraries(args, cod
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_empty_stdin_gets_the_same_advice_as_an_empty_terminal():
     result = subprocess.run(
         [sys.executable, "-m", "rumination.cli", "ask"],
