@@ -11,6 +11,7 @@ from rumination.config import Config
 from rumination.formatting import Truncator, format_page, format_search_results
 from rumination.neterrors import brief
 from rumination.results import Source, ToolCall, ToolResult
+from rumination.sanitize import clean_text
 from rumination.search.base import SearchEngine, SearchError, SearchHit
 from rumination.search.errors import Unreachable
 from rumination.tokens import truncate_tokens
@@ -189,7 +190,7 @@ class Browser:
             id=len(self.sources) + 1,
             url=page.url,
             final_url=page.final_url,
-            title=page.title or fallback_title or page.final_url,
+            title=" ".join(clean_text(page.title or fallback_title or page.final_url).split()),
             fetched_at=page.fetched_at,
         )
         self.sources.append(source)

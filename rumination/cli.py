@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     from rumination.errors import ConfigError, RuminationError
+    from rumination.sanitize import terminal_safe
 
     try:
         if args.config:
@@ -200,10 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
     except ConfigError as exc:
-        print(f"rumination: error: {exc}", file=sys.stderr)
+        print(f"rumination: error: {terminal_safe(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except RuminationError as exc:
-        print(f"rumination: error: {exc}", file=sys.stderr)
+        print(f"rumination: error: {terminal_safe(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
 
 
@@ -265,6 +266,7 @@ def _browse(args: argparse.Namespace, action: str, target: str) -> int:
     from rumination.backends.base import load_tokenizer
     from rumination.browser import Browser
     from rumination.factory import make_engine, make_fetcher
+    from rumination.sanitize import terminal_safe
     from rumination.tokens import LazyTokenizer
 
     config = _load_config(args)
@@ -281,7 +283,7 @@ def _browse(args: argparse.Namespace, action: str, target: str) -> int:
             await fetcher.aclose()
 
     result = asyncio.run(run())
-    print(result.observation)
+    print(terminal_safe(result.observation))
     return EXIT_OK if result.ok else EXIT_ERROR
 
 
@@ -382,6 +384,7 @@ def _handle_ctrl_c(researcher: Any, started: list[bool]) -> None:
 async def _consume(researcher: Any, question: str, args: argparse.Namespace) -> Any:
     from rumination import events as ev
     from rumination.console import Trace
+    from rumination.sanitize import terminal_safe
 
     trace = None if args.quiet else Trace(sys.stderr)
     print_report = not (args.json or args.jsonl)
@@ -402,7 +405,7 @@ async def _consume(researcher: Any, question: str, args: argparse.Namespace) -> 
             if event.reset and shown:
                 sys.stdout.write("\n\n[the model went back to thinking; the report starts again]\n\n")
                 shown = ""
-            text = event.text if shown else event.text.lstrip()
+            text = terminal_safe(event.text if shown else event.text.lstrip())
             shown += text
             sys.stdout.write(text)
             sys.stdout.flush()
@@ -411,7 +414,7 @@ async def _consume(researcher: Any, question: str, args: argparse.Namespace) -> 
             result = event.result
     if print_report:
         if not shown and result is not None:
-            sys.stdout.write(result.report)
+            sys.stdout.write(terminal_safe(result.report) if live else result.report)
             ends_in_newline = result.report.endswith("\n")
         if not ends_in_newline:
             sys.stdout.write("\n")

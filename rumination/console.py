@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from rumination import events as ev
+from rumination.sanitize import terminal_safe
 
 
 class Trace:
@@ -19,6 +20,7 @@ class Trace:
         return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
 
     def _write(self, text: str, code: str = "") -> None:
+        text = terminal_safe(text)  # page titles, URLs and the model's text may carry escape sequences
         if text:
             self.out.write(self._style(text, code) if code else text)
             self.out.flush()
@@ -35,7 +37,9 @@ class Trace:
         match event:
             case ev.StatusEvent(transient=True, message=message):
                 if self.color:  # a live terminal: overwrite the progress line in place
-                    self._write(("" if self.at_line_start else "\r\x1b[K") + f"· {message}", "2")
+                    if not self.at_line_start:
+                        self.out.write("\r\x1b[K")
+                    self._write(f"· {message}", "2")
             case ev.StatusEvent(message=message):
                 self._line(f"· {message}", "2")
             case ev.RunStarted():

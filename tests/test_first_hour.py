@@ -96,3 +96,49 @@ async def test_the_observation_event_is_the_recorded_step(web):
     assert result is not None
     assert observed == [step.model_dump() for step in result.steps if step.call is None or step.tool != "finish"]
     assert [s.tool for s in result.steps] == ["search", None, "finish"]
+
+
+def test_escape_sequences_never_reach_the_terminal():
+    import io
+
+    from rumination.results import Source, ToolCall
+    from rumination.sanitize import clean_text, terminal_safe
+
+    evil = "Evil \x1b]0;pwned\x07 title\x1b[2J\r\nnext\x9b31m"
+    assert "\x1b" not in clean_text(evil) and "\x07" not in clean_text(evil) and "\x9b" not in clean_text(evil)
+    assert terminal_safe("a\tb\r\nc\rd") == "a\tb\nc\nd"
+    from rumination.console import Trace
+
+    out = io.StringIO()
+    trace = Trace(out, color=False)
+    trace(ev.ThinkingDelta(turn=1, text="thinking \x1b[31mred"))
+    step = {"turn": 1, "call": ToolCall(name="open", arguments={"url": "u"}), "observation": "x", "ok": True}
+    trace(ev.ObservationEvent(**step, source_id=1, title=evil, url="https://e.example/\x1b[0m"))
+    trace(ev.ErrorEvent(message="warning \x1b]8;;http://x\x07link"))
+    assert "\x1b" not in out.getvalue() and "\x07" not in out.getvalue()
+    assert Source(id=1, url="u", final_url="u", title="t", fetched_at="2026-01-01T00:00:00Z").title == "t"
+
+
+async def test_a_page_title_with_escapes_is_cleaned_before_it_becomes_a_source():
+    from rumination.browser import Browser
+    from rumination.web.base import Page
+
+    class EvilTitles:
+        name = "evil"
+
+        async def fetch(self, url: str) -> Page:
+            return Page(url=url, final_url=url, title="T\x1b]0;x\x07\nline", text="body", content_type="text/html")
+
+        async def aclose(self) -> None:
+            """Nothing to close."""
+
+    browser = Browser(Config(open_any_url=True), engine=None, fetcher=EvilTitles(), truncate=lambda t, n: (t, 1))
+    result = await browser.open("https://e.example/")
+    assert result.ok and browser.sources[0].title == "T]0;x line" == result.title  # inert without its ESC
+
+
+def test_a_model_name_that_is_neither_a_directory_nor_a_hub_id_is_a_clear_error(capsys):
+    for name in ("models/glm/z1", "foo bar"):
+        assert main(["ask", "q", "-m", name, "--device", "cpu", "-q"]) == 1
+        err = capsys.readouterr().err
+        assert "neither a directory nor a Hugging Face model id" in err and "Traceback" not in err

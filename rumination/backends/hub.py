@@ -34,7 +34,11 @@ def locate(name: str, marker: str = "config.json") -> ModelSource:
         raise BackendError(f"model directory not found: {name}")
     from huggingface_hub import constants, try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache(name, marker), str):
+    try:
+        cached = try_to_load_from_cache(name, marker)
+    except ValueError:  # not a valid hub id either (e.g. "models/glm/z1", "foo bar")
+        raise BackendError(f"model not found: {name!r} is neither a directory nor a Hugging Face model id") from None
+    if isinstance(cached, str):
         return ModelSource(name, local_files_only=True)
     if constants.HF_HUB_OFFLINE:
         raise BackendError(not_found(name, "HF_HUB_OFFLINE is set", constants.HF_HUB_CACHE))
