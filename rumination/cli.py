@@ -21,8 +21,8 @@ _OLD_NAMES: dict[str, tuple[str, Any]] = {
 }
 # The settings each command takes: groups, single fields, and "-field" to leave one out; ask and tui take all.
 _COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
-    "search": ("SearchSettings", "allow_domains", "deny_domains", "data_dir"),
-    "fetch": ("model", "BrowsingSettings", "-prefetch", "allow_domains", "deny_domains", "allow_private_network"),
+    "search": ("SearchSettings", "allow_domains", "deny_domains", "user_agent", "data_dir"),
+    "fetch": ("model", "BrowsingSettings", "-prefetch", "SourceSettings", "StorageSettings"),
     "index": ("pdf_timeout", "pdf_max_memory_mb", "data_dir"),
     "config": (),
 }
@@ -120,12 +120,12 @@ def flag_name(field: str) -> str:
 
 def _add_settings(parser: argparse.ArgumentParser, command: str) -> None:
     """One option per Config field the command takes, derived from the field's type, default and description."""
-    from rumination.config import Config
+    from rumination.config import SECRETS
 
     for title, fields in _settings_of(command):
         group = parser.add_argument_group(title)
         for field in fields:
-            if field not in Config.SECRETS:  # keys stay out of shell history and `ps`: file or environment only
+            if field not in SECRETS:  # keys stay out of shell history and `ps`: file or environment only
                 group.add_argument(*_option_strings(field), dest=field, default=None, **_option_kind(field))
     for old, (field, const) in _OLD_NAMES.items():
         if any(field in fields for _, fields in _settings_of(command)):
@@ -219,6 +219,8 @@ def _load_config(args: argparse.Namespace) -> Any:
         value = getattr(args, f"old:{old}", None)
         if value is not None and field not in given:
             given[field], flags[field] = value, old
+            new = flag_name(field) if old != "--no-robots" else "--no-robots-txt"
+            print(f"rumination: note: {old} is now {new}; the old name goes in the next release", file=sys.stderr)
     return Config.from_flags(given, flags)
 
 
@@ -265,7 +267,7 @@ def _browse(args: argparse.Namespace, action: str, target: str) -> int:
 
     from rumination.backends.base import load_tokenizer
     from rumination.browser import Browser
-    from rumination.factory import make_engine, make_fetcher
+    from rumination.factory import NoEngine, make_engine, make_fetcher
     from rumination.sanitize import terminal_safe
     from rumination.tokens import LazyTokenizer
 
@@ -273,7 +275,8 @@ def _browse(args: argparse.Namespace, action: str, target: str) -> int:
     tokenizer = LazyTokenizer(lambda: load_tokenizer(_tokenizer_source(config)))
 
     async def run() -> Any:
-        engine, fetcher = make_engine(config), make_fetcher(config)
+        engine = make_engine(config) if action == "search" else NoEngine()
+        fetcher = make_fetcher(config)
         browser = Browser.from_config(config, engine, fetcher, tokenizer, prefetch=0, open_any_url=True)
         try:
             return await (browser.search(target) if action == "search" else browser.open(target))

@@ -5,14 +5,16 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import typing
 from contextvars import ContextVar
 from datetime import date
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -42,6 +44,24 @@ def config_path() -> Path:
     return user_config_path("rumination") / "config.toml"
 
 
+def _names(value: Any) -> Any:
+    """A list setting given as one string (a RUMINATION_* variable): a JSON list, or names split on commas."""
+    if not isinstance(value, str):
+        return value
+    if value.lstrip().startswith("["):
+        import json
+
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"not a JSON list ({exc}); write names separated by commas instead") from None
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+# A list of names: from a file or Python a list, from the environment "a.org,b.org" or '["a.org", "b.org"]'.
+Names = Annotated[list[str], NoDecode, BeforeValidator(_names)]
+
+
 # Each group of settings is a class of its own: its docstring names the group in `--help` and `rumination config`.
 
 
@@ -65,7 +85,10 @@ class PromptSettings(BaseModel):
     thinking_language: protocol.Language = Field("en", description="language the model thinks in")
     search_language: protocol.Language = Field("en", description="language of the model's search keywords")
     current_year: bool = Field(True, description="tell the model this year (its template says 2025)")
-    today: date | None = Field(None, description="pin the date the model is told, YYYY-MM-DD (reproducible runs)")
+    today: date | None = Field(
+        None,
+        description="pin the date whose year the model is told, YYYY-MM-DD (reproducible runs; wins over the above)",
+    )
 
 
 class LocalModelSettings(BaseModel):
@@ -104,7 +127,7 @@ class SearchSettings(BaseModel):
     search: str = Field("ddgs", description="search engine: ddgs, searxng, brave, tavily, local:INDEX, or a plugin")
     searxng_url: str | None = Field(None, description="base URL of your SearXNG instance (implies --search searxng)")
     ddgs_backend: str = Field("auto", description="ddgs backend: auto, duckduckgo, bing, brave, ...")
-    search_fallback: list[str] = Field(default_factory=list, description="engine to try when the first one fails")
+    search_fallback: Names = Field(default_factory=list, description="engine to try when the first one fails")
     search_min_interval: float = Field(1.0, ge=0, description="seconds between two calls to one engine")
     search_results: int = Field(10, ge=1, le=50, description="results per search")
     search_layout: protocol.SearchLayout = Field("glm4", description="how search results are shown to the model")
@@ -117,10 +140,20 @@ class SearchSettings(BaseModel):
 class SourceSettings(BaseModel):
     """sources the model may use"""
 
-    allow_domains: list[str] = Field(default_factory=list, description="only use and open this domain and subdomains")
-    deny_domains: list[str] = Field(default_factory=list, description="never use or open this domain and subdomains")
+    allow_domains: Names = Field(default_factory=list, description="only use and open this domain and subdomains")
+    deny_domains: Names = Field(default_factory=list, description="never use or open this domain and subdomains")
     allow_private_network: bool = Field(False, description="let the model open intranet and local addresses")
     open_any_url: bool = Field(False, description="let the model open URLs it was never shown")
+
+    @field_validator("allow_domains", "deny_domains")
+    @classmethod
+    def _domains(cls, entries: list[str]) -> list[str]:
+        from rumination.urls import normalize_domain
+
+        for entry in entries:  # an entry naming no host would silently widen an allow list to everything
+            if not normalize_domain(entry):
+                raise ValueError(f"{entry!r} names no domain (write example.org, or *.example.org)")
+        return entries
 
 
 class BrowsingSettings(BaseModel):
@@ -171,7 +204,6 @@ class Config(
     """Every setting of a research run."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_assignment=True)
-    SECRETS: ClassVar[frozenset[str]] = frozenset({"brave_api_key", "tavily_api_key"})
 
     def __init__(self, **values: Any):
         try:
@@ -212,6 +244,8 @@ class Config(
             toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
         except ValueError as exc:  # tomllib's message names the line and column
             raise ConfigError(f"cannot read the config file {path}: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
         # Earlier sources win: flags (init), then the environment, then the TOML file.
         sources = (init_settings, env_settings, toml)
         return _Implied(settings_cls, sources), *sources
@@ -223,9 +257,12 @@ class Config(
         for group in GROUPS:
             lines.append(f"\n# {group.__doc__}")
             for key in group.model_fields:
-                lines.append(_toml_line(key, values[key], secret=key in self.SECRETS))
+                lines.append(_toml_line(key, values[key], secret=key in SECRETS))
         return "\n".join(lines).lstrip("\n") + "\n"
 
+
+# Keys: never a flag (shell history, `ps`), never printed.
+SECRETS = frozenset(name for name, info in Config.model_fields.items() if SecretStr in typing.get_args(info.annotation))
 
 # A setting that implies another's value: (cause, setting, value).
 IMPLICATIONS = (("script", "backend", "scripted"), ("searxng_url", "search", "searxng"))
@@ -292,8 +329,8 @@ def closest_field(name: str) -> str | None:
 
 def _check_env_names() -> None:
     """A RUMINATION_* variable that names no setting is a typo: say which one was meant."""
-    for variable in os.environ:
-        if not variable.startswith(ENV_PREFIX) or variable == CONFIG_FILE_VARIABLE:
+    for variable in os.environ:  # pydantic-settings reads them case-insensitively: so do we
+        if not variable.upper().startswith(ENV_PREFIX) or variable.upper() == CONFIG_FILE_VARIABLE:
             continue
         field = variable[len(ENV_PREFIX) :].lower()
         if field not in Config.model_fields:
@@ -318,15 +355,16 @@ def _describe(error: Any, given: dict[str, Any]) -> str:
         near = closest_field(field)
         hint = f"; did you mean {near!r}?" if near else ""
         return f"unknown setting {field!r} (from {source}){hint}"
-    return f"{field}: {error['msg']} (from {source})"
+    return f"{field}: {error['msg'].removeprefix('Value error, ')} (from {source})"
 
 
 def setting_source(field: str, given: dict[str, Any]) -> str:
     """Where `field`'s value came from: the flag or argument, the variable, or the file and line."""
     if field in given:
         return (_given_as.get() or {}).get(field, f"Config({field}=...)")
-    if env_name(field) in os.environ:
-        return env_name(field)
+    variable = next((v for v in os.environ if v.upper() == env_name(field)), None)
+    if variable:
+        return variable
     path = config_path()
     line = _toml_line_number(path, field)
     return f"{path}, line {line}" if line else str(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rumination.config import Config
 from rumination.errors import ConfigError
 from rumination.registry import fetchers, search_engines
-from rumination.search.base import SearchEngine
+from rumination.search.base import SearchEngine, SearchError, SearchHit
 from rumination.search.chain import DomainFilter, Fallback, Paced
 from rumination.urls import is_local
 from rumination.web.base import Fetcher, Page
@@ -59,3 +59,16 @@ class RoutingFetcher:
 def make_fetcher(config: Config) -> Fetcher:
     """The fetcher for model-chosen URLs."""
     return RoutingFetcher(config)
+
+
+class NoEngine:
+    """The engine of a command that only opens pages: it never builds (or needs the settings of) a real one."""
+
+    name = "none"
+
+    async def search(self, query: str, max_results: int) -> list[SearchHit]:
+        """Refuse: this command does not search."""
+        raise SearchError("this command does not search")
+
+    async def aclose(self) -> None:
+        """Nothing to close."""

@@ -41,7 +41,7 @@ class SystemSettings:
     @classmethod
     def from_config(cls, config: Config, clock: Callable[[], date] = date.today) -> SystemSettings:
         """The settings of one run; the clock is read here, once, so every turn's prompt says the same year."""
-        year = (config.today or clock()).year if config.current_year else None
+        year = config.today.year if config.today else clock().year if config.current_year else None
         return cls(config.thinking_language, config.search_language, year)
 
     def edit(self, system: str) -> tuple[str, list[str]]:

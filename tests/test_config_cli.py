@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, turn, write_script
 
 from rumination.cli import build_parser, flag_name, main
-from rumination.config import GROUPS, Config
+from rumination.config import GROUPS, SECRETS, Config
 from rumination.errors import ConfigError
 
 RESEARCH_COMMANDS = ("ask", "tui")
@@ -43,7 +43,7 @@ def test_ask_help_shows_the_new_flags(capsys):
 def test_every_config_field_has_a_flag_derived_from_it(command):
     options = _options(command)
     for field, info in Config.model_fields.items():
-        if field in Config.SECRETS:  # file or environment only: keys stay out of shell history
+        if field in SECRETS:  # file or environment only: keys stay out of shell history
             assert flag_name(field) not in options
             continue
         action = options[flag_name(field)]
@@ -162,17 +162,57 @@ def test_a_missing_config_file_variable_is_an_error(tmp_path, monkeypatch, capsy
 
 
 def test_a_bad_list_variable_names_the_variable(monkeypatch):
-    monkeypatch.setenv("RUMINATION_DENY_DOMAINS", "not json")
-    with pytest.raises(ConfigError, match="RUMINATION_DENY_DOMAINS"):
+    monkeypatch.setenv("RUMINATION_DENY_DOMAINS", "[not json")
+    with pytest.raises(ConfigError, match=r"deny_domains: not a JSON list .*commas.*\(from RUMINATION_DENY_DOMAINS\)"):
         Config()
 
 
-def test_old_flag_names_still_work_for_one_release(tmp_path):
+def test_list_variables_take_commas_or_json(monkeypatch):
+    monkeypatch.setenv("RUMINATION_DENY_DOMAINS", "a.org, b.org")
+    monkeypatch.setenv("RUMINATION_SEARCH_FALLBACK", '["searxng", "ddgs"]')
+    assert (Config().deny_domains, Config().search_fallback) == (["a.org", "b.org"], ["searxng", "ddgs"])
+
+
+@pytest.mark.parametrize("entry", ["*", "*.", "https://", ".", ":8080"])
+def test_a_domain_entry_naming_no_host_is_refused_not_widened_to_everything(entry, capsys):
+    with pytest.raises(ConfigError, match="names no domain"):
+        Config(allow_domains=[entry])
+    assert main(["ask", "q", "--allow-domain", entry]) == 2
+    assert "(from --allow-domain)" in capsys.readouterr().err
+
+
+def test_lower_case_variables_are_named_as_written(monkeypatch):
+    monkeypatch.setenv("rumination_max_turns", "0")
+    with pytest.raises(ConfigError, match=r"\(from rumination_max_turns\)"):
+        Config()
+    monkeypatch.delenv("rumination_max_turns")
+    monkeypatch.setenv("rumination_max_turnz", "3")
+    with pytest.raises(ConfigError, match="did you mean RUMINATION_MAX_TURNS"):
+        Config()
+
+
+def test_an_unreadable_config_file_is_a_config_error(tmp_path, monkeypatch):
+    folder = tmp_path / "a-folder.toml"
+    folder.mkdir()
+    monkeypatch.setenv("RUMINATION_CONFIG_FILE", str(folder))
+    with pytest.raises(ConfigError, match="a-folder.toml"):
+        Config()
+
+
+def test_fetch_needs_no_search_settings(monkeypatch, capsys):
+    monkeypatch.setenv("RUMINATION_SEARCH", "brave")  # no key: building the engine would fail
+    assert main(["fetch", "file:///etc/passwd"]) == 1
+    assert "only http and https" in capsys.readouterr().out
+
+
+def test_old_flag_names_still_work_for_one_release(capsys):
     args = build_parser().parse_args(["ask", "q", "--max-context", "4096", "--no-robots"])
     from rumination.cli import _load_config
 
     config = _load_config(args)
     assert config.context_window == 4096 and config.robots_txt is False
+    err = capsys.readouterr().err
+    assert "--max-context is now --context-window" in err and "--no-robots is now --no-robots-txt" in err
 
 
 def test_bool_flags_have_both_forms():

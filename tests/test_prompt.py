@@ -117,6 +117,8 @@ def test_the_date_comes_from_the_settings(tokenizer):
     kept = SystemSettings.from_config(Config(current_year=False))
     assert kept.year is None
     assert "今年是 2025 年。" in PromptRenderer(tokenizer, kept).render([{"role": "user", "content": "q"}])
+    # A pinned date is a request in itself: it wins over current_year off.
+    assert SystemSettings.from_config(Config(current_year=False, today=date(2030, 1, 1))).year == 2030
 
 
 def test_a_run_across_new_years_midnight_keeps_its_year(tokenizer):
