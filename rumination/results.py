@@ -109,6 +109,7 @@ class Step(ToolResult):
     turn: int
     call: ToolCall | None = Field(description="None when the output held no runnable call")
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def tool(self) -> str | None:
         """The tool the model called, if its call could be read."""

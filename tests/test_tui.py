@@ -728,3 +728,16 @@ def test_browse_reports_whether_a_browser_opened_the_page(monkeypatch):
     monkeypatch.setattr(terminal, "open", lambda url: pytest.fail("a terminal browser was started"))
     monkeypatch.setattr(webbrowser, "get", lambda: terminal)
     assert app.browse("https://example.org/") is False
+
+
+async def test_a_report_reset_drops_what_was_streamed_before_it():
+    app = ResearchApp(Config(backend="scripted"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.on_research_event(ev.TurnStarted(turn=1, prompt_tokens=10, report=True, at=T0))
+        app.on_research_event(ev.ReportDelta(text="Draft that was thinking", at=T0))
+        await pilot.pause(0.3)
+        app.on_research_event(ev.ReportDelta(text="\n# Final", reset=True, at=T0))
+        app.on_research_event(ev.ReportDelta(text=" report", at=T0))
+        await pilot.pause(0.3)
+        shown = app.query_one("#report-md", Markdown).source
+        assert app._report == "# Final report" and "Draft" not in shown and "Final report" in shown

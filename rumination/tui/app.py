@@ -268,6 +268,9 @@ class ResearchApp(App[ResearchResult | None]):
                 timeline.forced(event)
                 self.notify(f"Writing the report now: {event.detail}", severity="warning")
             case ev.ReportDelta(text=text):
+                if event.reset:  # what was streamed so far turned out to be thinking: start the report again
+                    self._report = self._pending_report = ""
+                    self.query_one("#report-md", Markdown).update("")
                 if not self._report:
                     self.query_one(TabbedContent).active = "report"
                     self.query_one("#empty-report").display = False
