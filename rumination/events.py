@@ -56,11 +56,7 @@ class ToolCallEvent(_Event):
 
 
 class ObservationEvent(Step, _Event):
-    """The result of a tool turn: the run's Step as recorded; `error` is one of the ToolErrorKind values
-
-    format, unknown_tool, arguments, cut_off (the model's output held no runnable call) and search, fetch,
-    refused, cancelled (the call could not be carried out), each described on ToolResult.error.
-    """
+    """The result of a tool turn: the run's Step as recorded (its `error` field describes each failure kind)."""
 
     type: Literal["observation"] = "observation"
 
