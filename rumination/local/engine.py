@@ -21,12 +21,14 @@ _MARKUP = re.compile(r"\*\*|`+|\||^\s*(?:#{1,6}|>|[-*+])\s+", re.M)
 
 def fts_query(query: str) -> str:
     """The query as quoted terms joined by OR, so no user input is read as FTS5 syntax; '' when no terms."""
-    terms: list[str] = []
+    terms: dict[str, str] = {}  # lower-cased -> as written; a model's query may be arbitrarily long
     for raw in query.split():
         term = "".join(ch for ch in raw if ch.isprintable())
-        if any(ch.isalnum() for ch in term) and term.lower() not in (t.lower() for t in terms):
-            terms.append(term)
-    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms[:MAX_QUERY_TERMS])
+        if any(ch.isalnum() for ch in term):
+            terms.setdefault(term.lower(), term)
+            if len(terms) == MAX_QUERY_TERMS:
+                break
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms.values())
 
 
 def clean_snippet(snippet: str) -> str:
