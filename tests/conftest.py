@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 ROOT = Path(__file__).resolve().parent.parent
 
 from localweb import LocalWeb  # noqa: E402
+from loopback import Loopback, Route  # noqa: E402
 
 # Tests never reach a model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -56,6 +57,16 @@ def in_background() -> Iterator[Callable[[Server], Server]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def loopback(in_background: Callable[[Loopback], Loopback]) -> Callable[..., Loopback]:
+    """Start a scriptable `Loopback` server (routes per path, a fallback, host, protocol) for this test."""
+
+    def start(routes: dict[str, Route] | None = None, **options: Any) -> Loopback:
+        return in_background(Loopback(routes, **options))
+
+    return start
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ def _run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None
 
 
 @pytest.mark.parametrize("args", [["--help"], ["ask", "--help"], ["config", "--help"]])
+@pytest.mark.slow
 def test_help_imports_no_heavy_module(args):
     code = (
         "import sys\nfrom rumination.cli import main\n"
@@ -67,6 +68,7 @@ def test_bad_usage_exits_2_with_a_clear_message(args, message, tmp_path, capsys)
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_unknown_flag_exits_2():
     result = _run("ask", "q", "--no-such-flag")
     assert result.returncode == 2 and "unrecognized arguments" in result.stderr
@@ -88,6 +90,7 @@ def test_runtime_error_exits_1(web, tmp_path, capsys):
     assert "ran out of outputs" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_missing_model_exits_1_without_traceback(tmp_path):
     result = _run(
         "ask", "q", "-m", str(tmp_path / "no-model"), "--search", "searxng", "--searxng-url", "http://127.0.0.1:9"
@@ -124,6 +127,7 @@ def test_unreachable_search_engine_is_reported_not_crashed(tmp_path, capsys):
     assert "SearXNG at http://127.0.0.1:9 is unreachable" in err
 
 
+@pytest.mark.slow
 def test_config_precedence_file_env_flag(tmp_path):
     cfg = tmp_path / "config.toml"
     cfg.write_text('max_turns = 7\nsearch = "searxng"\nsearxng_url = "http://127.0.0.1:8888"\ntemperature = 0.5\n')
@@ -136,6 +140,7 @@ def test_config_precedence_file_env_flag(tmp_path):
     assert _run("config", "--path", env=env).stdout.strip() == str(cfg)
 
 
+@pytest.mark.slow
 def test_flags_override_env_and_file(web, tmp_path, capsys, monkeypatch):
     cfg = tmp_path / "config.toml"
     cfg.write_text("max_turns = 1\n")
@@ -171,6 +176,7 @@ def test_flags_override_env_and_file(web, tmp_path, capsys, monkeypatch):
     )
 
 
+@pytest.mark.slow
 def test_malformed_config_file_exits_2(tmp_path):
     cfg = tmp_path / "config.toml"
     cfg.write_text("max_turns = = 3\n")
@@ -216,6 +222,7 @@ def _start_slow_run(web, tmp_path, *extra: str) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 def test_first_ctrl_c_writes_the_report_from_what_was_gathered(web, tmp_path):
     proc = _start_slow_run(web, tmp_path, "--json")
     proc.send_signal(signal.SIGINT)
@@ -254,6 +261,7 @@ def test_second_ctrl_c_stops_now():
     assert researcher.finish_requests == 1
 
 
+@pytest.mark.slow
 def test_ctrl_c_before_research_starts_exits_130(tmp_path):
     # Reading the question from a pipe that never closes: Ctrl-C must still end the program.
     proc = subprocess.Popen(
@@ -278,6 +286,7 @@ def test_missing_config_file_flag_exits_2(tmp_path, capsys):
     assert "config file not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_config_flag_after_the_subcommand(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("max_turns = 9\n")
@@ -299,11 +308,13 @@ def test_script_and_searxng_url_imply_their_backend_and_engine(web, tmp_path, ca
     assert data["backend"] == "scripted" and data["steps"][0]["observation"].startswith("【0†Johannes")
 
 
+@pytest.mark.slow
 def test_bad_search_settings_fail_before_the_model_loads(tmp_path):
     result = _run("ask", "q", "-m", str(tmp_path), "--search", "searxng")
     assert result.returncode == 2 and "--searxng-url" in result.stderr and "loading" not in result.stderr
 
 
+@pytest.mark.slow
 def test_closed_stdout_pipe_is_not_a_traceback(web, tmp_path):
     script = write_script(
         tmp_path / "s.json",

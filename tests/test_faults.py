@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import gzip
 import os
-import socket
-import struct
-import threading
 import time
+import zlib
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from loopback import Exchange, Loopback, Reply
 
 from rumination.web.base import FetchError
 from rumination.web.fetch import FetchPolicy, guarded_get, make_client
@@ -20,100 +18,59 @@ from rumination.web.fetch import FetchPolicy, guarded_get, make_client
 PAGE = b"<html><head><title>ok</title></head><body><p>" + b"printing press " * 200 + b"</p></body></html>"
 
 
-class _Faults(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: object) -> None:
-        """Keep test output quiet."""
-
-    def _headers(self, status: int, length: int, extra: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(length))
-        for key, value in (extra or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-
-    def _reset(self) -> None:
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.connection.close()
-        self.close_connection = True
-
-    def do_GET(self) -> None:
-        server: _Server = self.server  # type: ignore[assignment]
-        path = self.path.split("?")[0]
-        with server.lock:
-            server.hits[self.path] += 1
-            hit = server.hits[self.path]
-        if path == "/ok":
-            self._headers(200, len(PAGE))
-            self.wfile.write(PAGE)
-        elif path == "/missing":
-            self._headers(404, 0)
-        elif path == "/busy":
-            self._headers(503, 0, {"Retry-After": "0"})
-        elif path == "/reset" or (path == "/reset-once" and hit == 1):
-            self._headers(200, 10_000)
-            self.wfile.write(PAGE[:100])
-            self.wfile.flush()
-            self._reset()
-        elif path == "/reset-once":
-            self._headers(200, len(PAGE))
-            self.wfile.write(PAGE)
-        elif path == "/drip":
-            self._headers(200, 1000)
-            with contextlib.suppress(OSError):  # the client gives up: that is the point
-                for _ in range(1000):
-                    self.wfile.write(b"x")
-                    self.wfile.flush()
-                    time.sleep(0.5)
-        elif path in ("/raw-deflate", "/multi-gzip"):
-            import gzip
-            import zlib
-
-            if path == "/raw-deflate":
-                packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
-                body, encoding = packer.compress(PAGE) + packer.flush(), "deflate"
-            else:
-                body, encoding = gzip.compress(PAGE[:100]) + gzip.compress(PAGE[100:]), "gzip"
-            self._headers(200, len(body), {"Content-Encoding": encoding})
-            self.wfile.write(body)
-        elif path == "/bad-retry-after":
-            self.send_response(503)
-            self.send_header("Retry-After", "\u00b2")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-        elif path == "/to-denied":
-            self._headers(302, 0, {"Location": "http://tracker.denied.test/collect?data=secret"})
-        elif path == "/huge":
-            self._headers(200, 2_000_000_000)
-            self._reset()
-        else:
-            self._headers(404, 0)
+def _truncated_by_a_reset(exchange: Exchange) -> None:
+    """Declare 10,000 bytes, send 100, then reset the connection."""
+    exchange.send_head(200, "text/html", length=10_000)
+    exchange.wfile.write(PAGE[:100])
+    exchange.wfile.flush()
+    exchange.reset()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+def _reset_once(exchange: Exchange) -> None:
+    """Reset mid-body the first time, answer in full afterwards."""
+    if exchange.hit == 1:
+        return _truncated_by_a_reset(exchange)
+    return exchange.send(200, PAGE, "text/html")
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Faults)
-        self.hits: Counter[str] = Counter()
-        self.lock = threading.Lock()
 
-    def handle_error(self, request: object, client_address: object) -> None:
-        """Resets and hang-ups are the point of these tests."""
+def _drip(exchange: Exchange) -> None:
+    """Declare 1,000 bytes and send one every half second (the client gives up: that is the point)."""
+    exchange.send_head(200, "text/html", length=1000)
+    exchange.drip([b"x"] * 1000, every=0.5)
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+def _huge(exchange: Exchange) -> None:
+    """Declare a 2 GB body, then reset without sending any of it."""
+    exchange.send_head(200, "text/html", length=2_000_000_000)
+    exchange.reset()
+
+
+def _raw_deflate() -> Reply:
+    packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return Reply(200, packer.compress(PAGE) + packer.flush(), "text/html", {"Content-Encoding": "deflate"})
+
+
+FAULTS = {
+    "/ok": Reply(200, PAGE, "text/html"),
+    "/missing": Reply(404, b"", "text/html"),
+    "/busy": Reply(503, b"", "text/html", {"Retry-After": "0"}),
+    "/reset": _truncated_by_a_reset,
+    "/reset-once": _reset_once,
+    "/drip": _drip,
+    "/raw-deflate": _raw_deflate(),
+    "/multi-gzip": Reply(
+        200, gzip.compress(PAGE[:100]) + gzip.compress(PAGE[100:]), "text/html", {"Content-Encoding": "gzip"}
+    ),
+    "/bad-retry-after": Reply(503, b"", None, {"Retry-After": "\u00b2"}),
+    "/to-denied": Reply(302, b"", "text/html", {"Location": "http://tracker.denied.test/collect?data=secret"}),
+    "/huge": _huge,
+}
 
 
 @pytest.fixture
-def faults():
-    server = _Server()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def faults(loopback) -> Loopback:
+    """A loopback server with one path per fault (HTTP/1.1, keep-alive); 404 elsewhere."""
+    return loopback(FAULTS, fallback=Reply(404, b"", "text/html"))
 
 
 POLICY = FetchPolicy(allow_private=True, timeout=10.0, max_bytes=200_000)
@@ -156,6 +113,7 @@ def _rss_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+@pytest.mark.slow
 async def test_soak_1000_fetches_against_a_fault_mix_leaks_nothing(faults):
     mix = ["/ok"] * 5 + ["/missing", "/busy", "/reset", "/huge"]
     policy = FetchPolicy(allow_private=True, timeout=5.0, max_bytes=200_000, retries=1)

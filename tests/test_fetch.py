@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import gzip
-import threading
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote, urlsplit
 
 import pytest
 from conftest import closed_port
 from localweb import LocalWeb
+from loopback import Exchange, Loopback, Reply
 
 import rumination.web.fetch as fetch_module
 from rumination.config import Config
@@ -21,78 +19,10 @@ from rumination.web.base import FetchError
 from rumination.web.fetch import FetchPolicy, guarded_get, make_client
 from rumination.web.fetcher import WebFetcher
 
-# --- a tiny scriptable server for the cases the shared local site does not cover -------------------------------------
 
-Route = Callable[["_Handler"], None]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, *args: object) -> None:
-        """Keep test output quiet."""
-
-    def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        with self.server.lock:
-            self.server.hits[path] += 1
-            self.server.requests.append((path, dict(self.headers.items())))
-        route = self.server.routes.get(path)
-        if route is None:
-            self.send_body(404, b"not found")
-        else:
-            route(self)
-
-    def send_body(
-        self, status: int, body: bytes, ctype: str | None = "text/html; charset=utf-8", **headers: str
-    ) -> None:
-        self.send_response(status)
-        if ctype:
-            self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in headers.items():
-            self.send_header(key.replace("_", "-"), value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def send_chunked(self, chunks: Iterator[bytes], ctype: str = "text/html; charset=utf-8") -> None:
-        """Stream `chunks` with chunked transfer encoding (no Content-Length) until done or the client leaves."""
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        try:
-            for chunk in chunks:
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            self.wfile.write(b"0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, routes: dict[str, Route]):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.routes = routes
-        self.hits: Counter[str] = Counter()
-        self.requests: list[tuple[str, dict[str, str]]] = []
-        self.lock = threading.Lock()
-
-    def handle_error(self, request, client_address):
-        """Clients hanging up mid-body is expected here: keep the output clean."""
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
-
-    def cookies_sent(self, path: str) -> list[str | None]:
-        return [headers.get("Cookie") for p, headers in self.requests if p == path]
-
-
-@pytest.fixture
-def serve(in_background) -> Callable[[dict[str, Route]], _Server]:
-    return lambda routes: in_background(_Server(routes))
+def cookies_sent(server: Loopback, path: str) -> list[str | None]:
+    """The Cookie header of each request for `path` (None where there was none)."""
+    return [request.headers.get("Cookie") for request in server.requests_to(path)]
 
 
 @pytest.fixture
@@ -338,16 +268,16 @@ async def test_page_under_the_cap_is_not_truncated(web: LocalWeb, client) -> Non
     assert len(raw.body) == 50_000 + len(b"<html><body><p></p></body></html>")
 
 
-async def test_endless_chunked_body_is_cut_at_the_cap(serve, make_fetcher) -> None:
-    def endless(handler: _Handler) -> None:
+async def test_endless_chunked_body_is_cut_at_the_cap(loopback, make_fetcher) -> None:
+    def endless(exchange: Exchange) -> None:
         def chunks() -> Iterator[bytes]:
             yield b"<html><head><title>Endless</title></head><body><p>"
             for _ in range(4096):  # 64 MiB at most, so the thread ends even if nobody hangs up
                 yield b"printing press " * 1092
 
-        handler.send_chunked(chunks())
+        exchange.send_chunked(chunks())
 
-    server = serve({"/endless": endless})
+    server = loopback({"/endless": endless})
     started = time.monotonic()
     page = await make_fetcher(fetch_max_bytes=20_000).fetch(server.url("/endless"))
     assert time.monotonic() - started < 20
@@ -357,21 +287,21 @@ async def test_endless_chunked_body_is_cut_at_the_cap(serve, make_fetcher) -> No
     assert len(body) <= 20_000 and marker.startswith("[truncated")
 
 
-async def test_raw_body_is_cut_to_exactly_the_cap(serve, client) -> None:
-    server = serve({"/stream": lambda h: h.send_chunked(iter([b"a" * 700, b"b" * 700]), "text/plain")})
+async def test_raw_body_is_cut_to_exactly_the_cap(loopback, client) -> None:
+    server = loopback({"/stream": lambda ex: ex.send_chunked([b"a" * 700, b"b" * 700], "text/plain")})
     raw = await guarded_get(client, server.url("/stream"), FetchPolicy(allow_private=True, max_bytes=1000))
     assert raw.truncated is True
     assert raw.body == b"a" * 700 + b"b" * 300
 
 
-async def test_body_of_exactly_the_cap_is_not_truncated(serve, client) -> None:
-    server = serve({"/exact": lambda h: h.send_body(200, b"x" * 1000, "text/plain")})
+async def test_body_of_exactly_the_cap_is_not_truncated(loopback, client) -> None:
+    server = loopback({"/exact": Reply(200, b"x" * 1000, "text/plain")})
     raw = await guarded_get(client, server.url("/exact"), FetchPolicy(allow_private=True, max_bytes=1000))
     assert raw.body == b"x" * 1000
     assert raw.truncated is False  # nothing was cut
 
 
-async def test_utf8_page_cut_inside_a_character_still_decodes(serve, make_fetcher) -> None:
+async def test_utf8_page_cut_inside_a_character_still_decodes(loopback, make_fetcher) -> None:
     """The byte cap can split a multi-byte character; the rest of the page must not turn into mojibake."""
     cap = 10_000
     unit = "The printing press changed Europe; café culture followed. ".encode()
@@ -380,7 +310,7 @@ async def test_utf8_page_cut_inside_a_character_still_decodes(serve, make_fetche
     body = b"-" * (cap - cut) + body  # shift so the cap falls there
     assert body[cap - 1] == 0xC3 and body[cap] == 0xA9
 
-    server = serve({"/utf8": lambda h: h.send_chunked(iter([body]), "text/plain; charset=utf-8")})
+    server = loopback({"/utf8": lambda ex: ex.send_chunked([body], "text/plain; charset=utf-8")})
     page = await make_fetcher(fetch_max_bytes=cap).fetch(server.url("/utf8"))
     assert page.truncated is True
     assert "café culture" in page.text
@@ -402,15 +332,15 @@ async def test_closed_port_is_a_network_error(make_fetcher) -> None:
     assert str(info.value) == "network error: the connection was refused"  # plain words, no library internals
 
 
-async def test_broken_gzip_is_a_fetch_error(serve, make_fetcher) -> None:
+async def test_broken_gzip_is_a_fetch_error(loopback, make_fetcher) -> None:
     """A body that fails to decompress must end in FetchError, not an unhandled httpx.DecodingError."""
-    server = serve({"/gz": lambda h: h.send_body(200, b"this is not gzip" * 8, "text/plain", Content_Encoding="gzip")})
+    server = loopback({"/gz": Reply(200, b"this is not gzip" * 8, "text/plain", {"Content-Encoding": "gzip"})})
     with pytest.raises(FetchError):
         await make_fetcher().fetch(server.url("/gz"))
 
 
-async def test_gzip_body_is_decoded(serve, make_fetcher) -> None:
-    server = serve({"/gz": lambda h: h.send_body(200, gzip.compress(HTML), "text/html", Content_Encoding="gzip")})
+async def test_gzip_body_is_decoded(loopback, make_fetcher) -> None:
+    server = loopback({"/gz": Reply(200, gzip.compress(HTML), "text/html", {"Content-Encoding": "gzip"})})
     page = await make_fetcher().fetch(server.url("/gz"))
     assert "printing press in Mainz" in page.text
 
@@ -424,24 +354,24 @@ async def test_gzip_body_is_decoded(serve, make_fetcher) -> None:
     ],
 )
 async def test_missing_or_generic_content_type_is_sniffed(
-    serve, make_fetcher, body: bytes, content_type: str | None, expected: str
+    loopback, make_fetcher, body: bytes, content_type: str | None, expected: str
 ) -> None:
-    server = serve({"/page": lambda h: h.send_body(200, body, content_type)})
+    server = loopback({"/page": Reply(200, body, content_type)})
     page = await make_fetcher().fetch(server.url("/page"))
     assert page.content_type == expected
     assert "movable type" in page.text or "printing press in Mainz" in page.text
 
 
-async def test_pdf_without_content_type_is_sniffed_and_parsed(serve, make_fetcher) -> None:
-    server = serve({"/doc": lambda h: h.send_body(200, b"%PDF-1.7\n" + bytes(range(256)), None)})
+async def test_pdf_without_content_type_is_sniffed_and_parsed(loopback, make_fetcher) -> None:
+    server = loopback({"/doc": Reply(200, b"%PDF-1.7\n" + bytes(range(256)), None)})
     with pytest.raises(FetchError) as info:
         await make_fetcher().fetch(server.url("/doc"))
     assert info.value.kind == "pdf"  # routed to the PDF parser, which finds it broken
     assert "could not read the PDF" in str(info.value)
 
 
-async def test_page_without_text_is_empty(serve, make_fetcher) -> None:
-    server = serve({"/blank": lambda h: h.send_body(200, b"   \n  ", "text/plain")})
+async def test_page_without_text_is_empty(loopback, make_fetcher) -> None:
+    server = loopback({"/blank": Reply(200, b"   \n  ", "text/plain")})
     with pytest.raises(FetchError) as info:
         await make_fetcher().fetch(server.url("/blank"))
     assert info.value.kind == "empty"
@@ -450,49 +380,44 @@ async def test_page_without_text_is_empty(serve, make_fetcher) -> None:
 # --- no ambient authority: cookies, proxies ---------------------------------------------------------------------------
 
 
-def _set_cookie(handler: _Handler) -> None:
-    handler.send_body(200, HTML, Set_Cookie="sid=secret; Path=/")
+_set_cookie = Reply(200, HTML, headers={"Set-Cookie": "sid=secret; Path=/"})
 
 
-def _echo(handler: _Handler) -> None:
-    handler.send_body(200, f"cookie header: {handler.headers.get('Cookie')}".encode(), "text/plain")
+def _echo(exchange: Exchange) -> None:
+    exchange.send(200, f"cookie header: {exchange.headers.get('Cookie')}".encode(), "text/plain")
 
 
-async def test_cookies_are_not_sent_back(serve, make_fetcher) -> None:
-    server = serve({"/set": _set_cookie, "/echo": _echo})
+async def test_cookies_are_not_sent_back(loopback, make_fetcher) -> None:
+    server = loopback({"/set": _set_cookie, "/echo": _echo})
     fetcher = make_fetcher()
     await fetcher.fetch(server.url("/set"))
     page = await fetcher.fetch(server.url("/echo"))
     assert page.text == "cookie header: None"
-    assert server.cookies_sent("/echo") == [None]
+    assert cookies_sent(server, "/echo") == [None]
 
 
-async def test_cookies_are_not_carried_along_a_redirect(serve, make_fetcher) -> None:
-    def redirect(handler: _Handler) -> None:
-        handler.send_body(302, b"", None, Location="/echo", Set_Cookie="sid=secret; Path=/")
-
-    server = serve({"/go": redirect, "/echo": _echo})
+async def test_cookies_are_not_carried_along_a_redirect(loopback, make_fetcher) -> None:
+    redirect = Reply(302, b"", None, {"Location": "/echo", "Set-Cookie": "sid=secret; Path=/"})
+    server = loopback({"/go": redirect, "/echo": _echo})
     page = await make_fetcher().fetch(server.url("/go"))
     assert page.text == "cookie header: None"
 
 
-async def test_cookies_are_not_sent_on_a_retry(serve, make_fetcher) -> None:
-    def flaky(handler: _Handler) -> None:
-        if handler.server.hits["/flaky"] == 1:
-            handler.send_body(503, b"busy", Set_Cookie="sid=secret; Path=/", Retry_After="0")
+async def test_cookies_are_not_sent_on_a_retry(loopback, make_fetcher) -> None:
+    def flaky(exchange: Exchange) -> None:
+        if exchange.hit == 1:
+            exchange.send(503, b"busy", headers={"Set-Cookie": "sid=secret; Path=/", "Retry-After": "0"})
         else:
-            handler.send_body(200, HTML)
+            exchange.send(200, HTML)
 
-    server = serve({"/flaky": flaky})
+    server = loopback({"/flaky": flaky})
     await make_fetcher().fetch(server.url("/flaky"))
-    assert server.cookies_sent("/flaky") == [None, None]
+    assert cookies_sent(server, "/flaky") == [None, None]
 
 
-async def test_cookies_from_a_failed_fetch_do_not_leak_into_the_next(serve, make_fetcher) -> None:
-    def busy(handler: _Handler) -> None:
-        handler.send_body(503, b"busy", Set_Cookie="sid=secret; Path=/", Retry_After="0")
-
-    server = serve({"/busy": busy, "/echo": _echo})
+async def test_cookies_from_a_failed_fetch_do_not_leak_into_the_next(loopback, make_fetcher) -> None:
+    busy = Reply(503, b"busy", headers={"Set-Cookie": "sid=secret; Path=/", "Retry-After": "0"})
+    server = loopback({"/busy": busy, "/echo": _echo})
     fetcher = make_fetcher()
     with pytest.raises(FetchError):
         await fetcher.fetch(server.url("/busy"))
@@ -511,12 +436,12 @@ async def test_proxy_environment_is_ignored(web: LocalWeb, make_fetcher, monkeyp
     assert web.hits["/gutenberg.html"] == 1
 
 
-async def test_user_agent_is_sent(serve, make_fetcher) -> None:
-    server = serve({"/page": lambda h: h.send_body(200, HTML)})
+async def test_user_agent_is_sent(loopback, make_fetcher) -> None:
+    server = loopback({"/page": Reply(200, HTML)})
     await make_fetcher(user_agent="RuminationTest/9").fetch(server.url("/page"))
-    (_, headers), *_ = server.requests
-    assert headers["User-Agent"] == "RuminationTest/9"
-    assert "Authorization" not in headers
+    request, *_ = server.requests
+    assert request.headers["User-Agent"] == "RuminationTest/9"
+    assert "Authorization" not in request.headers
 
 
 # --- URL normalisation ------------------------------------------------------------------------------------------------

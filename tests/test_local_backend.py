@@ -206,6 +206,7 @@ for name, tokenizer_only in json.loads(sys.argv[1]):
 """
 
 
+@pytest.mark.slow
 def test_without_a_network_a_missing_model_fails_fast_and_a_cached_one_loads(tmp_path, tiny_model_dir):
     # The hub endpoint is a closed port: the hub client alone would retry it for ~25 s per file.
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}

@@ -143,6 +143,7 @@ def _assert_gone(pidfile: Path, before: set[int]) -> None:
     assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
 
 
+@pytest.mark.slow
 async def test_timeout_kills_and_reaps_the_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     monkeypatch.setattr(pdf, "_command", _sleeper(tmp_path / "pid"))
@@ -153,6 +154,7 @@ async def test_timeout_kills_and_reaps_the_child(tmp_path: Path, monkeypatch: py
     _assert_gone(tmp_path / "pid", before)
 
 
+@pytest.mark.slow
 def test_sync_timeout_kills_and_reaps_the_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     monkeypatch.setattr(pdf, "_command", _sleeper(tmp_path / "pid"))
@@ -171,6 +173,7 @@ def test_sync_timeout_kills_and_reaps_the_child(tmp_path: Path, monkeypatch: pyt
     ],
     ids=["inflate-limit", "memory-limit"],
 )
+@pytest.mark.slow
 async def test_flate_bomb_is_contained(megabytes: int, operator: bytes, expected: str):
     data = bomb_pdf(megabytes, operator)
     assert len(data) < 2_000_000
@@ -183,6 +186,7 @@ async def test_flate_bomb_is_contained(megabytes: int, operator: bytes, expected
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 50 * 1024  # KiB on Linux
 
 
+@pytest.mark.slow
 async def test_real_child_is_killed_on_timeout():
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     started = time.monotonic()

@@ -2,37 +2,28 @@
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
+from loopback import Exchange, Loopback
 
 from rumination.web.base import FetchError
 from rumination.web.fetch import FetchPolicy, guarded_get, make_client
 
 
-class _Echo(BaseHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        """Keep test output quiet."""
-
-    def do_GET(self) -> None:
-        body = f"<html><body><p>host={self.headers['Host']} path={self.path}</p></body></html>".encode()
-        self.server.seen.append(self.headers["Host"])  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+def _echo(exchange: Exchange) -> None:
+    """Answer with the Host header and request target it got."""
+    body = f"<html><body><p>host={exchange.headers['Host']} path={exchange.path}</p></body></html>".encode()
+    exchange.send(200, body, "text/html")
 
 
 @pytest.fixture
-def echo_on_127_0_0_2():
-    server = ThreadingHTTPServer(("127.0.0.2", 0), _Echo)
-    server.seen = []  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def echo_on_127_0_0_2(loopback) -> Loopback:
+    """An echo server on 127.0.0.2 only: reaching it proves the fetch connected to the address the resolver gave."""
+    return loopback(fallback=_echo, host="127.0.0.2")
+
+
+def hosts_seen(server: Loopback) -> list[str | None]:
+    """The Host header of each request the server got."""
+    return [request.headers.get("Host") for request in server.requests]
 
 
 class _Rebinding:
@@ -54,7 +45,7 @@ async def test_connection_goes_to_the_checked_address_with_the_hostname_kept(ech
             client, f"http://docs.rebind.test:{port}/page?q=1", FetchPolicy(allow_private=True, resolver=resolver)
         )
     assert resolver.calls == 1  # resolved once; the later (rebound) answer is never asked for
-    assert echo_on_127_0_0_2.seen == [f"docs.rebind.test:{port}"]
+    assert hosts_seen(echo_on_127_0_0_2) == [f"docs.rebind.test:{port}"]
     assert f"host=docs.rebind.test:{port} path=/page?q=1" in raw.body.decode()
     assert raw.final_url == f"http://docs.rebind.test:{port}/page?q=1"
 
@@ -69,7 +60,7 @@ async def test_a_name_resolving_to_any_private_address_is_refused_before_connect
         with pytest.raises(FetchError) as info:
             await guarded_get(client, f"http://mixed.test:{port}/", FetchPolicy(resolver=mixed))
     assert info.value.kind == "refused" and "127.0.0.2" in str(info.value)
-    assert echo_on_127_0_0_2.seen == []
+    assert hosts_seen(echo_on_127_0_0_2) == []
 
 
 async def test_unresolvable_host_is_a_clear_refusal():

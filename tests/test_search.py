@@ -6,14 +6,13 @@ import asyncio
 import json
 import threading
 from collections.abc import AsyncIterator, Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from conftest import closed_port
 from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
 from localweb import LocalWeb
+from loopback import Loopback, Reply
 
 from rumination.config import Config
 from rumination.errors import ConfigError
@@ -22,47 +21,15 @@ from rumination.search.base import SearchEngine, SearchError, SearchHit
 from rumination.search.ddgs_engine import DdgsEngine
 from rumination.search.searxng import SearxngEngine
 
-# --- a tiny server whose /search answers whatever a test says --------------------------------------------------------
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, *args: object) -> None:
-        """Keep test output quiet."""
-
-    def do_GET(self) -> None:
-        parts = urlsplit(self.path)
-        self.server.requests.append(
-            (parts.path, {k: v[0] for k, v in parse_qs(parts.query).items()}, dict(self.headers.items()))
-        )
-        status, ctype, body = self.server.answer
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, status: int, body: bytes, ctype: str):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.answer = (status, ctype, body)
-        self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
 
 @pytest.fixture
-def searx_answering(in_background) -> Callable[..., _Server]:
-    def start(status: int = 200, body: Any = b"", ctype: str = "application/json") -> _Server:
+def searx_answering(loopback) -> Callable[..., Loopback]:
+    """A loopback server answering every path with one status, body (JSON unless bytes) and Content-Type."""
+
+    def start(status: int = 200, body: Any = b"", ctype: str = "application/json") -> Loopback:
         if not isinstance(body, bytes):
             body = json.dumps(body).encode()
-        return in_background(_Server(status, body, ctype))
+        return loopback(fallback=Reply(status, body, ctype))
 
     return start
 
@@ -129,10 +96,10 @@ async def test_searxng_ignores_proxy_environment(web: LocalWeb, searxng, monkeyp
 async def test_searxng_sends_query_json_format_and_user_agent(searx_answering, searxng) -> None:
     server = searx_answering(200, {"results": []})
     await searxng(server.base, user_agent="RuminationTest/1").search("café & co?", 5)
-    ((path, query, headers),) = server.requests
-    assert path == "/search"
-    assert query == {"q": "café & co?", "format": "json"}
-    assert headers["User-Agent"] == "RuminationTest/1"
+    (request,) = server.requests
+    assert request.path == "/search"
+    assert request.query == {"q": "café & co?", "format": "json"}
+    assert request.headers["User-Agent"] == "RuminationTest/1"
 
 
 async def test_searxng_403_explains_the_json_setting(searx_answering, searxng) -> None:

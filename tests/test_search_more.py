@@ -7,12 +7,11 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from conftest import closed_port
+from loopback import Loopback, Reply
 
 from rumination.config import Config
 from rumination.errors import ConfigError
@@ -26,62 +25,17 @@ from rumination.urls import domain_allowed
 BRAVE_KEY = "brave-test-key-123"
 TAVILY_KEY = "tvly-test-key-456"
 
-# --- a tiny API server: records each request and answers what the test says -------------------------------------------
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _ApiServer
-
-    def log_message(self, *args: object) -> None:
-        """Keep test output quiet."""
-
-    def _answer(self, body: bytes | None) -> None:
-        parts = urlsplit(self.path)
-        self.server.requests.append(
-            {
-                "method": self.command,
-                "path": parts.path,
-                "query": {k: v[0] for k, v in parse_qs(parts.query).items()},
-                "headers": {k.lower(): v for k, v in self.headers.items()},
-                "body": body,
-            }
-        )
-        status, ctype, payload, extra = self.server.answer
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in extra.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def do_GET(self) -> None:
-        self._answer(None)
-
-    def do_POST(self) -> None:
-        self._answer(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-
-
-class _ApiServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, answer: tuple[int, str, bytes, dict[str, str]]):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.answer = answer
-        self.requests: list[dict[str, Any]] = []
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
-
 
 @pytest.fixture
-def api(in_background) -> Callable[..., _ApiServer]:
+def api(loopback) -> Callable[..., Loopback]:
+    """A loopback API server answering every path and method with one status, body (JSON unless bytes) and headers."""
+
     def start(
         status: int = 200, body: Any = b"", ctype: str = "application/json", headers: dict[str, str] | None = None
-    ) -> _ApiServer:
+    ) -> Loopback:
         if not isinstance(body, bytes):
             body = json.dumps(body).encode()
-        return in_background(_ApiServer((status, ctype, body, headers or {})))
+        return loopback(fallback=Reply(status, body, ctype, headers or {}))
 
     return start
 
@@ -155,11 +109,11 @@ async def test_brave_happy_path(api, engines) -> None:
         SearchHit(title="Third", url="https://example.org/third", snippet="third"),
     ]
     (request,) = server.requests
-    assert request["method"] == "GET"
-    assert request["path"] == "/res/v1/web/search"
-    assert request["query"] == {"q": "café & co?", "count": "7"}
-    assert request["headers"]["x-subscription-token"] == BRAVE_KEY
-    assert request["headers"]["accept"] == "application/json"
+    assert request.method == "GET"
+    assert request.path == "/res/v1/web/search"
+    assert request.query == {"q": "café & co?", "count": "7"}
+    assert request.headers["x-subscription-token"] == BRAVE_KEY
+    assert request.headers["accept"] == "application/json"
 
 
 async def test_brave_truncates_and_caps_count(api, engines) -> None:
@@ -167,7 +121,7 @@ async def test_brave_truncates_and_caps_count(api, engines) -> None:
     engine = engines("brave", server.url("/s"))
     assert [hit.title for hit in await engine.search("q", 1)] == ["Johannes Gutenberg - Wikipedia"]
     await engine.search("q", 50)
-    assert [r["query"]["count"] for r in server.requests] == ["1", "20"]
+    assert [r.query["count"] for r in server.requests] == ["1", "20"]
 
 
 @pytest.mark.parametrize("body", [{"type": "search", "query": {"original": "zz"}}, {"web": {"results": []}}])
@@ -210,11 +164,11 @@ async def test_tavily_happy_path(api, engines) -> None:
         SearchHit(title="Press", url="https://example.org/press", snippet=""),
     ]
     (request,) = server.requests
-    assert request["method"] == "POST"
-    assert request["path"] == "/search"
-    assert request["headers"]["authorization"] == f"Bearer {TAVILY_KEY}"
-    assert request["headers"]["content-type"] == "application/json"
-    assert json.loads(request["body"]) == {"query": "café & co?", "max_results": 6, "search_depth": "basic"}
+    assert request.method == "POST"
+    assert request.path == "/search"
+    assert request.headers["authorization"] == f"Bearer {TAVILY_KEY}"
+    assert request.headers["content-type"] == "application/json"
+    assert json.loads(request.body) == {"query": "café & co?", "max_results": 6, "search_depth": "basic"}
 
 
 async def test_tavily_truncates_and_caps_max_results(api, engines) -> None:
@@ -222,7 +176,7 @@ async def test_tavily_truncates_and_caps_max_results(api, engines) -> None:
     engine = engines("tavily", server.url("/search"))
     assert len(await engine.search("q", 1)) == 1
     await engine.search("q", 50)
-    assert [json.loads(r["body"])["max_results"] for r in server.requests] == [1, 20]
+    assert [json.loads(r.body)["max_results"] for r in server.requests] == [1, 20]
 
 
 @pytest.mark.parametrize("key", [None, ""])

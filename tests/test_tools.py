@@ -8,7 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow  # every test here runs a tool in a subprocess or drives the demo end to end
 
 
 def test_bench_web_prints_its_figures():
