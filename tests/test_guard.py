@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rumination.web.guard import MAX_URL_LENGTH, RefusedURL, check_url, check_url_syntax, is_public_address
+from rumination.web.guard import (
+    MAX_URL_LENGTH,
+    RefusedURL,
+    Unresolved,
+    check_url,
+    check_url_syntax,
+    is_public_address,
+)
 
 # A Teredo address is 2001:0:SERVER:FLAGS:PORT:CLIENT with the client's IPv4 address bit-inverted.
 _TEREDO_SERVER = int(ipaddress.IPv4Address("65.54.227.120"))
@@ -213,8 +220,8 @@ async def test_allow_private_does_not_relax_the_syntax_rules(url: str) -> None:
         await check_url(url, allow_private=True)
 
 
-async def test_unresolvable_host_is_refused() -> None:
-    with pytest.raises(RefusedURL) as info:
+async def test_an_unresolvable_host_is_a_network_failure_not_a_refusal() -> None:
+    with pytest.raises(Unresolved) as info:
         await check_url("http://no-such-host.invalid/", allow_private=False)
     assert str(info.value) == "could not resolve host 'no-such-host.invalid' (no network, or no such host)"
 

@@ -70,4 +70,4 @@ async def test_unresolvable_host_is_a_clear_refusal():
     async with make_client("test") as client:
         with pytest.raises(FetchError) as info:
             await guarded_get(client, "http://nowhere.test/", FetchPolicy(resolver=nothing))
-    assert info.value.kind == "refused" and "could not resolve host 'nowhere.test'" in str(info.value)
+    assert info.value.kind == "network" and "could not resolve host 'nowhere.test'" in str(info.value)

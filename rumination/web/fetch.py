@@ -16,7 +16,7 @@ from tenacity.wait import wait_exponential_jitter
 from rumination.neterrors import brief, network_reason
 from rumination.urls import domain_allowed
 from rumination.web.base import FetchError
-from rumination.web.guard import RefusedURL, Resolver, check_url
+from rumination.web.guard import RefusedURL, Resolver, Unresolved, check_url
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 10.0
@@ -89,6 +89,8 @@ async def guarded_get(client: httpx.AsyncClient, url: str, policy: FetchPolicy) 
         raise FetchError("timeout", f"timed out after {policy.timeout:g} s") from None
     except RefusedURL as exc:
         raise FetchError("refused", str(exc)) from None
+    except Unresolved as exc:
+        raise FetchError("network", str(exc)) from None
     except _RetryableStatus as exc:
         raise FetchError("http", f"HTTP {exc.status} (after {policy.retries} retries)") from None
     except httpx.TimeoutException:

@@ -20,6 +20,10 @@ class RefusedURL(Exception):
     """A URL the guard will not fetch; the message says why."""
 
 
+class Unresolved(Exception):
+    """A host name that did not resolve: a network failure, not a refusal."""
+
+
 def is_public_address(ip: IPAddress) -> bool:
     """True only for global unicast addresses, after unwrapping IPv6 forms that embed IPv4."""
     if isinstance(ip, ipaddress.IPv6Address):
@@ -74,11 +78,11 @@ async def check_url(url: str, *, allow_private: bool, resolver: Resolver | None 
     try:
         addresses = [ipaddress.ip_address(a) for a in await (resolver or system_resolver)(host, port)]
     except socket.gaierror:
-        raise RefusedURL(f"could not resolve host {host!r} (no network, or no such host)") from None
+        raise Unresolved(f"could not resolve host {host!r} (no network, or no such host)") from None
     except (OSError, UnicodeError, ValueError) as exc:
-        raise RefusedURL(f"could not resolve host {host!r} ({exc})") from None
+        raise Unresolved(f"could not resolve host {host!r} ({exc})") from None
     if not addresses:
-        raise RefusedURL(f"could not resolve host {host!r}")
+        raise Unresolved(f"could not resolve host {host!r}")
     for ip in addresses:
         if not allow_private and not is_public_address(ip):
             raise RefusedURL(
