@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from conftest import turn, wait_until_reading_stdin, write_script
@@ -215,9 +214,7 @@ def _start_slow_run(web, tmp_path, *extra: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while web.hits["/slow"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    web.wait_for("/slow", timeout=60)
     assert web.hits["/slow"] == 1
     return proc
 
