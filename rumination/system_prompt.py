@@ -25,9 +25,22 @@ from rumination.protocol import (
 
 ROLE_TOKENS = (SYSTEM, USER, ASSISTANT, OBSERVATION)
 _WORDS = "|".join(word for words in LANGUAGE_WORDS.values() for word in words)
-_SEARCH = re.compile(rf"^([ \t]*\*[ \t]*搜索关键词[：:][ \t]*)({_WORDS})", re.MULTILINE)
-_THINKING = re.compile(rf"^([ \t]*\*[ \t]*思考[：:][ \t]*)({_WORDS})", re.MULTILINE)
-_YEAR = re.compile(r"(今年是[ \t]*)(\d{4})([ \t]*年)")
+
+
+def _line_pattern(line: str, slot: str, value: str, *, whole_line: bool = True) -> re.Pattern[str]:
+    """A template line as a regex: (text before the slot)(the slot's value)(text after), spacing and colon loose."""
+    before, _, after = line.partition("{" + slot + "}")
+
+    def loose(text: str) -> str:
+        return "".join("[ \t]*" if ch == " " else "[：:]" if ch in "：:" else re.escape(ch) for ch in text.strip())
+
+    lead = "^[ \t]*" if whole_line else ""
+    return re.compile(f"({lead}{loose(before)}[ \t]*)({value})([ \t]*{loose(after)})", re.MULTILINE)
+
+
+_SEARCH = _line_pattern(SEARCH_LANGUAGE_LINE, "language", _WORDS)
+_THINKING = _line_pattern(THINKING_LANGUAGE_LINE, "language", _WORDS)
+_YEAR = _line_pattern(YEAR_LINE, "year", r"\d{4}", whole_line=False)
 
 
 @dataclass(frozen=True)
@@ -51,7 +64,7 @@ class SystemSettings:
             (_THINKING, self.thinking, "thinking_language", THINKING_LANGUAGE_LINE),
             (_SEARCH, self.search, "search_language", SEARCH_LANGUAGE_LINE),
         ):
-            system, found = pattern.subn(lambda m, lang=language: m[1] + _word(m[2], lang), system)
+            system, found = pattern.subn(lambda m, lang=language: m[1] + _word(m[2], lang) + m[3], system)
             if not found and language != "en":  # English is the template's own value: nothing was asked
                 missed.append(f"{name}={language} ({line.format(language=LANGUAGE_WORDS['en'][0]).strip(' *')})")
         if self.year is not None:
