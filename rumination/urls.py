@@ -10,7 +10,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 LOCAL_SCHEME = "local://"
 
 # A URL written in text ends at whitespace, quotes, brackets or the search-result markup.
-URL_PATTERN = re.compile(r"https?://[^\s<>\"')\]】]+")
+URL_PATTERN = re.compile(r"(?:https?|local)://[^\s<>\"')\]】]+")
 _MD_LINK_TARGET = re.compile(r"\]\(([^)\s]+)\)")
 _LOCAL_URL = re.compile(r"local://([A-Za-z0-9_-]+)/(\d+)/?")
 _TRAILING = ".,;:"  # sentence punctuation after a URL is not part of it
@@ -27,6 +27,8 @@ def normalize_url(url: str) -> str:
 def url_key(url: str) -> str:
     """Compare URLs without scheme, www., fragment, or trailing slash (or sentence punctuation after them)."""
     url = url.strip().rstrip(_TRAILING)
+    if is_local(url):  # its own namespace: local://papers/1 is not https://papers/1
+        return url.lower().rstrip("/")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -39,7 +41,7 @@ def url_key(url: str) -> str:
 
 
 def find_urls(text: str, base: str | None = None) -> list[str]:
-    """The http(s) URLs written in `text`; with `base`, also Markdown link targets resolved against it."""
+    """The http(s) and local:// URLs written in `text`; with `base`, also Markdown link targets resolved against it."""
     urls = [url.rstrip(_TRAILING) for url in URL_PATTERN.findall(text)]
     if base:
         for href in _MD_LINK_TARGET.findall(text):

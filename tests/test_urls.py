@@ -141,3 +141,17 @@ def test_domain_lists_do_not_filter_local_documents():
     url = local_url("papers", 3)
     assert domain_allowed(url, ["example.org"], []) and domain_allowed(url, [], ["papers"])
     assert not domain_allowed("https://papers/3", ["example.org"], [])
+
+
+def test_reports_citing_local_documents_are_checked_like_web_pages():
+    from datetime import UTC, datetime
+
+    from rumination.citations import mark_cited, unverified_urls
+    from rumination.results import Source
+    from rumination.urls import url_key
+
+    read = Source(id=1, url="local://papers/1", final_url="local://papers/1", title="t", fetched_at=datetime.now(UTC))
+    report = "See [1](local://papers/1) and [2](local://papers/99), and https://papers/1."
+    assert mark_cited([read], report)[0].cited
+    assert unverified_urls([read], report) == ["https://papers/1", "local://papers/99"]
+    assert url_key("local://papers/1/") != url_key("https://papers/1")
