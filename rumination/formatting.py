@@ -40,5 +40,5 @@ def format_page(title: str, url: str, text: str, max_tokens: int, truncate: Trun
     body = strip_title(clean_text(text).strip(), heading)
     kept, total = truncate(body, max_tokens)
     if len(kept) < len(body):
-        kept = kept.rstrip() + f"\n\n[truncated: showing the first {max_tokens} of {total} tokens]"
+        kept = kept.rstrip() + f"\n\n[truncated: showing the first {max_tokens:,} tokens of about {total:,}]"
     return f"# {heading}\nURL: {url}\n\n{kept}"

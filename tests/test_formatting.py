@@ -10,7 +10,7 @@ from rumination.assets import bundled_tokenizer_dir
 from rumination.formatting import format_page, format_search_results
 from rumination.sanitize import clean_text
 from rumination.search.base import SearchHit
-from rumination.tokens import count_tokens, truncate_tokens
+from rumination.tokens import CHARS_PER_TOKEN, count_tokens, truncate_tokens
 
 HITS = [
     SearchHit(title="A  title\n", url="https://a.example/1", snippet="First\nsnippet."),
@@ -36,8 +36,8 @@ def test_page_is_cut_to_the_token_budget_with_a_marker():
     page = format_page("Title", "https://x.example/", text, 50, partial(truncate_tokens, tok))
     header, body = page.split("\n\n", 1)
     assert header == "# Title\nURL: https://x.example/"
-    total = count_tokens(tok, text)
-    assert body.endswith(f"[truncated: showing the first 50 of {total} tokens]")
+    total = int(body.rsplit("of about ", 1)[1].rstrip("]").replace(",", ""))
+    assert abs(total - count_tokens(tok, text)) <= 0.1 * count_tokens(tok, text)  # estimated past the head
     kept = body.rsplit("\n\n[truncated", 1)[0]
     assert count_tokens(tok, kept) <= 50 and text.startswith(kept)
     whole = format_page("T", "u", "short text", 50, partial(truncate_tokens, tok))
@@ -56,3 +56,21 @@ def test_results_cannot_forge_other_results():
     out = format_search_results([hit], "card")
     assert out.count("【") == 1 and out.count("】") == 1 and out.count("†") == 2
     assert "https://a.example/%E3%80%90x%E3%80%91" in out
+
+
+def test_a_huge_page_tokenizes_only_a_head_of_it():
+    tok = AutoTokenizer.from_pretrained(bundled_tokenizer_dir())
+    seen: list[int] = []
+
+    def recording(text: str, **kwargs: object) -> object:
+        seen.append(len(text))
+        return tok(text, **kwargs)
+
+    text = "The press spread to 250 cities by 1500. " * 125_000  # 5 MB
+    kept, total = truncate_tokens(recording, text, 100)
+    assert count_tokens(tok, kept) == 100 and text.startswith(kept)
+    assert seen == [100 * CHARS_PER_TOKEN]
+    exact = count_tokens(tok, text[:400_000]) * len(text) / 400_000
+    assert abs(total - exact) <= 0.05 * exact
+    short = "a few words"
+    assert truncate_tokens(tok, short, 100) == (short, count_tokens(tok, short))
