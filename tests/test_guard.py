@@ -195,8 +195,16 @@ LOOPBACK_SPELLINGS = [
     "http://0/",
     "http://[::1]/",
     "http://[::ffff:127.0.0.1]/",
-    "http://169.254.169.254/latest/meta-data/",
     "http://10.0.0.1/",
+]
+# No intranet site lives on a link-local address: cloud metadata does. Refused even with private addresses allowed.
+NEVER_OPENED = [
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[::ffff:169.254.169.254]/",
+    "http://[64:ff9b::a9fe:a9fe]/",
+    "http://[fe80::1]/",
+    "http://[fd00:ec2::254]/",
+    "http://2852039166/",
 ]
 
 
@@ -206,6 +214,13 @@ async def test_check_url_refuses_local_spellings(url: str) -> None:
         await check_url(url, allow_private=False)
     assert "private or local address" in str(info.value)
     assert "--allow-private-network" in str(info.value)
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+@pytest.mark.parametrize("url", NEVER_OPENED)
+async def test_link_local_and_metadata_addresses_are_never_opened(url: str, allow_private: bool) -> None:
+    with pytest.raises(RefusedURL, match="link-local or cloud metadata address"):
+        await check_url(url, allow_private=allow_private)
 
 
 @pytest.mark.parametrize("url", LOOPBACK_SPELLINGS)

@@ -12,6 +12,7 @@ MAX_URL_LENGTH = 2083
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _V4_COMPAT = ipaddress.ip_network("::/96")
 _SITE_LOCAL = ipaddress.ip_network("fec0::/10")
+_METADATA = {ipaddress.ip_address("fd00:ec2::254")}  # AWS's IPv6 instance metadata (a ULA, not link-local)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -24,8 +25,8 @@ class Unresolved(Exception):
     """A host name that did not resolve: a network failure, not a refusal."""
 
 
-def is_public_address(ip: IPAddress) -> bool:
-    """True only for global unicast addresses, after unwrapping IPv6 forms that embed IPv4."""
+def unwrap(ip: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv6 form embeds (mapped, 6to4, Teredo, NAT64, v4-compatible), else `ip` itself."""
     if isinstance(ip, ipaddress.IPv6Address):
         embedded: ipaddress.IPv4Address | None = ip.ipv4_mapped or ip.sixtofour
         if ip.teredo:
@@ -33,10 +34,23 @@ def is_public_address(ip: IPAddress) -> bool:
         elif ip in _NAT64 or (ip in _V4_COMPAT and int(ip) > 1):
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
-            return is_public_address(embedded)
-        if ip in _SITE_LOCAL:
-            return False
+            return unwrap(embedded)
+    return ip
+
+
+def is_public_address(ip: IPAddress) -> bool:
+    """True only for global unicast addresses, after unwrapping IPv6 forms that embed IPv4."""
+    ip = unwrap(ip)
+    if ip in _SITE_LOCAL:
+        return False
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local or ip.is_loopback)
+
+
+def is_never_opened(ip: IPAddress) -> bool:
+    """Link-local addresses (cloud metadata lives at 169.254.169.254) and known metadata endpoints: no intranet
+    site lives there, so even --allow-private-network does not open them."""
+    ip = unwrap(ip)
+    return ip.is_link_local or ip in _METADATA
 
 
 def check_url_syntax(url: str) -> tuple[str, str, int]:
@@ -84,6 +98,8 @@ async def check_url(url: str, *, allow_private: bool, resolver: Resolver | None 
     if not addresses:
         raise Unresolved(f"could not resolve host {host!r}")
     for ip in addresses:
+        if is_never_opened(ip):
+            raise RefusedURL(f"refused: {host} resolves to a link-local or cloud metadata address ({ip})")
         if not allow_private and not is_public_address(ip):
             raise RefusedURL(
                 f"refused: {host} resolves to a private or local address ({ip}); "
