@@ -78,8 +78,15 @@ class Trace:
                     "2",
                     gap=True,
                 )
+                for source in r.sources:
+                    cited = " (cited)" if source.cited else ""
+                    self._line(f"  [{source.id}] {source.title} · {source.final_url}{cited}", "2")
                 if not r.sources:
                     self._line("warning: no page was read; the report rests on the model's own knowledge", "33")
+                if r.unverified_urls:
+                    self._line("warning: the report links to pages the run never read:", "33")
+                    for url in r.unverified_urls:
+                        self._line(f"  {url}", "33")
 
 
 def _n(count: int, noun: str) -> str:

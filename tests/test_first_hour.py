@@ -142,3 +142,16 @@ def test_a_model_name_that_is_neither_a_directory_nor_a_hub_id_is_a_clear_error(
         assert main(["ask", "q", "-m", name, "--device", "cpu", "-q"]) == 1
         err = capsys.readouterr().err
         assert "neither a directory nor a Hugging Face model id" in err and "Traceback" not in err
+
+
+def test_the_trace_lists_the_sources_and_the_links_never_read(web, tmp_path, capsys):
+    report = f"\n<think>\nok\n</think># R\n\nSee [1]({web.base}/gutenberg.html) and https://never.example/read."
+    script = write_script(
+        tmp_path / "s.json",
+        [turn({"name": "open", "arguments": {"url": f"{web.base}/gutenberg.html"}}), turn({"name": "finish"}), report],
+    )
+    flags = ["--script", str(script), "--searxng-url", web.base, "--allow-private-network", "--open-any-url"]
+    assert main(["ask", "q", *flags]) == 0
+    err = capsys.readouterr().err
+    assert f"[1] Johannes Gutenberg and movable type · {web.base}/gutenberg.html (cited)" in err
+    assert "the report links to pages the run never read:\n  https://never.example/read" in err
