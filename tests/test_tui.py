@@ -741,3 +741,14 @@ async def test_a_report_reset_drops_what_was_streamed_before_it():
         await pilot.pause(0.3)
         shown = app.query_one("#report-md", Markdown).source
         assert app._report == "# Final report" and "Draft" not in shown and "Final report" in shown
+
+
+async def test_links_the_run_never_read_stay_on_screen(web):
+    report = "\n<think>\nok\n</think># R\n\nAs https://never.example/read says."
+    app = _app(web, [turn({"name": "finish", "arguments": {}}), report])
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.start(QUESTION)
+        await _until(pilot, lambda: app.result is not None)
+        await pilot.pause()
+        assert app.result.unverified_urls == ["https://never.example/read"]
+        assert "https://never.example/read" in _error(app)

@@ -294,6 +294,10 @@ class ResearchApp(App[ResearchResult | None]):
         self.query_one("#report-md", Markdown).update(result.report or "*The model wrote no report.*")
         self.query_one("#empty-report").display = False
         self.query_one(SourcesTable).sync(result.sources)
+        if result.unverified_urls:
+            links = "\n".join(result.unverified_urls[:8]) + ("\n…" if len(result.unverified_urls) > 8 else "")
+            advice = "Check them before you trust those parts of the report."
+            self._show_error("Links the run never read", links, advice, "warning")
         self.query_one(TabbedContent).active = "report"
         if not isinstance(self.focused, Input):  # never pull focus from someone typing the next question
             self.query_one("#report-scroll").focus()
