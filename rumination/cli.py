@@ -247,7 +247,7 @@ def _read_question(arg: str) -> str:
             raise ConfigError(no_question)
         arg = sys.stdin.read()
         if not arg.strip():  # e.g. `< /dev/null`: the same advice as an empty terminal
-            raise ConfigError(no_question)
+            raise ConfigError(no_question + " (stdin was empty)")
     if not arg.strip():
         raise ConfigError("the question is empty")
     return arg.strip()
@@ -268,7 +268,7 @@ def _browse(args: argparse.Namespace, action: str, target: str) -> int:
     from rumination.backends.base import load_tokenizer
     from rumination.browser import Browser
     from rumination.factory import NoEngine, make_engine, make_fetcher
-    from rumination.sanitize import terminal_safe
+    from rumination.sanitize import clean_text
     from rumination.tokens import LazyTokenizer
 
     config = _load_config(args)
@@ -286,7 +286,7 @@ def _browse(args: argparse.Namespace, action: str, target: str) -> int:
             await fetcher.aclose()
 
     result = asyncio.run(run())
-    print(terminal_safe(result.observation))
+    print(clean_text(result.observation))  # exactly as the loop passes it to the model (and terminal-safe)
     return EXIT_OK if result.ok else EXIT_ERROR
 
 
@@ -327,7 +327,7 @@ def _tui(args: argparse.Namespace) -> int:
     try:
         from rumination.tui.app import check_theme, run_tui
     except ImportError:
-        raise RuminationError("the TUI needs Textual: pip install 'rumination[tui]'") from None
+        raise RuminationError("the TUI needs Textual: pip install -e '.[tui]' in your checkout") from None
     if args.theme:
         check_theme(args.theme)
     run_tui(config, args.question, theme=args.theme)

@@ -336,6 +336,8 @@ def _check_env_names() -> None:
         if field not in Config.model_fields:
             near = closest_field(field)
             hint = f"; did you mean {env_name(near)}?" if near else ""
+            if field.startswith("config"):
+                hint = f"; did you mean {CONFIG_FILE_VARIABLE}?"
             raise ConfigError(f"unknown setting in the environment: {variable}{hint}")
 
 

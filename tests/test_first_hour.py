@@ -155,3 +155,23 @@ def test_the_trace_lists_the_sources_and_the_links_never_read(web, tmp_path, cap
     err = capsys.readouterr().err
     assert f"[1] Johannes Gutenberg and movable type · {web.base}/gutenberg.html (cited)" in err
     assert "the report links to pages the run never read:\n  https://never.example/read" in err
+
+
+def test_small_messages_say_what_to_do(tmp_path, monkeypatch, capsys, web):
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    assert main(["ask", "q", "--script", str(empty)]) == 2
+    assert "has no outputs" in capsys.readouterr().err
+    monkeypatch.setenv("RUMINATION_CONFIG", "x.toml")
+    assert main(["config"]) == 2
+    assert "did you mean RUMINATION_CONFIG_FILE" in capsys.readouterr().err
+    monkeypatch.delenv("RUMINATION_CONFIG")
+    assert main(["search", "q", "--searxng-url", web.url("/status/500")]) == 1
+    assert "check --searxng-url" in capsys.readouterr().out
+
+
+def test_fetch_prints_the_page_exactly_as_the_model_sees_it(web, capsys):
+    # The reason phrase is the server's: the loop defuses its role tokens before the model sees it, so must fetch.
+    assert main(["fetch", web.url("/forged-reason"), "--allow-private-network", "--no-page-cache"]) == 1
+    out = capsys.readouterr().out
+    assert "<|user|>" not in out and "< |user|>" in out

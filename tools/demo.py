@@ -127,7 +127,7 @@ def run(argv: list[str]) -> int:
             try:
                 app = tui_app(web.base)
             except ImportError:
-                print("demo: the TUI needs Textual: pip install 'rumination[tui]'", file=sys.stderr)
+                print("demo: the TUI needs Textual: pip install -e '.[tui]' in your checkout", file=sys.stderr)
                 return 1
             app.run()
             return 0

@@ -90,4 +90,6 @@ def read_script(path: Path) -> list[str]:
         raise ConfigError(f"cannot read script {path}: {exc}") from None
     if not isinstance(data, list) or not all(isinstance(item, str) for item in data):
         raise ConfigError(f"script {path} must be a JSON array of strings (one model output each)")
+    if not data:
+        raise ConfigError(f"script {path} has no outputs: a run needs at least a finish call and a report")
     return data

@@ -28,6 +28,10 @@ class SearxngEngine:
             raise SearchError("SearXNG refused JSON output: add `json` to search.formats in its settings.yml")
         if response.status_code == 429:
             raise SearchError("SearXNG is rate-limiting requests (HTTP 429)")
+        if response.status_code in (404, 405):  # no SearXNG at that address: the setting is wrong, not the query
+            raise SearchError(
+                f"no SearXNG search at {self.base}/search (HTTP {response.status_code}): check --searxng-url"
+            )
         if response.status_code != 200:
             raise SearchError(f"SearXNG answered HTTP {response.status_code}")
         return result_hits(response, "SearXNG", max_results)
