@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -28,9 +28,36 @@ _COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a short usage line in errors and a suggestion for a misspelt option."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the usage line, the problem and the closest real option; exit 2."""
+        import difflib
+        import re
+
+        known = sorted(_all_options(self))
+        for typo in re.findall(r"(?<![\w-])--?[\w-]+", message.partition(":")[2] if "argument" in message else message):
+            if typo not in known and (near := difflib.get_close_matches(typo.split("=")[0], known, n=1, cutoff=0.6)):
+                message += f" (did you mean {near[0]}?)"
+                break
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\nsee '{self.prog} --help' for every option\n")
+
+
+def _all_options(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string of `parser` and its subcommands."""
+    options = {o for action in parser._actions if action.help != argparse.SUPPRESS for o in action.option_strings}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                options |= _all_options(sub)
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (imports nothing heavy)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rumination",
         description="Deep research on your own hardware with GLM-Z1-Rumination-32B-0414.",
     )
@@ -44,13 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def command(name: str, summary: str, description: str | None = None) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[config_flag], help=summary, description=description or summary)
+    def command(name: str, summary: str, description: str | None = None, args: str = "") -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            parents=[config_flag],
+            help=summary,
+            description=description or summary,
+            usage=f"%(prog)s [options] {args}".rstrip(),  # the derived options are too many to list in one line
+        )
 
     ask = command(
         "ask",
         "research a question and print the report",
         "Research QUESTION; the report goes to stdout, the trace to stderr.",
+        "[question]",
     )
     ask.add_argument("question", nargs="?", default="-", help="the question; '-' or omitted reads stdin")
     _add_settings(ask, "ask")
@@ -65,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tui",
         "research in a full-screen terminal app (extra: tui)",
         "Watch the model think, search and read, and read the report as it is written.",
+        "[question]",
     )
     tui.add_argument("question", nargs="?", default="", help="start researching this question at once")
     _add_settings(tui, "tui")
@@ -74,11 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
         "search",
         "print what the model sees for a search",
         "Run one search and print the observation the model would get.",
+        "query",
     )
     search.add_argument("query")
     _add_settings(search, "search")
     fetch = command(
-        "fetch", "print what the model sees for a page", "Fetch one URL and print the observation the model would get."
+        "fetch",
+        "print what the model sees for a page",
+        "Fetch one URL and print the observation the model would get.",
+        "url",
     )
     fetch.add_argument("url")
     _add_settings(fetch, "fetch")
@@ -86,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         "index",
         "build a local index for --search local:NAME",
         "Index the HTML, Markdown, text and PDF files under DIR (rerun to update).",
+        "--name NAME directory",
     )
     index.add_argument("directory", type=Path)
     index.add_argument("--name", required=True, help="the index name (letters, digits, - and _)")

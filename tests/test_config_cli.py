@@ -304,3 +304,15 @@ def test_search_implication_reaches_the_cli(tmp_path, capsys):
     )
     assert main(["ask", "q", "-q", "--script", str(script), "--search", "ddgs"]) == 0
     assert "done" in capsys.readouterr().out
+
+
+def test_usage_errors_are_short_and_suggest_the_option_meant(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["ask", "q", "--serch", "ddgs"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "(did you mean --search?)" in err and len(err.splitlines()) <= 4
+    with pytest.raises(SystemExit):
+        main(["ask", "q", "--max-turns", "abc"])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: rumination ask [options] [question]\n") and "invalid int value: 'abc'" in err
+    assert len(err.splitlines()) <= 4
