@@ -353,11 +353,15 @@ def _index(args: argparse.Namespace) -> int:
         pdf_max_memory_mb=config.pdf_max_memory_mb,
     )
     print(
-        f"index {args.name!r}: {stats.files_indexed} documents ({stats.files_updated} updated, "
+        f"index {args.name!r}: {_n(stats.files_indexed, 'document')} ({stats.files_updated} updated, "
         f"{stats.files_removed} removed, {stats.files_skipped} skipped) in {stats.seconds:.1f} s -> {stats.path}"
     )
     print(f"research it with: rumination ask '...' --search local:{args.name}")
     return EXIT_OK
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _tui(args: argparse.Namespace) -> int:

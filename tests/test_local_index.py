@@ -416,23 +416,23 @@ async def test_fetcher_returns_the_document(corpus: Path, config: Config, tmp_pa
 
 
 @pytest.mark.parametrize(
-    ("url", "kind"),
+    ("url", "kind", "message"),
     [
-        ("local://docs/99999", "not_found"),
-        ("local://other/1", "not_found"),
-        ("local://docs/abc", "not_found"),
-        ("local://../../etc/1", "not_found"),
-        ("https://example.org/", "refused"),
-        ("file:///etc/passwd", "refused"),
+        ("local://docs/99999", "not_found", "the local index docs has no document 99999"),
+        ("local://other/1", "not_found", "there is no local index named other (build it with rumination index)"),
+        ("local://docs/abc", "not_found", "not a local document address (local://NAME/ID)"),
+        ("local://../../etc/1", "not_found", "not a local document address (local://NAME/ID)"),
+        ("https://example.org/", "refused", None),
+        ("file:///etc/passwd", "refused", None),
     ],
 )
-async def test_fetcher_errors(corpus: Path, config: Config, url: str, kind: str):
+async def test_fetcher_errors(corpus: Path, config: Config, url: str, kind: str, message: str | None):
     build(corpus, config)
     with pytest.raises(FetchError) as info:
         await LocalFetcher(config).fetch(url)
     assert info.value.kind == kind
-    if kind == "not_found":
-        assert str(info.value) == "no such document in the local index"
+    if message:
+        assert str(info.value) == message
 
 
 # --- rebuilding ----------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ CPU mode plays the same synthetic 20-turn research run twice, with and without r
 appends an assistant call and an observation; its last line is `prefill_reuse_ratio=` (tokens prefilled
 with reuse / without).
 
-GPU mode builds Glm4ForCausalLM from the configuration in shared/PROTOCOL.md with random bf16 weights
+GPU mode builds Glm4ForCausalLM from the model's configuration (protocol.ARCHITECTURE) with random bf16 weights
 allocated on the device (no checkpoint), measures the copy bandwidth, then decode tok/s at 1K and 32K of
 context (ours: static cache + compiled step; and transformers' default generate at 1K), each with its
 fraction of the bandwidth roofline (bandwidth / bytes read per token), prefill tok/s, and a multi-turn run
@@ -47,7 +47,7 @@ WORDS = [
     "Europe",
 ]
 
-REAL = ARCHITECTURE  # GLM-Z1-Rumination-32B-0414 (shared/PROTOCOL.md)
+REAL = ARCHITECTURE  # GLM-Z1-Rumination-32B-0414's published config
 TINY = {**REAL, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 12, "num_key_value_heads": 2}
 TINY.update(head_dim=16, intermediate_size=128, vocab_size=1024, max_position_embeddings=8192, pad_token_id=0)
 

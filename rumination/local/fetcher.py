@@ -25,14 +25,14 @@ class LocalFetcher:
         """Read one document (blocking)."""
         path = index_file(self.data_dir, index)
         if not path.is_file():
-            raise FetchError("not_found", "no such document in the local index")
+            raise FetchError("not_found", f"there is no local index named {index} (build it with rumination index)")
         try:
             with contextlib.closing(connect_ro(path)) as conn:
                 row = conn.execute("SELECT relpath, title, text FROM docs WHERE id = ?", (doc_id,)).fetchone()
         except sqlite3.Error:
             raise FetchError("unreadable", f"the local index {index} cannot be read; rebuild it") from None
         if row is None:
-            raise FetchError("not_found", "no such document in the local index")
+            raise FetchError("not_found", f"the local index {index} has no document {doc_id}")
         relpath, title, text = row
         return Page(url=url, final_url=url, title=title or "", text=text or "", content_type=content_type(relpath))
 
@@ -43,7 +43,7 @@ class LocalFetcher:
             raise FetchError("refused", "the local fetcher only opens local:// URLs")
         address = parse_local_url(url)
         if address is None:
-            raise FetchError("not_found", "no such document in the local index")
+            raise FetchError("not_found", "not a local document address (local://NAME/ID)")
         return await asyncio.to_thread(self._fetch_sync, url, *address)
 
     async def aclose(self) -> None:
