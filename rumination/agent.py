@@ -170,7 +170,8 @@ class Researcher:
                 yield event
             stop = self._loop_stop(st)
         if stop != "finished":
-            detail = f"stopped after {len(st.steps)} turns: {stop.replace('_', ' ')}"
+            turns = len(st.steps)
+            detail = f"stopped after {turns} tool turn{'' if turns == 1 else 's'}: {stop.replace('_', ' ')}"
             yield ev.ForcedFinish(reason=stop, detail=detail)
             st.messages.append({"role": "assistant", "content": FINISH_CALL})
         async for event in self._report(st, stop):

@@ -124,6 +124,7 @@ class LocalBackend:
         try:
             import torch
             from transformers import AutoConfig, AutoModelForCausalLM
+            from transformers.utils import logging as hf_logging
         except ImportError:
             raise BackendError(
                 "the local backend needs PyTorch and transformers: pip install 'rumination[local]'"
@@ -131,6 +132,7 @@ class LocalBackend:
         if self.model_id == DEFAULT_MODEL and self.config.device == "auto" and not torch.cuda.is_available():
             known = estimate_weight_bytes(SimpleNamespace(**ARCHITECTURE))  # the size is known: skip the hub
             raise BackendError(self._no_gpu_message(known))
+        hf_logging.disable_progress_bar()  # progress comes through `say`; a bar on stderr would tear a TUI screen
         source = locate(self.model_id)  # a cached model never waits on an unreachable hub
         offline = source.local_files_only
         say("reading the model configuration")
