@@ -752,3 +752,18 @@ async def test_links_the_run_never_read_stay_on_screen(web):
         await pilot.pause()
         assert app.result.unverified_urls == ["https://never.example/read"]
         assert "https://never.example/read" in _error(app)
+
+
+async def test_the_palette_offers_every_panel_and_a_failure_is_shown_once():
+    app = ResearchApp(Config(backend="scripted"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        for panel in ("Thinking", "Timeline", "Sources", "Report"):
+            assert f"Show {panel}" in titles
+        next(c for c in app.get_system_commands(app.screen) if c.title == "Show Sources").callback()
+        await pilot.pause()
+        assert app.query_one(TabbedContent).active == "sources"
+        app.clear_notifications()
+        app._ended("failed", "the script ran out of outputs", "Press n to try again.")
+        await pilot.pause()
+        assert "ran out of outputs" in _error(app) and not _notes(app)

@@ -9,6 +9,7 @@ import time
 import webbrowser
 from collections.abc import Iterable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -202,9 +203,10 @@ class ResearchApp(App[ResearchResult | None]):
         self._show_pending_report()
         self._stop_clock()
         self.phase, self._status_message = state, message
-        if state == "failed":  # kept on screen under the panel that was showing, with its advice
+        if state == "failed":  # kept on screen under the panel that was showing, with its advice (no toast too)
             self._show_error("The run failed", message, advice)
-        self.notify(message, severity="error" if state == "failed" else "warning", timeout=8)
+        else:
+            self.notify(message, severity="warning", timeout=8)
         self._refresh_status()
         self.refresh_bindings()
 
@@ -281,7 +283,6 @@ class ResearchApp(App[ResearchResult | None]):
                 self._finish(result)
             case ev.ErrorEvent(message=message, fatal=False):
                 self._show_error("Warning", message, severity="warning")
-                self.notify(message, severity="warning", timeout=8)
         self._refresh_status()
         self.refresh_bindings()
 
@@ -465,6 +466,13 @@ class ResearchApp(App[ResearchResult | None]):
         yield SystemCommand("Copy report", "Copy the report to the clipboard", self.action_copy_report)
         yield SystemCommand("New question", "Ask another question", self.action_new_question)
         yield SystemCommand("Open source", "Open the selected source in the browser", self.action_open_source)
+        for tab, what in (
+            ("thinking", "the model's thinking, turn by turn"),
+            ("timeline", "the tool calls and their results"),
+            ("sources", "the pages read"),
+            ("report", "the report"),
+        ):
+            yield SystemCommand(f"Show {tab.title()}", f"Show {what}", partial(self.action_show_tab, tab))
 
 
 def model_label(backend: str, model: str) -> str:
