@@ -767,3 +767,18 @@ async def test_the_palette_offers_every_panel_and_a_failure_is_shown_once():
         app._ended("failed", "the script ran out of outputs", "Press n to try again.")
         await pilot.pause()
         assert "ran out of outputs" in _error(app) and not _notes(app)
+
+
+async def test_quitting_hands_back_a_report_that_was_neither_saved_nor_copied(web):
+    app = _app(web, script(web.base))
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.start(QUESTION)
+        await _until(pilot, lambda: app.result is not None)
+        await pilot.press("ctrl+q")
+    assert app.return_value is not None and app.return_value.report == app.result.report
+    copied = _app(web, script(web.base))
+    async with copied.run_test(size=(100, 30)) as pilot:
+        copied.start(QUESTION)
+        await _until(pilot, lambda: copied.result is not None)
+        await pilot.press("y", "ctrl+q")
+    assert copied.return_value is None

@@ -73,6 +73,7 @@ class ResearchApp(App[ResearchResult | None]):
         self._tokens_per_s: float | None = None
         self._backend = self._model = ""
         self._report = self._pending_report = ""
+        self._kept = False
         self._run_id = 0
         self._stop_requested = False
         self._elapsed_final = 0.0
@@ -141,6 +142,7 @@ class ResearchApp(App[ResearchResult | None]):
             return
         self._run_id += 1
         self.result, self._report, self._pending_report, self._tokens_per_s = None, "", "", None
+        self._kept = False  # the report was saved or copied: quitting need not hand it back
         self._backend, self._model, self._elapsed_final, self._stop_requested = "", "", 0.0, False
         self._load_progress = False
         self._show_error(None)
@@ -195,9 +197,9 @@ class ResearchApp(App[ResearchResult | None]):
             self.call_from_thread(lambda: run_id == self._run_id and callback(*args))
 
     async def action_quit(self) -> None:
-        """Quit at once: a running research is stopped first rather than waited for."""
+        """Quit at once: a running research is stopped first; a report neither saved nor copied is handed back."""
         self.action_stop_now()
-        await super().action_quit()
+        self.exit(self.result if self.result is not None and self.result.report and not self._kept else None)
 
     def _ended(self, state: str, message: str, advice: str = "") -> None:
         self._show_pending_report()
@@ -403,12 +405,14 @@ class ResearchApp(App[ResearchResult | None]):
         except OSError as exc:
             self.notify(f"Could not save the report: {exc.strerror or exc}", severity="error")
             return
+        self._kept = True
         self.notify(f"Saved the report to {target}")
 
     def action_copy_report(self) -> None:
         """Copy the report to the clipboard."""
         if self._report:
             self.copy_to_clipboard(self._report)
+            self._kept = True
             self.notify("Sent the report to the clipboard (terminals without OSC 52 ignore it; Ctrl+S saves it).")
 
     def action_new_question(self) -> None:
@@ -509,5 +513,5 @@ def _k(tokens: int) -> str:
 
 
 def run_tui(config: Config, question: str = "", theme: str | None = None) -> ResearchResult | None:
-    """Run the TUI until the user quits; return the last result."""
+    """Run the TUI until the user quits; return the last result if its report was neither saved nor copied."""
     return ResearchApp(config, question, theme=theme).run()
