@@ -6,58 +6,16 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from rumination.flags import EXIT_USAGE, Parser, add_settings, load_config
 
-# What cannot be derived from Config's fields: short options and the singular names of repeatable lists.
-_SHORT = {"model": "-m"}
-_REPEATABLE = {"search_fallback": "--fallback", "allow_domains": "--allow-domain", "deny_domains": "--deny-domain"}
-_METAVAR = {"search_fallback": "ENGINE", "script": "FILE", "search": "ENGINE"}
-# Names from before the flags were derived, accepted (hidden) for one release: flag -> (field, constant or None).
-_OLD_NAMES: dict[str, tuple[str, Any]] = {
-    "--max-context": ("context_window", None),
-    "--no-robots": ("robots_txt", False),
-}
-# The settings each command takes: groups, single fields, and "-field" to leave one out; ask and tui take all.
-_COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
-    "search": ("SearchSettings", "allow_domains", "deny_domains", "user_agent", "data_dir"),
-    "fetch": ("model", "BrowsingSettings", "-prefetch", "SourceSettings", "StorageSettings"),
-    "index": ("pdf_timeout", "pdf_max_memory_mb", "data_dir"),
-    "config": (),
-}
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with a short usage line in errors and a suggestion for a misspelt option."""
-
-    def error(self, message: str) -> NoReturn:
-        """Print the usage line, the problem and the closest real option; exit 2."""
-        import difflib
-        import re
-
-        known = sorted(_all_options(self))
-        for typo in re.findall(r"(?<![\w-])--?[\w-]+", message.partition(":")[2] if "argument" in message else message):
-            if typo not in known and (near := difflib.get_close_matches(typo.split("=")[0], known, n=1, cutoff=0.6)):
-                message += f" (did you mean {near[0]}?)"
-                break
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\nsee '{self.prog} --help' for every option\n")
-
-
-def _all_options(parser: argparse.ArgumentParser) -> set[str]:
-    """Every option string of `parser` and its subcommands."""
-    options = {o for action in parser._actions if action.help != argparse.SUPPRESS for o in action.option_strings}
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                options |= _all_options(sub)
-    return options
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (imports nothing heavy)."""
-    parser = _Parser(
+    parser = Parser(
         prog="rumination",
         description="Deep research on your own hardware with GLM-Z1-Rumination-32B-0414.",
     )
@@ -87,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "[question]",
     )
     ask.add_argument("question", nargs="?", default="-", help="the question; '-' or omitted reads stdin")
-    _add_settings(ask, "ask")
+    add_settings(ask, "ask")
     out = ask.add_argument_group("output")
     fmt = out.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -102,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "[question]",
     )
     tui.add_argument("question", nargs="?", default="", help="start researching this question at once")
-    _add_settings(tui, "tui")
+    add_settings(tui, "tui")
     tui.add_argument("--theme", help="a Textual theme name (default: the terminal's own colours)")
 
     search = command(
@@ -112,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         "query",
     )
     search.add_argument("query")
-    _add_settings(search, "search")
+    add_settings(search, "search")
     fetch = command(
         "fetch",
         "print what the model sees for a page",
@@ -120,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "url",
     )
     fetch.add_argument("url")
-    _add_settings(fetch, "fetch")
+    add_settings(fetch, "fetch")
     index = command(
         "index",
         "build a local index for --search local:NAME",
@@ -129,83 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument("directory", type=Path)
     index.add_argument("--name", required=True, help="the index name (letters, digits, - and _)")
-    _add_settings(index, "index")
+    add_settings(index, "index")
 
     cfg = command("config", "print the effective configuration and where its file lives")
     cfg.add_argument("--path", action="store_true", help="print only the config file's path")
     return parser
-
-
-def _settings_of(command: str) -> list[tuple[str, list[str]]]:
-    """The (group title, fields) a command takes, in Config's order."""
-    from rumination.config import GROUPS
-
-    wanted = _COMMAND_SETTINGS.get(command)
-    groups = []
-    for group in GROUPS:
-        fields = [
-            f
-            for f in group.model_fields
-            if wanted is None or ((group.__name__ in wanted or f in wanted) and f"-{f}" not in wanted)
-        ]
-        if fields:
-            groups.append((group.__doc__ or group.__name__, fields))
-    return groups
-
-
-def flag_name(field: str) -> str:
-    """The option that sets `field`: its name in kebab-case, or the singular name of a repeatable list."""
-    return _REPEATABLE.get(field, "--" + field.replace("_", "-"))
-
-
-def _add_settings(parser: argparse.ArgumentParser, command: str) -> None:
-    """One option per Config field the command takes, derived from the field's type, default and description."""
-    from rumination.config import SECRETS
-
-    for title, fields in _settings_of(command):
-        group = parser.add_argument_group(title)
-        for field in fields:
-            if field not in SECRETS:  # keys stay out of shell history and `ps`: file or environment only
-                group.add_argument(*_option_strings(field), dest=field, default=None, **_option_kind(field))
-    for old, (field, const) in _OLD_NAMES.items():
-        if any(field in fields for _, fields in _settings_of(command)):
-            kind = {"action": "store_const", "const": const} if const is not None else {"type": int}
-            parser.add_argument(old, dest=f"old:{old}", default=None, help=argparse.SUPPRESS, **kind)
-
-
-def _option_strings(field: str) -> list[str]:
-    return [_SHORT[field], flag_name(field)] if field in _SHORT else [flag_name(field)]
-
-
-def _option_kind(field: str) -> dict[str, Any]:
-    """argparse keywords for a field: choices from a Literal, a negative form for a bool, append for a list."""
-    import types
-    import typing
-    from datetime import date
-
-    from rumination.config import Config
-
-    info = Config.model_fields[field]
-    kind = info.annotation
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
-    default = None if info.default_factory is not None or info.default in (None, []) else info.default
-    shown = str(default).lower() if isinstance(default, bool) else str(default)
-    help_text = (info.description or field.replace("_", " ")) + (f" (default: {shown})" if default is not None else "")
-    metavar = _METAVAR.get(field) or ("N" if kind in (int, float) else field.rsplit("_", 1)[-1].upper())
-    if kind is bool:
-        return {"action": argparse.BooleanOptionalAction, "help": help_text}
-    if typing.get_origin(kind) is typing.Literal:
-        return {"choices": list(typing.get_args(kind)), "help": help_text}
-    if typing.get_origin(kind) is list:
-        return {
-            "action": "append",
-            "metavar": metavar.rstrip("S"),
-            "help": help_text + " (repeatable)",
-        }
-    if kind is date:
-        return {"metavar": "YYYY-MM-DD", "help": help_text}
-    return {"type": kind if kind in (int, float) else str, "metavar": metavar, "help": help_text}
 
 
 def _version() -> str:
@@ -248,22 +134,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
 
 
-def _load_config(args: argparse.Namespace) -> Any:
-    """The configuration with this command's flags applied on top of the file and the environment."""
-    from rumination.config import Config
-
-    given = {f: getattr(args, f, None) for _, fields in _settings_of(args.command) for f in fields}
-    given = {field: value for field, value in given.items() if value is not None}
-    flags = {field: flag_name(field) for field in given}
-    for old, (field, _) in _OLD_NAMES.items():
-        value = getattr(args, f"old:{old}", None)
-        if value is not None and field not in given:
-            given[field], flags[field] = value, old
-            new = flag_name(field) if old != "--no-robots" else "--no-robots-txt"
-            print(f"rumination: note: {old} is now {new}; the old name goes in the next release", file=sys.stderr)
-    return Config.from_flags(given, flags)
-
-
 def _config(args: argparse.Namespace) -> int:
     from rumination.config import config_path
 
@@ -271,7 +141,7 @@ def _config(args: argparse.Namespace) -> int:
     if args.path:
         print(path)
         return EXIT_OK
-    config = _load_config(args)
+    config = load_config(args)
     print(f"# config file: {path} ({'found' if path.exists() else 'not found; defaults in use'})")
     print("# precedence: flags > RUMINATION_* environment variables > config file > defaults")
     print(config.to_toml(), end="")
@@ -311,7 +181,7 @@ def _browse(args: argparse.Namespace, action: str, target: str) -> int:
     from rumination.sanitize import clean_text
     from rumination.tokens import LazyTokenizer
 
-    config = _load_config(args)
+    config = load_config(args)
     tokenizer = LazyTokenizer(lambda: load_tokenizer(_tokenizer_source(config)))
 
     async def run() -> Any:
@@ -343,7 +213,7 @@ def _index(args: argparse.Namespace) -> int:
 
     if not args.directory.is_dir():
         raise ConfigError(f"not a directory: {args.directory}")
-    config = _load_config(args)
+    config = load_config(args)
     stats = build_index(
         args.directory,
         args.name,
@@ -367,7 +237,7 @@ def _n(count: int, noun: str) -> str:
 def _tui(args: argparse.Namespace) -> int:
     from rumination.errors import RuminationError
 
-    config = _load_config(args)
+    config = load_config(args)
     try:
         from rumination.tui.app import check_theme, run_tui
     except ImportError:
@@ -387,7 +257,7 @@ def _ask(args: argparse.Namespace) -> int:
     question = _read_question(args.question)
     if args.output and not args.output.expanduser().parent.is_dir():
         raise ConfigError(f"cannot write the report to {args.output}: its directory does not exist")
-    config = _load_config(args)
+    config = load_config(args)
     import asyncio
 
     from rumination.agent import Researcher

@@ -13,9 +13,10 @@ import typing
 import pytest
 from conftest import ROOT, turn, write_script
 
-from rumination.cli import build_parser, flag_name, main
+from rumination.cli import build_parser, main
 from rumination.config import GROUPS, SECRETS, Config
 from rumination.errors import ConfigError
+from rumination.flags import flag_name, load_config
 
 RESEARCH_COMMANDS = ("ask", "tui")
 
@@ -207,22 +208,20 @@ def test_fetch_needs_no_search_settings(monkeypatch, capsys):
 
 def test_old_flag_names_still_work_for_one_release(capsys):
     args = build_parser().parse_args(["ask", "q", "--max-context", "4096", "--no-robots"])
-    from rumination.cli import _load_config
 
-    config = _load_config(args)
+    config = load_config(args)
     assert config.context_window == 4096 and config.robots_txt is False
     err = capsys.readouterr().err
     assert "--max-context is now --context-window" in err and "--no-robots is now --no-robots-txt" in err
 
 
 def test_bool_flags_have_both_forms():
-    from rumination.cli import _load_config
 
     parser = build_parser()
-    assert _load_config(parser.parse_args(["ask", "q", "--no-current-year"])).current_year is False
-    assert _load_config(parser.parse_args(["ask", "q", "--no-page-cache"])).page_cache is False
-    assert _load_config(parser.parse_args(["ask", "q", "--today", "2031-02-03"])).today.year == 2031
-    assert _load_config(
+    assert load_config(parser.parse_args(["ask", "q", "--no-current-year"])).current_year is False
+    assert load_config(parser.parse_args(["ask", "q", "--no-page-cache"])).page_cache is False
+    assert load_config(parser.parse_args(["ask", "q", "--today", "2031-02-03"])).today.year == 2031
+    assert load_config(
         parser.parse_args(["ask", "q", "--allow-domain", "a.org", "--allow-domain", "b.org"])
     ).allow_domains == [
         "a.org",
