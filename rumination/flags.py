@@ -129,6 +129,6 @@ def load_config(args: argparse.Namespace) -> Config:
         value = getattr(args, f"old:{old}", None)
         if value is not None and field not in given:
             given[field], flags[field] = value, old
-            new = flag_name(field) if const is None else "--no-" + flag_name(field).removeprefix("--")
+            new = flag_name(field) if const is None else flag_name(field).replace("--", "--no-", 1)
             print(f"rumination: note: {old} is now {new}; the old name goes in the next release", file=sys.stderr)
     return Config.from_flags(given, flags)
