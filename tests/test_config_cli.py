@@ -69,7 +69,7 @@ def _hinted_options() -> set[str]:
     for path in (ROOT / "rumination").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                found |= set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]+", node.value))
+                found |= set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9](?![\w-])", node.value))
     return found
 
 
