@@ -231,3 +231,23 @@ async def test_local_documents_only_of_the_indexes_searched() -> None:
     other = await browser.open("local://diary/1")
     assert (other.ok, other.error) == (False, "refused") and "indexes searched (papers)" in other.observation
     assert fetcher.fetched == ["local://papers/1"]
+
+
+async def test_the_page_cache_never_serves_a_page_read_under_other_domain_rules(web: LocalWeb, tmp_path) -> None:
+    from rumination.web.base import FetchError
+
+    start = web.url("/redirect-to?url=" + web.base.replace("127.0.0.1", "localhost") + "/gutenberg.html")
+    common = {"allow_private_network": True, "robots_txt": False, "cache_dir": tmp_path}
+    warm = WebFetcher(Config(**common))
+    try:
+        assert "localhost" in (await warm.fetch(start)).final_url  # cached, redirect hop and all
+    finally:
+        await warm.aclose()
+    for lists in ({"deny_domains": ["localhost"]}, {"allow_domains": ["127.0.0.1"]}):
+        strict = WebFetcher(Config(**common, **lists))
+        try:
+            with pytest.raises(FetchError) as info:
+                await strict.fetch(start)
+        finally:
+            await strict.aclose()
+        assert info.value.kind == "refused"

@@ -60,8 +60,11 @@ class WebFetcher:
         return page
 
     def _cache_key(self, url: str) -> str:
-        # Pages read with private addresses allowed are never served to a run that does not allow them.
-        return ("private\0" if self.policy.allow_private else "public\0") + url
+        # A page is served only to runs with the same egress rules it was read under: private addresses, the
+        # domain lists (checked on every redirect hop of the original fetch) and robots.txt.
+        p = self.policy
+        scope = "\0".join(["private" if p.allow_private else "public", *p.allow_domains, "|", *p.deny_domains])
+        return f"{scope}\0{'robots' if self.robots else 'any'}\0{url}"
 
     async def _to_page(self, raw: RawResponse) -> Page:
         kind = sniff_type(raw.content_type, raw.body)
