@@ -204,8 +204,28 @@ NEVER_OPENED = [
     "http://[64:ff9b::a9fe:a9fe]/",
     "http://[fe80::1]/",
     "http://[fd00:ec2::254]/",
+    "http://[fd20:ce::254]/",
+    "http://100.100.100.200/",
+    "http://168.63.129.16/",
+    "http://[::ffff:0:a9fe:a9fe]/",
+    "http://[64:ff9b:1::a9fe:a9fe]/",
     "http://2852039166/",
 ]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://a.example/x\u202eRED", "http://a.example/\x9b31m", "http://a\u200b.example/", "http://a.example/\ufeff"],
+)
+def test_invisible_and_c1_characters_are_refused(url: str) -> None:
+    with pytest.raises(RefusedURL, match="invisible or control characters"):
+        check_url_syntax(url)
+
+
+def test_a_host_that_idna_2003_and_2008_read_differently_is_refused() -> None:
+    with pytest.raises(RefusedURL, match="IDNA 2003 and 2008"):
+        check_url_syntax("https://graßhopper.org/")
+    assert check_url_syntax("https://例え.jp/")[1] == "例え.jp"  # an ordinary internationalised name is fine
 
 
 @pytest.mark.parametrize("url", LOOPBACK_SPELLINGS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -12,7 +13,13 @@ MAX_URL_LENGTH = 2083
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _V4_COMPAT = ipaddress.ip_network("::/96")
 _SITE_LOCAL = ipaddress.ip_network("fec0::/10")
-_METADATA = {ipaddress.ip_address("fd00:ec2::254")}  # AWS's IPv6 instance metadata (a ULA, not link-local)
+# Cloud metadata endpoints that are not link-local: AWS's and GCP's IPv6 ones (ULAs), Alibaba's (CGNAT range),
+# Azure's WireServer (a public address).
+_METADATA = {ipaddress.ip_address(a) for a in ("fd00:ec2::254", "fd20:ce::254", "100.100.100.200", "168.63.129.16")}
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_V4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
+# Bidi controls, zero-width characters and BOM: in a URL they only serve to make it read as another.
+_HIDDEN = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -31,7 +38,7 @@ def unwrap(ip: IPAddress) -> IPAddress:
         embedded: ipaddress.IPv4Address | None = ip.ipv4_mapped or ip.sixtofour
         if ip.teredo:
             embedded = ip.teredo[1]
-        elif ip in _NAT64 or (ip in _V4_COMPAT and int(ip) > 1):
+        elif ip in _NAT64 or ip in _NAT64_LOCAL or ip in _V4_TRANSLATED or (ip in _V4_COMPAT and int(ip) > 1):
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
             return unwrap(embedded)
@@ -40,6 +47,8 @@ def unwrap(ip: IPAddress) -> IPAddress:
 
 def is_public_address(ip: IPAddress) -> bool:
     """True only for global unicast addresses, after unwrapping IPv6 forms that embed IPv4."""
+    if ip in _NAT64_LOCAL:  # a local-use translation prefix, whatever it embeds
+        return False
     ip = unwrap(ip)
     if ip in _SITE_LOCAL:
         return False
@@ -57,8 +66,8 @@ def check_url_syntax(url: str) -> tuple[str, str, int]:
     """Refuse before any DNS lookup: scheme, userinfo, control characters, length. Return (scheme, host, port)."""
     if len(url) > MAX_URL_LENGTH:
         raise RefusedURL(f"refused: URL longer than {MAX_URL_LENGTH} characters")
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
-        raise RefusedURL("refused: URL contains spaces or control characters")
+    if any(ord(c) < 0x21 or 0x7F <= ord(c) <= 0x9F for c in url) or _HIDDEN.search(url):
+        raise RefusedURL("refused: URL contains spaces, invisible or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -71,7 +80,26 @@ def check_url_syntax(url: str) -> tuple[str, str, int]:
         raise RefusedURL("refused: URLs with a user name or password are not opened")
     if not parts.hostname:
         raise RefusedURL("refused: URL has no host")
+    if not parts.hostname.isascii() and _idna_2003(parts.hostname) != _idna_2008(parts.hostname):
+        # The lists and DNS would read one name and the Host header and TLS another (ß: ss or xn--...).
+        raise RefusedURL(f"refused: the host name {parts.hostname!r} reads differently under IDNA 2003 and 2008")
     return scheme, parts.hostname, port or (443 if scheme == "https" else 80)
+
+
+def _idna_2003(host: str) -> str | None:
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+
+
+def _idna_2008(host: str) -> str | None:
+    import httpx
+
+    try:
+        return httpx.URL(f"http://{host}/").raw_host.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        return None
 
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
