@@ -36,7 +36,7 @@ def _user_dir(kind: str) -> Path:
 
 def config_path() -> Path:
     """The user's config file: $RUMINATION_CONFIG_FILE, else config.toml in the platform config dir."""
-    override = os.environ.get(CONFIG_FILE_VARIABLE)
+    override = next((v for k, v in os.environ.items() if k.upper() == CONFIG_FILE_VARIABLE), None)
     if override:
         return Path(override).expanduser()
     from platformdirs import user_config_path
@@ -45,17 +45,19 @@ def config_path() -> Path:
 
 
 def _names(value: Any) -> Any:
-    """A list setting given as one string (a RUMINATION_* variable): a JSON list, or names split on commas."""
-    if not isinstance(value, str):
-        return value
-    if value.lstrip().startswith("["):
+    """A list setting: names may also come joined by commas or spaces, and from the environment as a JSON list."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
         import json
 
         try:
-            return json.loads(value)
+            value = json.loads(value)
         except ValueError as exc:
             raise ValueError(f"not a JSON list ({exc}); write names separated by commas instead") from None
-    return [name.strip() for name in value.split(",") if name.strip()]
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return [name for item in value for name in re.split(r"[,\s]+", item) if name]
+    return value
 
 
 # A list of names: from a file or Python a list, from the environment "a.org,b.org" or '["a.org", "b.org"]'.
@@ -150,8 +152,8 @@ class SourceSettings(BaseModel):
     def _domains(cls, entries: list[str]) -> list[str]:
         from rumination.urls import normalize_domain
 
-        for entry in entries:  # an entry naming no host would silently widen an allow list to everything
-            if not normalize_domain(entry):
+        for entry in entries:  # an entry naming no host would widen an allow list to everything, or deny nothing
+            if not re.fullmatch(r"[a-z0-9_.-]+|[0-9a-f:.]+", normalize_domain(entry)):
                 raise ValueError(f"{entry!r} names no domain (write example.org, or *.example.org)")
         return entries
 
@@ -210,7 +212,7 @@ class Config(
             super().__init__(**values)
         except ValidationError as exc:
             raise ConfigError(describe_errors(exc, values)) from None
-        except SettingsError as exc:  # a RUMINATION_* value that is not valid JSON for a list field
+        except SettingsError as exc:  # a value pydantic-settings itself cannot decode
             raise ConfigError(f"cannot read {_settings_error_source(exc)}: {exc.__cause__ or exc}") from None
 
     @classmethod
@@ -237,7 +239,7 @@ class Config(
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         path = config_path()
-        if os.environ.get(CONFIG_FILE_VARIABLE) and not path.is_file():
+        if any(k.upper() == CONFIG_FILE_VARIABLE for k in os.environ) and not path.is_file():
             raise ConfigError(f"config file not found: {path} (from {CONFIG_FILE_VARIABLE})")
         _check_env_names()
         try:
@@ -290,8 +292,9 @@ class _Implied(PydanticBaseSettingsSource):
             for given in values:
                 if given.get(setting) is not None:
                     break
-                if given.get(cause):
-                    implied[setting] = value
+                if cause in given:  # the highest source that names the cause decides, even to clear it
+                    if given[cause]:
+                        implied[setting] = value
                     break
         return implied
 

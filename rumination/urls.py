@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Iterable
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -60,6 +61,7 @@ def _norm_host(host: str) -> str:
     return host.removeprefix("www.")
 
 
+@functools.lru_cache(maxsize=65536)  # lists are checked on every open and redirect hop
 def normalize_domain(entry: str) -> str:
     """A config entry ("Example.COM", "www.example.com", "*.example.com", "https://example.com/x") as a bare host."""
     entry = entry.strip()
@@ -72,7 +74,7 @@ def normalize_domain(entry: str) -> str:
         entry = entry.split("/", 1)[0].rsplit("@", 1)[-1]
         if entry.count(":") == 1:
             entry = entry.split(":", 1)[0]
-    return _norm_host(entry.lstrip("*").lstrip("."))
+    return _norm_host(entry.lstrip("*").lstrip(".").removeprefix("[").removesuffix("]"))
 
 
 def normalize_domains(entries: Iterable[str]) -> list[str]:

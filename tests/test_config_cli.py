@@ -315,3 +315,38 @@ def test_usage_errors_are_short_and_suggest_the_option_meant(capsys):
     err = capsys.readouterr().err
     assert err.startswith("usage: rumination ask [options] [question]\n") and "invalid int value: 'abc'" in err
     assert len(err.splitlines()) <= 4
+
+
+def test_domain_lists_split_joined_names_and_refuse_what_is_no_domain(monkeypatch, capsys):
+    assert Config(deny_domains=["evil.org,bad.org", "x.org y.org"]).deny_domains == [
+        "evil.org",
+        "bad.org",
+        "x.org",
+        "y.org",
+    ]
+    monkeypatch.setenv("RUMINATION_DENY_DOMAINS", "evil.org bad.org")
+    assert Config().deny_domains == ["evil.org", "bad.org"]
+    monkeypatch.setenv("RUMINATION_DENY_DOMAINS", '"evil.org"')
+    with pytest.raises(ConfigError, match="names no domain"):
+        Config()
+    monkeypatch.delenv("RUMINATION_DENY_DOMAINS")
+    assert main(["ask", "q", "--deny-domain", "a.org,b.org", "--max-turns", "0"]) == 2  # parsed, then max_turns
+    assert "deny_domains" not in capsys.readouterr().err
+
+
+def test_a_cleared_cause_implies_nothing(tmp_path, monkeypatch):
+    toml = tmp_path / "c.toml"
+    toml.write_text('searxng_url = "http://127.0.0.1:1"\n')
+    monkeypatch.setenv("RUMINATION_CONFIG_FILE", str(toml))
+    assert Config().search == "searxng"
+    assert Config.from_flags({"searxng_url": ""}, {}).search == "ddgs"  # the flag cleared it: no SearXNG
+    monkeypatch.setenv("RUMINATION_SEARXNG_URL", "")
+    assert Config().search == "ddgs"
+
+
+def test_the_config_file_variable_in_any_case(tmp_path, monkeypatch):
+    toml = tmp_path / "c.toml"
+    toml.write_text("max_turns = 7\n")
+    monkeypatch.delenv("RUMINATION_CONFIG_FILE")
+    monkeypatch.setenv("rumination_config_file", str(toml))
+    assert Config().max_turns == 7
