@@ -21,13 +21,18 @@ def truncate_tokens(tokenizer: Any, text: str, max_tokens: int) -> tuple[str, in
     Only a head of about `max_tokens * CHARS_PER_TOKEN` characters is tokenized (a 5 MB page costs what its
     first 100 KB cost); past it, the count is estimated from the head's tokens per character.
     """
-    head = text[: max(max_tokens, 1) * CHARS_PER_TOKEN]
-    enc = tokenizer(head, add_special_tokens=False, return_offsets_mapping=True)
-    counted = len(enc["input_ids"])
-    total = counted if len(head) == len(text) else round(counted * len(text) / max(len(head), 1))
+    size = max(max_tokens, 1) * CHARS_PER_TOKEN
+    while True:
+        head = text[:size]
+        enc = tokenizer(head, add_special_tokens=False, return_offsets_mapping=True)
+        counted = len(enc["input_ids"])
+        if counted > max_tokens or len(head) == len(text):
+            break
+        size *= 2  # text sparser than the guess (long runs of spaces, rules): read on rather than cut a page that fits
     if counted <= max_tokens:
-        return head, total
+        return text, counted
     end = enc["offset_mapping"][max_tokens - 1][1] if max_tokens > 0 else 0
+    total = counted if len(head) == len(text) else round(counted * len(text) / len(head))
     return text[:end], total
 
 

@@ -74,3 +74,15 @@ def test_a_huge_page_tokenizes_only_a_head_of_it():
     assert abs(total - exact) <= 0.05 * exact
     short = "a few words"
     assert truncate_tokens(tok, short, 100) == (short, count_tokens(tok, short))
+
+
+def test_a_sparse_page_that_fits_is_not_cut_by_the_head():
+    def sparse(text: str, **kwargs: object) -> dict[str, list]:
+        """A tokenizer whose tokens span 100 characters (as long runs of spaces can in a real one)."""
+        spans = [(i, min(i + 100, len(text))) for i in range(0, len(text), 100)]
+        return {"input_ids": list(range(len(spans))), "offset_mapping": spans}
+
+    page = "x" * 40_000  # 400 such tokens: 100 characters each, far past 50 x 12 characters
+    assert truncate_tokens(sparse, page, 500) == (page, 400)
+    kept, total = truncate_tokens(sparse, page, 50)
+    assert kept == page[:5000] and total == 400
