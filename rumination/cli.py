@@ -244,10 +244,12 @@ def _tui(args: argparse.Namespace) -> int:
         raise RuminationError("the TUI needs Textual: pip install -e '.[tui]' in your checkout") from None
     if args.theme:
         check_theme(args.theme)
-    result = run_tui(config, args.question, theme=args.theme)
-    if result is not None:  # a report neither saved nor copied is not lost on quit
+    report = run_tui(config, args.question, theme=args.theme)
+    if report is not None:  # a report neither saved nor copied is not lost on quit
+        from rumination.sanitize import terminal_safe
+
         print("rumination: the report was not saved; here it is", file=sys.stderr)
-        sys.stdout.write(result.report.rstrip() + "\n")
+        sys.stdout.write(terminal_safe(report).rstrip() + "\n")
     return EXIT_OK
 
 

@@ -774,11 +774,23 @@ async def test_quitting_hands_back_a_report_that_was_neither_saved_nor_copied(we
     async with app.run_test(size=(100, 30)) as pilot:
         app.start(QUESTION)
         await _until(pilot, lambda: app.result is not None)
-        await pilot.press("ctrl+q")
-    assert app.return_value is not None and app.return_value.report == app.result.report
+        await app.action_quit()  # what Ctrl+Q runs (Pilot's press of a key that exits can wait on a closed app)
+    assert app.return_value == app.result.report
     copied = _app(web, script(web.base))
     async with copied.run_test(size=(100, 30)) as pilot:
         copied.start(QUESTION)
         await _until(pilot, lambda: copied.result is not None)
-        await pilot.press("y", "ctrl+q")
+        copied.action_copy_report()
+        await copied.action_quit()
     assert copied.return_value is None
+
+
+async def test_quitting_while_the_report_streams_hands_back_what_was_written():
+    app = ResearchApp(Config(backend="scripted"))
+    async with app.run_test(size=(80, 24)):
+        app.on_research_event(ev.TurnStarted(turn=1, prompt_tokens=10, report=True, at=T0))
+        app.on_research_event(ev.ReportDelta(text="# Half a report", at=T0))
+        app.action_copy_report()  # copied while streaming: the final text will differ from what was copied
+        app.on_research_event(ev.ReportDelta(text=" and its second half", at=T0))
+        await app.action_quit()
+    assert app.return_value == "# Half a report and its second half"

@@ -41,7 +41,7 @@ SEARCH_ADVICE = (
 )
 
 
-class ResearchApp(App[ResearchResult | None]):
+class ResearchApp(App[str | None]):
     """Ask a question, watch the model think, search and read, and get the report."""
 
     TITLE = "Rumination"
@@ -73,7 +73,8 @@ class ResearchApp(App[ResearchResult | None]):
         self._tokens_per_s: float | None = None
         self._backend = self._model = ""
         self._report = self._pending_report = ""
-        self._kept = False
+        self._kept: str | None = None  # the report text last saved or copied
+        self._redraw_report = False
         self._run_id = 0
         self._stop_requested = False
         self._elapsed_final = 0.0
@@ -142,7 +143,7 @@ class ResearchApp(App[ResearchResult | None]):
             return
         self._run_id += 1
         self.result, self._report, self._pending_report, self._tokens_per_s = None, "", "", None
-        self._kept = False  # the report was saved or copied: quitting need not hand it back
+        self._kept = None
         self._backend, self._model, self._elapsed_final, self._stop_requested = "", "", 0.0, False
         self._load_progress = False
         self._show_error(None)
@@ -197,9 +198,10 @@ class ResearchApp(App[ResearchResult | None]):
             self.call_from_thread(lambda: run_id == self._run_id and callback(*args))
 
     async def action_quit(self) -> None:
-        """Quit at once: a running research is stopped first; a report neither saved nor copied is handed back."""
+        """Quit at once: a running research is stopped first; report text neither saved nor copied is handed back."""
+        report = self.result.report if self.result is not None else self._report
         self.action_stop_now()
-        self.exit(self.result if self.result is not None and self.result.report and not self._kept else None)
+        self.exit(report if report.strip() and report != self._kept else None)
 
     def _ended(self, state: str, message: str, advice: str = "") -> None:
         self._show_pending_report()
@@ -274,7 +276,7 @@ class ResearchApp(App[ResearchResult | None]):
             case ev.ReportDelta(text=text):
                 if event.reset:  # what was streamed so far turned out to be thinking: start the report again
                     self._report = self._pending_report = ""
-                    self.query_one("#report-md", Markdown).update("")
+                    self._redraw_report = True  # Markdown.append would slice by the old text's line count
                 if not self._report:
                     self.query_one(TabbedContent).active = "report"
                     self.query_one("#empty-report").display = False
@@ -292,7 +294,7 @@ class ResearchApp(App[ResearchResult | None]):
         self._stop_clock()
         self.result, self.phase = result, "done"
         self._status_message = f"done: {result.stop_reason.replace('_', ' ')}"
-        self._report, self._pending_report = result.report, ""
+        self._report, self._pending_report, self._redraw_report = result.report, "", False
         self.query_one(ThinkingLog).flush()
         self.query_one("#report-md", Markdown).update(result.report or "*The model wrote no report.*")
         self.query_one("#empty-report").display = False
@@ -316,8 +318,11 @@ class ResearchApp(App[ResearchResult | None]):
             return
 
     def _show_pending_report(self) -> None:
-        """Append newly streamed report text (Markdown.append parses only the new part)."""
-        if self._pending_report:
+        """Append newly streamed report text (Markdown.append parses only the new part); after a reset, redraw."""
+        if self._redraw_report:
+            self._redraw_report, self._pending_report = False, ""
+            self.query_one("#report-md", Markdown).update(self._report)
+        elif self._pending_report:
             self.query_one("#report-md", Markdown).append(self._pending_report)
             self._pending_report = ""
 
@@ -405,14 +410,14 @@ class ResearchApp(App[ResearchResult | None]):
         except OSError as exc:
             self.notify(f"Could not save the report: {exc.strerror or exc}", severity="error")
             return
-        self._kept = True
+        self._kept = self._report
         self.notify(f"Saved the report to {target}")
 
     def action_copy_report(self) -> None:
         """Copy the report to the clipboard."""
         if self._report:
             self.copy_to_clipboard(self._report)
-            self._kept = True
+            self._kept = self._report
             self.notify("Sent the report to the clipboard (terminals without OSC 52 ignore it; Ctrl+S saves it).")
 
     def action_new_question(self) -> None:
@@ -512,6 +517,6 @@ def _k(tokens: int) -> str:
     return f"{tokens / 1000:.0f}K" if tokens >= 10_000 else f"{tokens / 1000:.1f}K" if tokens >= 1000 else str(tokens)
 
 
-def run_tui(config: Config, question: str = "", theme: str | None = None) -> ResearchResult | None:
-    """Run the TUI until the user quits; return the last result if its report was neither saved nor copied."""
+def run_tui(config: Config, question: str = "", theme: str | None = None) -> str | None:
+    """Run the TUI until the user quits; return report text that was neither saved nor copied, if any."""
     return ResearchApp(config, question, theme=theme).run()
