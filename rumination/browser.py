@@ -47,6 +47,7 @@ class Browser:
         self.allow_domains, self.deny_domains = list(config.allow_domains), list(config.deny_domains)
         engines = [config.search, *config.search_fallback]
         self.local_indexes = {name.partition(":")[2] for name in engines if name.startswith("local:")}
+        self.local_only = all(name.startswith("local:") for name in engines)  # then no web page, unless asked
         self.results: list[SearchHit] = []
         self.sources: list[Source] = []
         self._pages: dict[str, Page] = {}
@@ -151,6 +152,8 @@ class Browser:
             if index in self.local_indexes or self.open_any_url:
                 return None
             return f"{url} is not a document of the indexes searched ({', '.join(sorted(self.local_indexes))})"
+        if self.local_only and not (self.open_any_url or self.allow_domains):
+            return f"{url} is a web page, and this run reads only local documents"
         if not domain_allowed(url, [], self.deny_domains):
             return f"{url} is on a denied domain"
         if not domain_allowed(url, self.allow_domains, []):

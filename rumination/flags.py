@@ -25,7 +25,7 @@ _OLD_NAMES: dict[str, tuple[str, Any]] = {
 # The settings each command takes: groups, single fields, and "-field" to leave one out; ask and tui take all.
 _COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "search": ("SearchSettings", "allow_domains", "deny_domains", "user_agent", "data_dir"),
-    "fetch": ("model", "BrowsingSettings", "-prefetch", "SourceSettings", "StorageSettings"),
+    "fetch": ("model", "BrowsingSettings", "-prefetch", "SourceSettings", "-open_any_url", "StorageSettings"),
     "index": ("pdf_timeout", "pdf_max_memory_mb", "data_dir"),
     "config": (),
 }

@@ -15,8 +15,8 @@ _SPECIAL = re.compile("|".join(re.escape(t) for t in (*SPECIAL_TOKENS, THINK_OPE
 
 
 def terminal_safe(text: str) -> str:
-    """Text that cannot drive a terminal: control characters (escape sequences) removed, tab and newline kept."""
-    return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    """Text that cannot drive or spoof a terminal: control (escapes), bidi and zero-width characters removed."""
+    return _INVISIBLE.sub("", _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n")))
 
 
 def clean_text(text: str) -> str:

@@ -251,3 +251,15 @@ async def test_the_page_cache_never_serves_a_page_read_under_other_domain_rules(
         finally:
             await strict.aclose()
         assert info.value.kind == "refused"
+
+
+async def test_a_local_only_run_never_opens_a_web_page() -> None:
+    fetcher = PageFetcher()
+    question = "compare with https://web.example/page"
+    browser = Browser(Config(search="local:papers"), ListEngine(HITS), fetcher, whole, question=question)
+    assert (await browser.open("local://papers/1")).ok
+    refused = await browser.open("https://web.example/page")  # named in the question, and still not opened
+    assert (refused.ok, refused.error) == (False, "refused") and "only local documents" in refused.observation
+    widened = Browser(Config(search="local:papers", allow_domains=["web.example"]), ListEngine(HITS), fetcher, whole)
+    assert (await widened.open("https://web.example/page")).ok  # the user named a web domain: that one may open
+    assert fetcher.fetched == ["local://papers/1", "https://web.example/page"]
