@@ -350,3 +350,10 @@ def test_the_config_file_variable_in_any_case(tmp_path, monkeypatch):
     monkeypatch.delenv("RUMINATION_CONFIG_FILE")
     monkeypatch.setenv("rumination_config_file", str(toml))
     assert Config().max_turns == 7
+
+
+def test_a_misspelt_option_is_answered_by_its_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["fetch", "http://a.example/", "--serch", "x"])
+    err = capsys.readouterr().err
+    assert "see 'rumination fetch --help'" in err and "--search?" not in err  # fetch has no --search
