@@ -146,7 +146,7 @@ class Researcher:
             question=question,
             backend=self.backend.name,
             model=self.backend.model_id,
-            search=" → ".join([cfg.search, *cfg.search_fallback]) if self._engine is None else engine.name,
+            search=" → ".join(cfg.engines) if self._engine is None else engine.name,
             max_turns=cfg.max_turns,
             context_window=self.backend.context_window,
             max_context_tokens=self._context_limit(),

@@ -16,7 +16,15 @@ from rumination.search.base import SearchEngine, SearchError, SearchHit
 from rumination.search.errors import Unreachable
 from rumination.tokens import truncate_tokens
 from rumination.tool_errors import BrowserErrorKind
-from rumination.urls import domain_allowed, find_urls, is_local, normalize_url, parse_local_url, url_key
+from rumination.urls import (
+    domain_allowed,
+    find_urls,
+    is_local,
+    local_index,
+    normalize_url,
+    parse_local_url,
+    url_key,
+)
 from rumination.web.base import Fetcher, FetchError, Page
 
 
@@ -45,9 +53,9 @@ class Browser:
         self.prefetch = config.prefetch if prefetch is None else prefetch
         self.open_any_url = config.open_any_url if open_any_url is None else open_any_url
         self.allow_domains, self.deny_domains = list(config.allow_domains), list(config.deny_domains)
-        engines = [config.search, *config.search_fallback]
-        self.local_indexes = {name.partition(":")[2] for name in engines if name.startswith("local:")}
-        self.local_only = all(name.startswith("local:") for name in engines)  # then no web page, unless asked
+        indexes = [local_index(engine) for engine in config.engines]
+        self.local_indexes = {index for index in indexes if index}
+        self.local_only = None not in indexes  # then no web page, unless asked
         self.results: list[SearchHit] = []
         self.sources: list[Source] = []
         self._pages: dict[str, Page] = {}

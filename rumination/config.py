@@ -252,6 +252,11 @@ class Config(
         sources = (init_settings, env_settings, toml)
         return _Implied(settings_cls, sources), *sources
 
+    @property
+    def engines(self) -> list[str]:
+        """The search engine, then its fallbacks, as configured."""
+        return [self.search, *self.search_fallback]
+
     def to_toml(self) -> str:
         """The effective configuration as TOML, grouped as in `--help`, for `rumination config`."""
         values = self.model_dump(mode="json")

@@ -7,25 +7,22 @@ from rumination.errors import ConfigError
 from rumination.registry import fetchers, search_engines
 from rumination.search.base import SearchEngine, SearchError, SearchHit
 from rumination.search.chain import DomainFilter, Fallback, Paced
-from rumination.urls import is_local
+from rumination.urls import is_local, local_index
 from rumination.web.base import Fetcher, Page
 
 
 def make_engine(config: Config) -> SearchEngine:
     """The primary engine, then each fallback; paced and filtered by the domain lists."""
-    engines = [
-        DomainFilter(_one(name, config), config.allow_domains, config.deny_domains)
-        for name in [config.search, *config.search_fallback]
-    ]
+    engines = [DomainFilter(_one(name, config), config.allow_domains, config.deny_domains) for name in config.engines]
     return engines[0] if len(engines) == 1 else Fallback(engines)
 
 
 def _one(name: str, config: Config) -> SearchEngine:
-    kind, _, argument = name.partition(":")
-    if kind == "local":
-        if not argument:
+    index = local_index(name)
+    if index is not None:
+        if not index:
             raise ConfigError("name the index to search: --search local:NAME (build it with rumination index)")
-        return search_engines.get("local")(config, argument)  # no pacing: it is on this machine
+        return search_engines.get("local")(config, index)  # no pacing: it is on this machine
     return Paced(search_engines.get(name)(config), config.search_min_interval)
 
 

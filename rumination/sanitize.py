@@ -21,6 +21,6 @@ def terminal_safe(text: str) -> str:
 
 def clean_text(text: str) -> str:
     """Strip control and invisible characters; defuse spelled-out role tokens (<|user|>) and think tags."""
-    text = _INVISIBLE.sub("", terminal_safe(text))
+    text = terminal_safe(text)
     # A space after the first character keeps the text readable but stops it tokenising as a role.
     return _SPECIAL.sub(lambda m: m.group(0)[0] + " " + m.group(0)[1:], text)

@@ -116,6 +116,12 @@ def local_url(index: str, doc_id: int) -> str:
     return f"{LOCAL_SCHEME}{index}/{doc_id}"
 
 
+def local_index(engine: str) -> str | None:
+    """The index a `local:NAME` search engine searches ("" when unnamed); None for any other engine."""
+    kind, _, name = engine.partition(":")
+    return name if kind == "local" else None
+
+
 def parse_local_url(url: str) -> tuple[str, int] | None:
     """(index name, document id) of a local://NAME/ID address, or None when it is not one."""
     match = _LOCAL_URL.fullmatch(url.strip())
