@@ -17,7 +17,6 @@ from pydantic_settings import (
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -34,11 +33,16 @@ def _user_dir(kind: str) -> Path:
     return (user_data_path if kind == "data" else user_cache_path)("rumination")
 
 
+def environment_variable(name: str) -> str | None:
+    """The variable `name` as it is spelt in the environment (pydantic-settings reads any case), if set."""
+    return next((variable for variable in os.environ if variable.upper() == name), None)
+
+
 def config_path() -> Path:
     """The user's config file: $RUMINATION_CONFIG_FILE, else config.toml in the platform config dir."""
-    override = next((v for k, v in os.environ.items() if k.upper() == CONFIG_FILE_VARIABLE), None)
-    if override:
-        return Path(override).expanduser()
+    variable = environment_variable(CONFIG_FILE_VARIABLE)
+    if variable and os.environ[variable]:
+        return Path(os.environ[variable]).expanduser()
     from platformdirs import user_config_path
 
     return user_config_path("rumination") / "config.toml"
@@ -212,8 +216,6 @@ class Config(
             super().__init__(**values)
         except ValidationError as exc:
             raise ConfigError(describe_errors(exc, values)) from None
-        except SettingsError as exc:  # a value pydantic-settings itself cannot decode
-            raise ConfigError(f"cannot read {_settings_error_source(exc)}: {exc.__cause__ or exc}") from None
 
     @classmethod
     def from_flags(cls, values: dict[str, Any], flags: dict[str, str]) -> Config:
@@ -239,7 +241,7 @@ class Config(
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         path = config_path()
-        if any(k.upper() == CONFIG_FILE_VARIABLE for k in os.environ) and not path.is_file():
+        if environment_variable(CONFIG_FILE_VARIABLE) and not path.is_file():
             raise ConfigError(f"config file not found: {path} (from {CONFIG_FILE_VARIABLE})")
         _check_env_names()
         try:
@@ -372,7 +374,7 @@ def setting_source(field: str, given: dict[str, Any]) -> str:
     """Where `field`'s value came from: the flag or argument, the variable, or the file and line."""
     if field in given:
         return (_given_as.get() or {}).get(field, f"Config({field}=...)")
-    variable = next((v for v in os.environ if v.upper() == env_name(field)), None)
+    variable = environment_variable(env_name(field))
     if variable:
         return variable
     path = config_path()
@@ -387,8 +389,3 @@ def _toml_line_number(path: Path, key: str) -> int | None:
         return None
     pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
     return next((i for i, line in enumerate(text.splitlines(), 1) if pattern.match(line)), None)
-
-
-def _settings_error_source(exc: SettingsError) -> str:
-    found = re.search(r'field "(\w+)"', str(exc))
-    return env_name(found.group(1)) if found else "a RUMINATION_* variable"
