@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from rumination import events as ev
-from rumination.backends.base import ModelBackend, Outcome, OutOfMemory, SamplingParams
+from rumination.backends.base import ModelBackend, Outcome, OutOfMemory, Prompt, SamplingParams
 from rumination.browser import Browser
 from rumination.citations import mark_cited, unverified_urls
 from rumination.config import Config
@@ -157,7 +157,7 @@ class Researcher:
         while stop is None:
             turn = len(st.steps) + 1
             prompt = st.prompts.render(st.messages)
-            prompt_tokens = count_tokens(tok, prompt)
+            prompt_tokens = count_tokens(tok, prompt.text)
             stop = self._budget_stop(st, turn, prompt_tokens)
             if stop:
                 break
@@ -207,7 +207,7 @@ class Researcher:
         return None
 
     async def _generate(
-        self, st: _State, turn: int, prompt: str, prompt_tokens: int, *, report: bool
+        self, st: _State, turn: int, prompt: Prompt, prompt_tokens: int, *, report: bool
     ) -> AsyncIterator[ev.Event]:
         """Stream one generation as thinking (and report) deltas; leave its Outcome in st.outcome."""
         cfg = self.config
@@ -316,11 +316,11 @@ class Researcher:
         """Generate the report after the (real or synthetic) finish call, and emit the result."""
         tok, turn = self.backend.tokenizer, len(st.steps) + 1
         prompt = st.prompts.render(st.messages)
-        prompt_tokens = count_tokens(tok, prompt)
+        prompt_tokens = count_tokens(tok, prompt.text)
         room = min(self.config.max_new_tokens, REPORT_ROOM)
         while prompt_tokens > self.backend.context_window - room and _shrink_largest_observation(st):
             prompt = st.prompts.render(st.messages)
-            prompt_tokens = count_tokens(tok, prompt)
+            prompt_tokens = count_tokens(tok, prompt.text)
         async for event in self._generate(st, turn, prompt, prompt_tokens, report=True):
             yield event
         text = st.outcome.text if st.outcome else ""

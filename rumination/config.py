@@ -74,7 +74,7 @@ Names = Annotated[list[str], NoDecode, BeforeValidator(_names)]
 class ModelSettings(BaseModel):
     """model"""
 
-    backend: str = Field("local", description="model backend: local, scripted, or a plugin's name")
+    backend: str = Field("local", description="model backend: local, openai (a serving engine), scripted, or a plugin")
     model: str = Field(protocol.DEFAULT_MODEL, description="Hugging Face id or local model directory")
     script: Path | None = Field(None, description="JSON array of model outputs to replay (implies --backend scripted)")
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="where the local backend runs")
@@ -95,6 +95,22 @@ class PromptSettings(BaseModel):
         None,
         description="pin the date whose year the model is told, YYYY-MM-DD (reproducible runs; wins over the above)",
     )
+
+
+class ServerSettings(BaseModel):
+    """serving engine (--backend openai: vLLM, SGLang or any OpenAI-compatible server)"""
+
+    base_url: str | None = Field(
+        None, description="the server's API root, e.g. http://localhost:8000/v1 (implies --backend openai)"
+    )
+    openai_api_key: SecretStr | None = Field(None, description="the server's API key")
+    served_model: str | None = Field(None, description="model name on the server (default: the only one it serves)")
+    openai_mode: Literal["completions", "chat"] = Field(
+        "completions",
+        description="completions: send token ids rendered with -m's tokenizer (exact); chat: the server's template",
+    )
+    server_timeout: float = Field(300.0, gt=0, description="seconds to wait for the server's next bytes")
+    server_retries: int = Field(2, ge=0, le=10, description="retries of a request on 429 and 5xx, with backoff")
 
 
 class LocalModelSettings(BaseModel):
@@ -180,12 +196,29 @@ class BrowsingSettings(BaseModel):
 class StorageSettings(BaseModel):
     """storage"""
 
+    web_snapshot: Path | None = Field(
+        None, description="record searches and pages in this folder on first use, replay them later (no network)"
+    )
     data_dir: Path = Field(default_factory=lambda: _user_dir("data"), description="where local indexes live")
     cache_dir: Path = Field(default_factory=lambda: _user_dir("cache"), description="where the page cache lives")
 
 
+class BatchSettings(BaseModel):
+    """batch and evaluation"""
+
+    concurrency: int = Field(8, ge=1, le=256, description="questions researched at once (the local backend: 1)")
+    judge_backend: str | None = Field(
+        None, description="also grade reports with a judge model on this backend (SimpleQA's scheme)"
+    )
+    judge_model: str | None = Field(None, description="the judge's model: Hugging Face id or dir (local, tokenizer)")
+    judge_base_url: str | None = Field(None, description="the judge's server API root (implies --judge-backend openai)")
+    judge_served_model: str | None = Field(None, description="the judge's model name on its server")
+    judge_api_key: SecretStr | None = Field(None, description="the judge server's API key")
+
+
 GROUPS: tuple[type[BaseModel], ...] = (
     ModelSettings,
+    ServerSettings,
     PromptSettings,
     LocalModelSettings,
     BudgetSettings,
@@ -193,10 +226,12 @@ GROUPS: tuple[type[BaseModel], ...] = (
     SourceSettings,
     BrowsingSettings,
     StorageSettings,
+    BatchSettings,
 )
 
 
 class Config(
+    BatchSettings,
     StorageSettings,
     BrowsingSettings,
     SourceSettings,
@@ -204,6 +239,7 @@ class Config(
     BudgetSettings,
     LocalModelSettings,
     PromptSettings,
+    ServerSettings,
     ModelSettings,
     BaseSettings,
 ):
@@ -226,7 +262,7 @@ class Config(
         finally:
             _given_as.reset(token)
 
-    @field_validator("script", "data_dir", "cache_dir", mode="before")
+    @field_validator("script", "data_dir", "cache_dir", "web_snapshot", mode="before")
     @classmethod
     def _expand(cls, value: Any) -> Any:
         return Path(value).expanduser() if isinstance(value, str) and value else value
@@ -270,15 +306,20 @@ class Config(
         return "\n".join(lines).lstrip("\n") + "\n"
 
 
-# Keys: never a flag (shell history, `ps`), never printed.
+# Keys: never printed, and a flag only where the flags module says so (shell history, `ps`).
 SECRETS = frozenset(name for name, info in Config.model_fields.items() if SecretStr in typing.get_args(info.annotation))
 
 # A setting that implies another's value: (cause, setting, value).
-IMPLICATIONS = (("script", "backend", "scripted"), ("searxng_url", "search", "searxng"))
+IMPLICATIONS = (
+    ("script", "backend", "scripted"),
+    ("searxng_url", "search", "searxng"),
+    ("base_url", "backend", "openai"),
+    ("judge_base_url", "judge_backend", "openai"),
+)
 
 
 class _Implied(PydanticBaseSettingsSource):
-    """A script means the scripted backend, a SearXNG URL means SearXNG, unless said otherwise.
+    """A script implies the scripted backend, SearXNG's URL SearXNG, a server URL the openai backend, unless overridden.
 
     "Otherwise" counts only where it was said with the same or a higher precedence: a backend in the
     config file does not outweigh a --script flag.

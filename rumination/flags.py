@@ -9,21 +9,29 @@ import typing
 from datetime import date
 from typing import Any, NoReturn
 
-from rumination.config import GROUPS, SECRETS, Config
+from pydantic import SecretStr
+
+from rumination.config import GROUPS, SECRETS, Config, env_name
 
 EXIT_USAGE = 2
 
 # What cannot be derived from Config's fields: short options and the singular names of repeatable lists.
 _SHORT = {"model": "-m"}
 _REPEATABLE = {"search_fallback": "--fallback", "allow_domains": "--allow-domain", "deny_domains": "--deny-domain"}
+# Keys are file or environment only, except a serving engine's: its key is often a throwaway token (vLLM --api-key).
+_SECRET_FLAGS = {"openai_api_key": "--api-key", "judge_api_key": "--judge-api-key"}
 _METAVAR = {"search_fallback": "ENGINE", "script": "FILE", "search": "ENGINE"}
 # Names from before the flags were derived, accepted (hidden) for one release: flag -> (field, constant or None).
 _OLD_NAMES: dict[str, tuple[str, Any]] = {
     "--max-context": ("context_window", None),
     "--no-robots": ("robots_txt", False),
 }
-# The settings each command takes: groups, single fields, and "-field" to leave one out; ask and tui take all.
+# The settings each command takes: groups, single fields, and "-field" to leave one out; eval takes all.
+_RUN = tuple(group.__name__ for group in GROUPS if group.__name__ != "BatchSettings")
 _COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
+    "ask": _RUN,
+    "tui": _RUN,
+    "batch": (*_RUN, "concurrency"),
     "search": ("SearchSettings", "allow_domains", "deny_domains", "user_agent", "data_dir"),
     "fetch": ("model", "BrowsingSettings", "-prefetch", "SourceSettings", "-open_any_url", "StorageSettings"),
     "index": ("pdf_timeout", "pdf_max_memory_mb", "data_dir"),
@@ -75,7 +83,7 @@ def settings_of(command: str) -> list[tuple[str, list[str]]]:
 
 def flag_name(field: str) -> str:
     """The option that sets `field`: its name in kebab-case, or the singular name of a repeatable list."""
-    return _REPEATABLE.get(field, "--" + field.replace("_", "-"))
+    return _REPEATABLE.get(field) or _SECRET_FLAGS.get(field) or "--" + field.replace("_", "-")
 
 
 def add_settings(parser: argparse.ArgumentParser, command: str) -> None:
@@ -83,7 +91,7 @@ def add_settings(parser: argparse.ArgumentParser, command: str) -> None:
     for title, fields in settings_of(command):
         group = parser.add_argument_group(title)
         for field in fields:
-            if field not in SECRETS:  # keys stay out of shell history and `ps`: file or environment only
+            if field not in SECRETS or field in _SECRET_FLAGS:  # other keys stay out of shell history and `ps`
                 group.add_argument(*_option_strings(field), dest=field, default=None, **_option_kind(field))
     for old, (field, const) in _OLD_NAMES.items():
         if any(field in fields for _, fields in settings_of(command)):
@@ -104,6 +112,8 @@ def _option_kind(field: str) -> dict[str, Any]:
     default = None if info.default_factory is not None or info.default in (None, []) else info.default
     shown = str(default).lower() if isinstance(default, bool) else str(default)
     help_text = (info.description or field.replace("_", " ")) + (f" (default: {shown})" if default is not None else "")
+    if field in SECRETS:
+        help_text += f" (seen by `ps` and shell history: prefer {env_name(field)})"
     metavar = _METAVAR.get(field) or ("N" if kind in (int, float) else field.rsplit("_", 1)[-1].upper())
     if kind is bool:
         return {"action": argparse.BooleanOptionalAction, "help": help_text}
@@ -115,6 +125,8 @@ def _option_kind(field: str) -> dict[str, Any]:
             "metavar": metavar.rstrip("S"),
             "help": help_text + " (repeatable)",
         }
+    if kind is SecretStr:
+        return {"metavar": "KEY", "help": help_text}
     if kind is date:
         return {"metavar": "YYYY-MM-DD", "help": help_text}
     return {"type": kind if kind in (int, float) else str, "metavar": metavar, "help": help_text}

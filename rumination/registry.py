@@ -33,7 +33,11 @@ class Registry:
 backends = Registry(
     "model backend",
     "rumination.backends",
-    {"local": "rumination.backends.local:LocalBackend", "scripted": "rumination.backends.scripted:ScriptedBackend"},
+    {
+        "local": "rumination.backends.local:LocalBackend",
+        "openai": "rumination.backends.server:ServerBackend",
+        "scripted": "rumination.backends.scripted:ScriptedBackend",
+    },
 )
 search_engines = Registry(
     "search engine",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from rumination.backends.base import render
+from rumination.backends.base import Prompt, render
 from rumination.config import Config
 from rumination.protocol import (
     ASSISTANT,
@@ -121,6 +121,7 @@ class PromptRenderer:
         """The renderer of one run with this configuration."""
         return cls(tokenizer, SystemSettings.from_config(config))
 
-    def render(self, messages: list[dict[str, str]]) -> str:
+    def render(self, messages: list[dict[str, str]]) -> Prompt:
         """The prompt for `messages`, ending with `<|assistant|>`, its system segment edited."""
-        return edit_system(render(self.tokenizer, messages), self.settings)[0]
+        text = edit_system(render(self.tokenizer, messages), self.settings)[0]
+        return Prompt(text, tuple(dict(m) for m in messages))

@@ -48,7 +48,7 @@ def test_no_command_prints_help_and_exits_2(capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["ask", "q", "--backend", "nope"], "unknown model backend 'nope'; available: local, scripted"),
+        (["ask", "q", "--backend", "nope"], "unknown model backend 'nope'; available: local, openai, scripted"),
         (
             ["ask", "q", "--search", "bing-ish", "--backend", "scripted", "--script", "{script}"],
             "unknown search engine",

@@ -6,7 +6,7 @@ import pytest
 import torch
 from test_tools import GPU_FIGURES, bench_gpu_tiny
 
-from rumination.backends.base import SamplingParams, render
+from rumination.backends.base import Prompt, SamplingParams
 from rumination.backends.local import LocalBackend
 from rumination.config import Config
 
@@ -19,7 +19,7 @@ async def _answers(model_dir, **settings) -> tuple[list[str], list[str], LocalBa
     backend.load(said.append)
     messages, answers = [{"role": "user", "content": "Who printed the Aldine editions?"}], []
     for _ in range(3):
-        prompt = render(backend.tokenizer, messages)
+        prompt = Prompt.of(backend.tokenizer, messages)
         chunks = [c async for c in backend.generate(prompt, SamplingParams(max_new_tokens=40, temperature=0.0))]
         answers.append(chunks[-1].outcome.text)
         messages += [{"role": "assistant", "content": answers[-1]}, {"role": "observation", "content": "a page"}]

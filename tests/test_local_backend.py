@@ -14,7 +14,7 @@ from conftest import closed_port
 
 from rumination import events as ev
 from rumination.agent import Researcher
-from rumination.backends.base import SamplingParams, render, stop_token_ids
+from rumination.backends.base import Prompt, SamplingParams, stop_token_ids
 from rumination.backends.local import LocalBackend
 from rumination.backends.memory import estimate_weight_bytes
 from rumination.config import Config
@@ -34,7 +34,7 @@ def backend(tiny_model_dir) -> LocalBackend:
     return b
 
 
-async def _generate(backend: LocalBackend, prompt: str, **params):
+async def _generate(backend: LocalBackend, prompt: Prompt, **params):
     chunks = [c async for c in backend.generate(prompt, SamplingParams(**params))]
     return chunks[:-1], chunks[-1].outcome
 
@@ -42,28 +42,28 @@ async def _generate(backend: LocalBackend, prompt: str, **params):
 def test_loads_from_a_directory_and_renders_with_its_template(backend, tiny_model_dir):
     assert backend.model_id == str(tiny_model_dir)
     assert backend.context_window == 4096  # from the checkpoint's config
-    prompt = render(backend.tokenizer, MESSAGES)
-    assert prompt.startswith("[gMASK]<sop><|system|>\n") and prompt.endswith(
+    prompt = Prompt.of(backend.tokenizer, MESSAGES)
+    assert prompt.text.startswith("[gMASK]<sop><|system|>\n") and prompt.text.endswith(
         "<|user|>\nWho printed the first book in Europe?<|assistant|>"
     )
-    ids = backend.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = backend.tokenizer(prompt.text, add_special_tokens=False)["input_ids"]
     assert ids[0] == backend.tokenizer.convert_tokens_to_ids("[gMASK]")  # no BOS added
     assert backend.stop_ids == [backend.tokenizer.convert_tokens_to_ids(t) for t in STOP_TOKENS]
 
 
 async def test_generates_streams_and_reports_length(backend):
-    prompt = render(backend.tokenizer, MESSAGES)
+    prompt = Prompt.of(backend.tokenizer, MESSAGES)
     chunks, outcome = await _generate(backend, prompt, max_new_tokens=12, temperature=0.0)
     assert outcome.finish_reason == "length" and outcome.generated_tokens == 12
     assert "".join(c.text for c in chunks) == outcome.text
     assert len(chunks) >= 2  # streamed, not delivered in one piece
-    assert outcome.prompt_tokens == len(backend.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert outcome.prompt_tokens == len(backend.tokenizer(prompt.text, add_special_tokens=False)["input_ids"])
     again = (await _generate(backend, prompt, max_new_tokens=12, temperature=0.0))[1]
     assert again.text == outcome.text  # greedy is deterministic
 
 
 async def test_top_k_one_is_greedy_at_the_cards_temperature(backend):
-    prompt = render(backend.tokenizer, MESSAGES)
+    prompt = Prompt.of(backend.tokenizer, MESSAGES)
     greedy = (await _generate(backend, prompt, max_new_tokens=12, temperature=0.0))[1]
     for seed in (1, 2):
         top1 = (await _generate(backend, prompt, max_new_tokens=12, temperature=0.95, top_k=1, seed=seed))[1]
@@ -71,7 +71,7 @@ async def test_top_k_one_is_greedy_at_the_cards_temperature(backend):
 
 
 async def test_sampling_with_a_seed_is_reproducible(backend):
-    prompt = render(backend.tokenizer, MESSAGES)
+    prompt = Prompt.of(backend.tokenizer, MESSAGES)
     a = (await _generate(backend, prompt, max_new_tokens=10, temperature=0.95, top_p=0.7, seed=3))[1]
     b = (await _generate(backend, prompt, max_new_tokens=10, temperature=0.95, top_p=0.7, seed=3))[1]
     assert a.text == b.text and a.generated_tokens == 10
@@ -81,7 +81,7 @@ async def test_sampling_with_a_seed_is_reproducible(backend):
 async def test_stops_on_each_stop_id(tiny_model_dir, stop_token):
     backend = LocalBackend(Config(model=str(tiny_model_dir), device="cpu"))
     backend.load()
-    prompt = render(backend.tokenizer, MESSAGES)
+    prompt = Prompt.of(backend.tokenizer, MESSAGES)
     _, free = await _generate(backend, prompt, max_new_tokens=6, temperature=0.0)
     ids = backend.tokenizer(free.text, add_special_tokens=False)["input_ids"]
     # Make the stop token outscore whatever greedy decoding picks at the third step.
@@ -96,12 +96,12 @@ async def test_stops_on_each_stop_id(tiny_model_dir, stop_token):
 
 
 async def test_cancelled_generation_releases_the_model(backend):
-    prompt = render(backend.tokenizer, MESSAGES)
+    prompt = Prompt.of(backend.tokenizer, MESSAGES)
     gen = backend.generate(prompt, SamplingParams(max_new_tokens=2000, temperature=0.0))
     first = await gen.__anext__()
     assert first.text
     await gen.aclose()  # stops the model thread at its next token
-    prompt_tokens = len(backend.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    prompt_tokens = len(backend.tokenizer(prompt.text, add_special_tokens=False)["input_ids"])
     assert backend.cached_tokens < prompt_tokens + 20  # it did not run on to 2000 tokens
     _, outcome = await _generate(backend, prompt, max_new_tokens=3, temperature=0.0)
     assert outcome.generated_tokens == 3
@@ -126,13 +126,13 @@ async def test_a_failed_load_leaves_nothing_behind_and_a_retry_loads_cleanly(tin
     backend.load()
     first_model = weakref.ref(backend.model)
     assert backend.load_notes.count(backend.load_notes[-1]) == 1  # notes are not repeated by the retry
-    _, outcome = await _generate(backend, render(backend.tokenizer, MESSAGES), max_new_tokens=3, temperature=0.0)
+    _, outcome = await _generate(backend, Prompt.of(backend.tokenizer, MESSAGES), max_new_tokens=3, temperature=0.0)
     assert outcome.generated_tokens == 3
     await backend.aclose()  # frees the model; a later load() brings it back
     gc.collect()
     assert first_model() is None and backend.tokenizer is None
     backend.load()
-    _, outcome = await _generate(backend, render(backend.tokenizer, MESSAGES), max_new_tokens=2, temperature=0.0)
+    _, outcome = await _generate(backend, Prompt.of(backend.tokenizer, MESSAGES), max_new_tokens=2, temperature=0.0)
     assert outcome.generated_tokens == 2
 
 
@@ -251,7 +251,7 @@ async def test_runs_on_cuda(tiny_model_dir):
     backend = LocalBackend(Config(model=str(tiny_model_dir), device="cuda"))
     backend.load()
     assert backend.model.device.type == "cuda"
-    _, outcome = await _generate(backend, render(backend.tokenizer, MESSAGES), max_new_tokens=5, temperature=0.0)
+    _, outcome = await _generate(backend, Prompt.of(backend.tokenizer, MESSAGES), max_new_tokens=5, temperature=0.0)
     assert outcome.generated_tokens == 5
 
 

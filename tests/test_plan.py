@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoConfig
 
-from rumination.backends.base import SamplingParams, render
+from rumination.backends.base import Prompt, SamplingParams
 from rumination.backends.local import LocalBackend
 from rumination.backends.plan import plan_load
 from rumination.config import Config
@@ -81,7 +81,7 @@ async def test_the_backend_with_a_static_cache_matches_the_dynamic_one_with_yarn
         out = []
         for _ in range(3):
             params = SamplingParams(max_new_tokens=24, temperature=0.0)
-            chunks = [c async for c in backend.generate(render(backend.tokenizer, messages), params)]
+            chunks = [c async for c in backend.generate(Prompt.of(backend.tokenizer, messages), params)]
             outcome = chunks[-1].outcome
             assert "".join(c.text for c in chunks[:-1]) == outcome.text  # streamed text is the whole answer
             assert outcome.prefill_seconds > 0 and outcome.decode_seconds > 0

@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from rumination.backends.base import SamplingParams, render
+from rumination.backends.base import Prompt, SamplingParams
 from rumination.backends.local import LocalBackend
 from rumination.config import Config
 from rumination.system_prompt import PromptRenderer
@@ -21,7 +21,7 @@ def _backend(model_dir, reuse: bool) -> LocalBackend:
     return backend
 
 
-async def _generate(backend: LocalBackend, prompt: str):
+async def _generate(backend: LocalBackend, prompt: Prompt):
     return [c async for c in backend.generate(prompt, GREEDY)][-1].outcome
 
 
@@ -52,7 +52,7 @@ async def test_reuse_gives_token_identical_greedy_output_and_exact_accounting(pa
         prompt = prompts.render(messages)
         with_reuse, without = await _generate(reuse, prompt), await _generate(fresh, prompt)
         assert with_reuse.text == without.text, f"turn {turn}: outputs differ"
-        ids = _ids(reuse, prompt)
+        ids = _ids(reuse, prompt.text)
         expected_reuse = min(_common(previous, ids), len(ids) - 1) if previous else 0
         assert with_reuse.reused_tokens == expected_reuse
         assert with_reuse.prefilled_tokens + with_reuse.reused_tokens == with_reuse.prompt_tokens == len(ids)
@@ -72,12 +72,12 @@ async def test_reuse_gives_token_identical_greedy_output_and_exact_accounting(pa
 
 async def test_cropping_at_the_divergence_point(pair):
     reuse, _ = pair
-    first = render(reuse.tokenizer, [{"role": "user", "content": "Tell me about Mainz."}])
+    first = Prompt.of(reuse.tokenizer, [{"role": "user", "content": "Tell me about Mainz."}])
     await _generate(reuse, first)
     held = reuse.cached_tokens
     # An earlier assistant message re-rendered differently than it was generated: the cache is cut back to
     # where the two token sequences part, then only the rest is prefilled.
-    second = render(
+    second = Prompt.of(
         reuse.tokenizer,
         [
             {"role": "user", "content": "Tell me about Mainz."},
@@ -85,15 +85,15 @@ async def test_cropping_at_the_divergence_point(pair):
             {"role": "observation", "content": "page text"},
         ],
     )
-    expected = _common(reuse.decoder.ids, _ids(reuse, second))
+    expected = _common(reuse.decoder.ids, _ids(reuse, second.text))
     outcome = await _generate(reuse, second)
     assert 0 < outcome.reused_tokens == expected < held
-    assert outcome.prefilled_tokens == len(_ids(reuse, second)) - expected
+    assert outcome.prefilled_tokens == len(_ids(reuse, second.text)) - expected
 
 
 async def test_an_identical_prompt_still_computes_its_last_token(pair):
     reuse, fresh = pair
-    prompt = render(reuse.tokenizer, [{"role": "user", "content": "Same prompt twice."}])
+    prompt = Prompt.of(reuse.tokenizer, [{"role": "user", "content": "Same prompt twice."}])
     once = await _generate(reuse, prompt)
     again = await _generate(reuse, prompt)
     assert again.reused_tokens == again.prompt_tokens - 1 and again.prefilled_tokens == 1

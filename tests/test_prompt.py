@@ -77,7 +77,7 @@ def test_the_fixture_template_has_the_real_templates_setting_lines(tokenizer):
 )
 def test_languages_and_year_are_set_in_the_system_segment_only(tokenizer, thinking, search, expected):
     renderer = PromptRenderer(tokenizer, SystemSettings(thinking, search, 2031))
-    plain, prompt = render(tokenizer, CONVERSATION), renderer.render(CONVERSATION)
+    plain, prompt = render(tokenizer, CONVERSATION), renderer.render(CONVERSATION).text
     system = system_of(prompt)
     assert "今年是 2031 年。" in system and "2025" not in system
     assert all(f"{line}\n" in system for line in expected)
@@ -88,7 +88,7 @@ def test_languages_and_year_are_set_in_the_system_segment_only(tokenizer, thinki
 
 def test_english_and_no_year_leave_the_prompt_byte_identical(tokenizer):
     renderer = PromptRenderer(tokenizer, SystemSettings("en", "en", None))
-    assert renderer.render(CONVERSATION) == render(tokenizer, CONVERSATION)
+    assert renderer.render(CONVERSATION).text == render(tokenizer, CONVERSATION)
     assert renderer.notice is None
 
 
@@ -97,10 +97,11 @@ def test_the_later_spelling_of_english_is_matched(tmp_path):
     messages = [{"role": "user", "content": "q"}]
     assert "    * 思考：英文" in render(tok, messages)
     chinese = PromptRenderer(tok, SystemSettings("zh", "zh", None))
-    assert "    * 思考：中文\n" in chinese.render(messages) and "    * 搜索关键词：中文\n" in chinese.render(messages)
-    assert "英文" not in chinese.render(messages) and chinese.notice is None
+    text = chinese.render(messages).text
+    assert "    * 思考：中文\n" in text and "    * 搜索关键词：中文\n" in text
+    assert "英文" not in text and chinese.notice is None
     # English on a template that already says 英文 keeps the template's own word.
-    assert PromptRenderer(tok, SystemSettings("en", "en", None)).render(messages) == render(tok, messages)
+    assert PromptRenderer(tok, SystemSettings("en", "en", None)).render(messages).text == render(tok, messages)
 
 
 def test_a_prompt_without_a_system_segment_is_never_edited(tokenizer):
@@ -116,7 +117,7 @@ def test_the_date_comes_from_the_settings(tokenizer):
     assert SystemSettings.from_config(Config(today=date(2027, 6, 1))).year == 2027
     kept = SystemSettings.from_config(Config(current_year=False))
     assert kept.year is None
-    assert "今年是 2025 年。" in PromptRenderer(tokenizer, kept).render([{"role": "user", "content": "q"}])
+    assert "今年是 2025 年。" in PromptRenderer(tokenizer, kept).render([{"role": "user", "content": "q"}]).text
     # A pinned date is a request in itself: it wins over current_year off.
     assert SystemSettings.from_config(Config(current_year=False, today=date(2030, 1, 1))).year == 2030
 
@@ -127,7 +128,7 @@ def test_a_run_across_new_years_midnight_keeps_its_year(tokenizer):
     messages: list[dict[str, str]] = [{"role": "user", "content": "q"}]
     systems = set()
     for i in range(4):
-        systems.add(system_of(renderer.render(messages)))
+        systems.add(system_of(renderer.render(messages).text))
         messages += [{"role": "assistant", "content": f"call {i}"}, {"role": "observation", "content": f"page {i}"}]
     assert len(systems) == 1 and "今年是 2025 年。" in systems.pop()
     assert next(days) == date(2026, 1, 1)  # the clock was read once, when the run's renderer was built

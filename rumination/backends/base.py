@@ -34,6 +34,19 @@ class Outcome(GenerationUsage):
     text: str
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt: the text the chat template rendered, and the messages it was rendered from (for chat APIs)."""
+
+    text: str
+    messages: tuple[dict[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, tokenizer: Any, messages: list[dict[str, str]]) -> Prompt:
+        """Render `messages` with the tokenizer's own template."""
+        return cls(render(tokenizer, messages), tuple(dict(m) for m in messages))
+
+
 @dataclass
 class Chunk:
     """A piece of streamed text; the last chunk of a generation carries its Outcome."""
@@ -54,12 +67,13 @@ class ModelBackend(Protocol):
     def load(self, progress: Progress | None = None) -> None:
         """Load weights and tokenizer (blocking; called off the event loop); `progress` takes status lines.
 
-        A backend may also keep a `load_notes` list of lines worth keeping on screen after loading.
+        A backend may also keep a `load_notes` list of lines worth keeping on screen after loading, and set
+        `concurrent = True` when several runs may generate through it at once (a serving engine).
         """
         ...
 
-    def generate(self, prompt: str, params: SamplingParams) -> AsyncIterator[Chunk]:
-        """Stream the continuation of `prompt`; the final chunk carries the Outcome."""
+    def generate(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Chunk]:
+        """Stream the continuation of `prompt.text`; the final chunk carries the Outcome."""
         ...
 
     async def aclose(self) -> None: ...

@@ -19,6 +19,7 @@ from rumination.backends.base import (
     Outcome,
     OutOfMemory,
     Progress,
+    Prompt,
     SamplingParams,
     load_tokenizer,
     stop_token_ids,
@@ -227,7 +228,7 @@ class LocalBackend:
             return torch.bfloat16 if device == "cuda" else torch.float32
         return getattr(torch, self.config.dtype)
 
-    async def generate(self, prompt: str, params: SamplingParams) -> AsyncIterator[Chunk]:
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Chunk]:
         """Generate in a worker thread until a stop id, streaming decoded text."""
         import torch
         from transformers import TextStreamer
@@ -243,7 +244,7 @@ class LocalBackend:
                 if text:
                     loop.call_soon_threadsafe(texts.put_nowait, text)
 
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(prompt.text, add_special_tokens=False)["input_ids"]
         if len(ids) >= self.context_window:
             raise BackendError(f"the prompt ({len(ids)} tokens) fills the {self.context_window}-token window")
         max_new = min(params.max_new_tokens, self.context_window - len(ids))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rumination.assets import bundled_tokenizer_dir
-from rumination.backends.base import Chunk, Outcome, Progress, SamplingParams, load_tokenizer
+from rumination.backends.base import Chunk, Outcome, Progress, Prompt, SamplingParams, load_tokenizer
 from rumination.config import Config
 from rumination.errors import BackendError, ConfigError
 from rumination.protocol import DEFAULT_MODEL, STOP_TOKENS
@@ -44,7 +44,7 @@ class ScriptedBackend:
         """Load the tokenizer used to render and count."""
         self.tokenizer = load_tokenizer(self._tokenizer_source)
 
-    async def generate(self, prompt: str, params: SamplingParams) -> AsyncIterator[Chunk]:
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Chunk]:
         """Stream the next scripted output."""
         if len(self.prompts) >= len(self.outputs):
             raise BackendError(
@@ -53,7 +53,7 @@ class ScriptedBackend:
                 "the report after the finish call"
             )
         start = time.perf_counter()
-        self.prompts.append(prompt)
+        self.prompts.append(prompt.text)
         text, finish = _cut_at_stop(self.outputs[len(self.prompts) - 1]), "stop"
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) > params.max_new_tokens:
@@ -62,7 +62,7 @@ class ScriptedBackend:
         for i in range(0, len(text), self.chunk_chars):
             yield Chunk(text=text[i : i + self.chunk_chars])
             await asyncio.sleep(0)
-        prompt_tokens = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        prompt_tokens = len(self.tokenizer(prompt.text, add_special_tokens=False)["input_ids"])
         generated = len(ids) + (finish == "stop")  # the stop token is generated too
         seconds = time.perf_counter() - start
         outcome = Outcome(
