@@ -17,7 +17,7 @@ from rumination.backends.base import ModelBackend, Outcome, OutOfMemory, Prompt,
 from rumination.browser import Browser
 from rumination.citations import mark_cited, unverified_urls
 from rumination.config import Config
-from rumination.errors import RuminationError
+from rumination.errors import BackendError, RuminationError
 from rumination.factory import make_engine, make_fetcher
 from rumination.parser import ToolCallError, parse_tool_call
 from rumination.protocol import FINISH_CALL, THINK_CLOSE, THINK_OPEN
@@ -132,16 +132,20 @@ class Researcher:
         yield ev.StatusEvent(message=f"model loaded in {time.monotonic() - start:.1f} s")
 
     async def _research(self, question: str, engine: SearchEngine, fetcher: Fetcher) -> AsyncIterator[ev.Event]:
-        browser = Browser.from_config(self.config, engine, fetcher, self.backend.tokenizer, question=question)
+        cfg, tok = self.config, self.backend.tokenizer
+        browser = Browser.from_config(cfg, engine, fetcher, tok, question=question)
+        st = _State(question, [{"role": "user", "content": question}], browser, PromptRenderer.for_run(tok, cfg))
         try:
-            async for event in self._run_browser(question, engine, browser):
+            async for event in self._run_browser(st, engine):
                 yield event
+        except BackendError as exc:  # the model went away mid-run (a server lost twice): keep what was read
+            yield ev.ErrorEvent(message=f"{exc}; the run ends with what it read", fatal=True)
+            yield ev.RunFinished(result=self._result(st, "", "error", error=str(exc)))
         finally:
             await browser.aclose()
 
-    async def _run_browser(self, question: str, engine: SearchEngine, browser: Browser) -> AsyncIterator[ev.Event]:
-        cfg, tok = self.config, self.backend.tokenizer
-        st = _State(question, [{"role": "user", "content": question}], browser, PromptRenderer.for_run(tok, cfg))
+    async def _run_browser(self, st: _State, engine: SearchEngine) -> AsyncIterator[ev.Event]:
+        cfg, tok, question = self.config, self.backend.tokenizer, st.question
         yield ev.RunStarted(
             question=question,
             backend=self.backend.name,
@@ -224,6 +228,12 @@ class Researcher:
         gen = self.backend.generate(prompt, params)
         try:
             async for chunk in gen:
+                if chunk.restart:
+                    splitter = ThinkSplitter()
+                    yield ev.StatusEvent(message=f"turn {turn}: {chunk.restart}; generating it again")
+                    if report:
+                        yield ev.ReportDelta(text="", reset=True)
+                    continue
                 if chunk.outcome is not None:
                     st.outcome = chunk.outcome
                     split = splitter.flush()
@@ -329,24 +339,26 @@ class Researcher:
             yield ev.ErrorEvent(message="the model's report was cut off before its thinking ended; no report")
         elif st.outcome is not None and st.outcome.finish_reason == "length":
             yield ev.ErrorEvent(message="the report was cut off at the token limit (raise --max-new-tokens)")
-        sources = mark_cited(st.browser.sources, report)
         st.messages.append({"role": "assistant", "content": text})
-        yield ev.RunFinished(
-            result=ResearchResult(
-                question=st.question,
-                report=report,
-                sources=sources,
-                steps=st.steps,
-                turns=len(st.steps),
-                stop_reason=stop,
-                usage=st.usage,
-                backend=self.backend.name,
-                model=self.backend.model_id,
-                started_at=st.started_at,
-                finished_at=datetime.now(UTC),
-                unverified_urls=unverified_urls(sources, report),
-                messages=[Message.model_validate(m) for m in st.messages],
-            )
+        yield ev.RunFinished(result=self._result(st, report, stop))
+
+    def _result(self, st: _State, report: str, stop: StopReason, error: str | None = None) -> ResearchResult:
+        sources = mark_cited(st.browser.sources, report)
+        return ResearchResult(
+            question=st.question,
+            report=report,
+            sources=sources,
+            steps=st.steps,
+            turns=len(st.steps),
+            stop_reason=stop,
+            error=error,
+            usage=st.usage,
+            backend=self.backend.name,
+            model=self.backend.model_id,
+            started_at=st.started_at,
+            finished_at=datetime.now(UTC),
+            unverified_urls=unverified_urls(sources, report),
+            messages=[Message.model_validate(m) for m in st.messages],
         )
 
 

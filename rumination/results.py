@@ -17,6 +17,7 @@ StopReason = Literal[
     "repeated_action",
     "time_budget",
     "cancelled",  # the caller asked to finish now
+    "error",  # the model backend failed mid-run: no report, the rest is what was read
 ]
 
 
@@ -132,6 +133,7 @@ class ResearchResult(BaseModel):
     steps: list[Step]
     turns: int = Field(description="tool turns, as in steps; usage.generations also counts the report's generation")
     stop_reason: StopReason
+    error: str | None = Field(None, description="why the run ended without a report (stop_reason error)")
     usage: Usage
     backend: str
     model: str

@@ -9,7 +9,6 @@ from rumination import events as ev
 from rumination.agent import Researcher
 from rumination.backends.scripted import ScriptedBackend
 from rumination.config import Config
-from rumination.errors import BackendError
 from rumination.protocol import FINISH_CALL
 
 REPORT = "\n<think>\nSummarise what I found.\n</think>\n# Report\n\nWhat was gathered."
@@ -188,14 +187,15 @@ async def test_report_cut_off_inside_thinking_gives_an_empty_report_and_an_error
     assert any(isinstance(e, ev.ErrorEvent) and "cut off" in e.message for e in events)
 
 
-async def test_exhausted_script_is_a_clear_fatal_error(web):
+async def test_a_backend_failing_mid_run_ends_it_with_what_it_read(web):
     cfg = _config(web)
     researcher = Researcher(cfg, backend=ScriptedBackend(cfg, outputs=[_search("printing")]))
-    seen = []
-    with pytest.raises(BackendError, match="ran out of outputs"):
-        async for event in researcher.stream("q"):
-            seen.append(event)
-    assert isinstance(seen[-1], ev.ErrorEvent) and seen[-1].fatal
+    seen = [event async for event in researcher.stream("q")]
+    errors = [e for e in seen if isinstance(e, ev.ErrorEvent)]
+    assert errors and errors[-1].fatal and "ran out of outputs" in errors[-1].message
+    result = seen[-1].result
+    assert result.stop_reason == "error" and "ran out of outputs" in result.error and result.report == ""
+    assert [s.tool for s in result.steps] == ["search"] and result.steps[0].ok  # what it did is kept
 
 
 async def test_context_window_caps_the_budget_and_the_report_still_fits(web):

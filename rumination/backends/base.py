@@ -49,10 +49,14 @@ class Prompt:
 
 @dataclass
 class Chunk:
-    """A piece of streamed text; the last chunk of a generation carries its Outcome."""
+    """A piece of streamed text; the last chunk of a generation carries its Outcome.
+
+    A chunk with `restart` set says the generation starts over (the reason): drop what it streamed so far.
+    """
 
     text: str = ""
     outcome: Outcome | None = None
+    restart: str | None = None
 
 
 @runtime_checkable
@@ -82,6 +86,12 @@ class ModelBackend(Protocol):
 def render(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     """Render the conversation with the tokenizer's own chat template, ending with `<|assistant|>`."""
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def cut_at_stop(text: str) -> str:
+    """Drop everything from the first stop token on, as an engine that stops on the stop ids would."""
+    cut = min((i for i in (text.find(t) for t in STOP_TOKENS) if i >= 0), default=len(text))
+    return text[:cut]
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:

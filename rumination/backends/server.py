@@ -1,0 +1,313 @@
+"""Drive the model through a serving engine (vLLM, SGLang, any OpenAI-compatible server) with the openai SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from rumination.backends.base import (
+    Chunk,
+    Outcome,
+    Progress,
+    Prompt,
+    SamplingParams,
+    cut_at_stop,
+    load_tokenizer,
+    stop_token_ids,
+)
+from rumination.config import Config
+from rumination.errors import BackendError, ConfigError
+from rumination.protocol import THINK_CLOSE, THINK_OPEN
+from rumination.streaming import split_thinking
+
+CONNECT_SECONDS = 10.0  # an unreachable server should fail fast; a slow first token is the read timeout's business
+CHAT_NOTE = (
+    "chat mode: the server's own chat template renders the prompt, so the system-prompt settings (languages, year) "
+    "are not applied, the thinking may be cut by a reasoning parser, and token counts are estimates "
+    "(--openai-mode completions is exact)"
+)
+
+
+@dataclass
+class _Attempt:
+    """What one streamed request returned."""
+
+    text: list[str] = field(default_factory=list)
+    finish: str | None = None
+    usage: Any = None
+    first: float | None = None
+    thinking: bool = False  # inside a reasoning parser's separate thinking field
+
+
+class ServerBackend:
+    """A served model: prompts rendered and tokenized here, generated there.
+
+    In completions mode (the default) the prompt goes out as token ids, so the server cannot re-apply a
+    template or add special tokens: what the model sees is byte for byte what the local backend would feed it.
+    """
+
+    name = "openai"
+    concurrent = True  # a serving engine batches many runs at once
+
+    def __init__(self, config: Config):
+        if not config.base_url:
+            raise ConfigError(
+                "the openai backend needs --base-url URL: the server's API root, e.g. http://localhost:8000/v1"
+            )
+        self.config = config
+        self.base_url = config.base_url.rstrip("/")
+        self.model_id = config.served_model or f"the model at {self.base_url}"  # the served name, once loaded
+        self.context_window = config.context_window or 131072
+        self.tokenizer: Any = None
+        self.stop_ids: list[int] = []
+        self.load_notes: list[str] = []
+        self._clients: dict[int, Any] = {}  # one AsyncOpenAI per event loop (its connection pool is bound to it)
+
+    # --- loading -------------------------------------------------------------------------------------------------
+
+    def load(self, progress: Progress | None = None) -> None:
+        """Load the tokenizer of -m (no weights), then ask the server what it serves and how long its context is."""
+        say = progress or (lambda line: None)
+        if self.tokenizer is not None:
+            return
+        self.load_notes = []
+        say(f"loading the tokenizer of {self.config.model}")
+        tokenizer = load_tokenizer(self.config.model)
+        self.stop_ids = stop_token_ids(tokenizer)
+        say(f"asking {self.base_url} which models it serves")
+        served = self._served_models()
+        self.model_id = self._pick_model(served)
+        self._fit_context(served[self.model_id])
+        if self.config.openai_mode == "chat":
+            self.load_notes.append(CHAT_NOTE)
+        self.tokenizer = tokenizer
+
+    def _client_options(self) -> dict[str, Any]:
+        import openai
+
+        key = self.config.openai_api_key
+        return {
+            "base_url": self.base_url,
+            # Never fall back to OPENAI_API_KEY: that account's key must not go to an arbitrary server.
+            "api_key": key.get_secret_value() if key else "EMPTY",
+            "timeout": openai.Timeout(self.config.server_timeout, connect=CONNECT_SECONDS),
+            "max_retries": self.config.server_retries,
+        }
+
+    def _served_models(self) -> dict[str, dict[str, Any]]:
+        import openai
+
+        with openai.OpenAI(**self._client_options()) as client:
+            try:
+                models = list(client.models.list())
+            except openai.OpenAIError as exc:
+                raise self._error(exc) from None
+        if not models:
+            raise BackendError(f"the server at {self.base_url} serves no model")
+        return {m.id: {**(m.model_extra or {})} for m in models}
+
+    def _pick_model(self, served: dict[str, dict[str, Any]]) -> str:
+        names = ", ".join(sorted(served))
+        wanted = self.config.served_model
+        if wanted is None:
+            if len(served) == 1:
+                return next(iter(served))
+            raise ConfigError(
+                f"the server at {self.base_url} serves several models ({names}): pick one with --served-model"
+            )
+        if wanted not in served:
+            raise ConfigError(f"the server at {self.base_url} does not serve {wanted!r}; it serves: {names}")
+        return wanted
+
+    def _fit_context(self, model: dict[str, Any]) -> None:
+        """Never promise the loop more context than the server holds (vLLM and SGLang report max_model_len)."""
+        reported = model.get("max_model_len")
+        if not isinstance(reported, int) or reported <= 0:
+            return
+        if self.config.context_window is None:
+            self.context_window = min(self.context_window, reported)
+        if reported < self.context_window:
+            self.load_notes.append(
+                f"the server's context is {reported:,} tokens (max_model_len), less than the {self.context_window:,} "
+                f"configured: research is capped at {reported:,}"
+            )
+            self.context_window = reported
+        else:
+            self.load_notes.append(f"{self.context_window:,}-token context window (the server holds {reported:,})")
+
+    # --- generating ----------------------------------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        import openai
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(id(loop))
+        if client is None:
+            client = self._clients[id(loop)] = openai.AsyncOpenAI(**self._client_options())
+        return client
+
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Chunk]:
+        """Stream one generation; a connection lost mid-stream is retried once from the start."""
+        import openai
+
+        ids = self.tokenizer(prompt.text, add_special_tokens=False)["input_ids"]
+        if len(ids) >= self.context_window:
+            raise BackendError(f"the prompt ({len(ids)} tokens) fills the {self.context_window}-token window")
+        start = time.perf_counter()
+        for attempt in (1, 2):
+            got = _Attempt()
+            try:
+                stream = await self._request(prompt, ids, params)
+            except openai.OpenAIError as exc:
+                raise self._error(exc) from None
+            try:
+                async with stream:
+                    async for event in stream:
+                        for piece in self._pieces(event, got):
+                            got.first = got.first if got.first is not None else time.perf_counter() - start
+                            got.text.append(piece)
+                            yield Chunk(text=piece)
+                lost = None if got.finish else "the stream ended before the generation did"
+            except openai.APIConnectionError as exc:
+                lost = _reason(exc)
+            except openai.OpenAIError as exc:  # an error event inside the stream
+                raise self._error(exc) from None
+            if lost is None:
+                break
+            if attempt == 2:
+                raise BackendError(f"lost the connection to {self.base_url} mid-generation twice ({lost})")
+            yield Chunk(restart=f"lost the connection to {self.base_url} mid-generation ({lost})")
+        yield Chunk(outcome=self._outcome(got, ids, time.perf_counter() - start))
+
+    async def _request(self, prompt: Prompt, ids: list[int], params: SamplingParams) -> Any:
+        sampling: dict[str, Any] = {
+            "model": self.model_id,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "extra_body": {
+                "top_k": params.top_k or -1,  # vLLM and SGLang: -1 is no limit
+                "stop_token_ids": self.stop_ids,
+                "skip_special_tokens": True,
+            },
+        }
+        if params.seed is not None:
+            sampling["seed"] = params.seed
+        client = self._client()
+        if self.config.openai_mode == "chat":
+            return await client.chat.completions.create(messages=_chat_messages(prompt), **sampling)
+        return await client.completions.create(prompt=ids, **sampling)
+
+    def _pieces(self, event: Any, got: _Attempt) -> list[str]:
+        """The text in one streamed event; a reasoning parser's separate thinking is put back inside <think>."""
+        if event.usage is not None:
+            got.usage = event.usage
+        pieces = []
+        for choice in event.choices[:1]:
+            got.finish = choice.finish_reason or got.finish
+            if self.config.openai_mode == "completions":
+                pieces.append(choice.text or "")
+                continue
+            delta = choice.delta
+            extra = delta.model_extra or {}
+            thinking = extra.get("reasoning_content") or extra.get("reasoning")
+            if thinking:
+                pieces.append(thinking if got.thinking else f"\n{THINK_OPEN}\n{thinking}")
+                got.thinking = True
+            if delta.content:
+                pieces.append(f"\n{THINK_CLOSE}{delta.content}" if got.thinking else delta.content)
+                got.thinking = False
+        return [p for p in pieces if p]
+
+    def _outcome(self, got: _Attempt, ids: list[int], seconds: float) -> Outcome:
+        text = cut_at_stop("".join(got.text))  # a server that ignores stop_token_ids still never adds a turn
+        usage = got.usage
+        if got.finish not in ("stop", "length"):
+            raise BackendError(f"the server ended the generation with finish_reason {got.finish!r}")
+        counted = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + (got.finish == "stop")
+        generated = usage.completion_tokens if usage is not None and usage.completion_tokens else counted
+        details = getattr(usage, "prompt_tokens_details", None) if usage is not None else None
+        cached = getattr(details, "cached_tokens", None) if details is not None else None
+        prompt_tokens = usage.prompt_tokens if usage is not None and usage.prompt_tokens else len(ids)
+        first = got.first
+        return Outcome(
+            text=text,
+            finish_reason=got.finish,
+            prompt_tokens=prompt_tokens,
+            generated_tokens=generated,
+            prefilled_tokens=prompt_tokens - cached if cached is not None else None,
+            reused_tokens=cached,
+            seconds=seconds,
+            first_token_seconds=first,
+            prefill_seconds=first,  # the server's queueing and prefill, as seen from here
+            decode_seconds=seconds - first if first is not None else None,
+        )
+
+    def _error(self, exc: Exception) -> BackendError:
+        """A clear message for what the server or the network said."""
+        import openai
+
+        url = self.base_url
+        if isinstance(exc, openai.APITimeoutError):
+            return BackendError(f"the model server at {url} sent nothing for {self.config.server_timeout:g} s")
+        if isinstance(exc, openai.APIConnectionError):
+            return BackendError(
+                f"cannot reach the model server at {url} ({_reason(exc)}): is it running, and is --base-url its "
+                "API root (ending in /v1)? See the README's serving engines section"
+            )
+        if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+            had = "refused the API key" if self.config.openai_api_key else "needs an API key"
+            return BackendError(
+                f"the model server at {url} {had} ({exc.status_code}): set RUMINATION_OPENAI_API_KEY or pass --api-key"
+            )
+        if isinstance(exc, openai.NotFoundError):
+            return BackendError(
+                f"the model server at {url} answered 404 ({_message(exc)}): is --base-url the API root?"
+            )
+        if isinstance(exc, openai.APIStatusError):
+            return BackendError(f"the model server at {url} refused the request ({exc.status_code}: {_message(exc)})")
+        return BackendError(f"the model server at {url} failed: {_message(exc)}")
+
+    async def aclose(self) -> None:
+        """Close the connection pools."""
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            with contextlib.suppress(RuntimeError):  # its event loop is gone
+                await client.close()
+
+
+def _chat_messages(prompt: Prompt) -> list[dict[str, str]]:
+    """The conversation for a chat endpoint: thinking stripped from history, as the model's template does."""
+    out = []
+    for message in prompt.messages:
+        content = message["content"]
+        if message["role"] == "assistant":
+            content = split_thinking(content)[1].strip()
+        out.append({"role": message["role"], "content": content})
+    return out
+
+
+def _message(exc: Exception) -> str:
+    import openai
+
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        text = inner.get("message") if isinstance(inner, dict) else inner
+        if text:
+            return " ".join(str(text).split())[:300]
+    if isinstance(exc, openai.APIError):
+        return " ".join(exc.message.split())[:300]
+    return str(exc)[:300]
+
+
+def _reason(exc: Exception) -> str:
+    """The network-level cause of a connection error, in a few words."""
+    cause = exc.__cause__ or exc.__context__
+    return " ".join(str(cause or exc).split())[:200] or type(cause or exc).__name__

@@ -1,0 +1,239 @@
+"""The openai backend against a real OpenAI-compatible HTTP server on loopback (tools/tiny_server.py)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from rumination import events as ev
+from rumination.agent import Researcher
+from rumination.backends.base import stop_token_ids
+from rumination.backends.local import LocalBackend
+from rumination.backends.server import CHAT_NOTE, ServerBackend
+from rumination.cli import main
+from rumination.config import Config
+from rumination.errors import BackendError, ConfigError
+from rumination.protocol import FINISH_CALL
+from rumination.system_prompt import PromptRenderer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from conftest import closed_port, turn
+from tiny_server import Faults, Server, serve
+
+TOKENIZER = str(Path(__file__).resolve().parent.parent / "prompts" / "tokenizer")
+TODAY = date(2026, 3, 1)
+REPORT = "\n<think>\nNow I write.\n</think># Report\n\nPrinting spread from Mainz."
+
+
+@pytest.fixture
+def scripted_server() -> Iterator[Callable[..., Server]]:
+    """Start servers replaying a script (every run gets the whole script); stopped after the test."""
+    started: list[Server] = []
+
+    def start(outputs: list[str], **options) -> Server:
+        started.append(serve(script=outputs, **options))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def _config(server: Server | str, web=None, **extra) -> Config:
+    url = server if isinstance(server, str) else server.url
+    extra.setdefault("model", TOKENIZER)
+    if web is not None:
+        extra.update(search="searxng", searxng_url=web.base, allow_private_network=True, open_any_url=True)
+    extra.setdefault("server_retries", 0)
+    return Config(base_url=url, today=TODAY, **extra)
+
+
+async def _events(cfg: Config, question: str = "How did printing spread?") -> list[ev.Event]:
+    return [e async for e in Researcher(cfg).stream(question)]
+
+
+def _prompts_of(result, cfg: Config, tokenizer) -> list[str]:
+    """Every prompt the run generated from, rebuilt from its messages: one per tool turn, then the report's."""
+    renderer = PromptRenderer.for_run(tokenizer, cfg)
+    messages = [m.model_dump() for m in result.messages]
+    turns = [renderer.render(messages[: 1 + 2 * k]).text for k in range(result.turns)]
+    return [*turns, renderer.render(messages[:-1]).text]
+
+
+async def test_the_server_gets_exactly_the_rendered_token_ids_and_generates_what_the_local_backend_does(
+    tiny_model_dir, web
+):
+    server = serve(model_dir=tiny_model_dir)
+    try:
+        # A random tiny model writes no tool call: three format errors force the finish.
+        settings = {"model": str(tiny_model_dir), "temperature": 0.0, "max_new_tokens": 24, "max_turns": 5}
+        cfg = _config(server, web, **settings)
+        events = await _events(cfg)
+    finally:
+        server.stop()
+    result = events[-1].result
+    assert result.stop_reason == "format_errors" and result.messages[-2].content == FINISH_CALL
+    assert any(isinstance(e, ev.ForcedFinish) for e in events)
+    tokenizer = server.served.tokenizer
+    expected = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in _prompts_of(result, cfg, tokenizer)]
+    assert [body["prompt"] for body in server.served.requests] == expected  # byte for byte, every turn
+    assert len(expected) == result.turns + 1 == 4
+    # The same model in process, the same settings: the same run, token for token.
+    local_cfg = cfg.model_copy(update={"backend": "local", "base_url": None, "device": "cpu"})
+    local = Researcher(local_cfg, backend=LocalBackend(local_cfg))
+    local_result = [e async for e in local.stream("How did printing spread?")][-1].result
+    assert [m.content for m in local_result.messages] == [m.content for m in result.messages]
+
+
+async def test_stop_ids_and_sampling_settings_are_sent(scripted_server):
+    server = scripted_server([turn({"name": "finish", "arguments": {}}), REPORT])
+    cfg = _config(server, temperature=0.6, top_p=0.8, top_k=20, seed=7, max_new_tokens=300)
+    await _events(cfg)
+    body = server.served.requests[0]
+    tokenizer = server.served.tokenizer
+    assert body["stop_token_ids"] == stop_token_ids(tokenizer) and len(body["stop_token_ids"]) == 3
+    assert body["skip_special_tokens"] is True and body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert (body["temperature"], body["top_p"], body["top_k"], body["seed"]) == (0.6, 0.8, 20, 7)
+    assert body["max_tokens"] == 300 and body["model"] == "tiny-glm"
+    assert all(isinstance(i, int) for i in body["prompt"])  # token ids: the server applies no template
+    assert (await _sent_top_k(scripted_server)) == -1  # no limit, in vLLM's and SGLang's spelling
+
+
+async def _sent_top_k(start) -> int:
+    server = start([turn({"name": "finish", "arguments": {}}), REPORT])
+    await _events(_config(server, top_k=0))
+    return server.served.requests[0]["top_k"]
+
+
+async def test_thinking_and_report_stream_as_events_with_the_servers_usage(scripted_server, web):
+    outputs = [
+        turn({"name": "open", "arguments": {"url": f"{web.base}/gutenberg.html"}}, "I should read about Gutenberg."),
+        turn({"name": "finish", "arguments": {}}, "Enough."),
+        REPORT,
+    ]
+    server = scripted_server(outputs)
+    events = await _events(_config(server, web))
+    result = events[-1].result
+    assert result.stop_reason == "finished" and result.report.startswith("# Report")
+    assert result.backend == "openai" and result.model == "tiny-glm"
+    thinking = "".join(e.text for e in events if isinstance(e, ev.ThinkingDelta) and e.turn == 1)
+    assert "I should read about Gutenberg." in thinking and "{" not in thinking
+    assert "".join(e.text for e in events if isinstance(e, ev.ReportDelta)).strip() == result.report
+    assert [s.tool for s in result.steps] == ["open", "finish"] and result.sources[0].url.endswith("gutenberg.html")
+    first, second, report = result.usage.generations
+    assert first.reused_tokens == 0 and first.prefilled_tokens == first.prompt_tokens
+    # The server's prefix cache served the earlier turns: that is our reuse.
+    assert second.reused_tokens > first.prompt_tokens // 2 and report.reused_tokens > second.reused_tokens
+    assert all(g.prefilled_tokens + g.reused_tokens == g.prompt_tokens for g in result.usage.generations)
+    assert all(g.first_token_seconds is not None and g.decode_seconds is not None for g in result.usage.generations)
+
+
+async def test_an_unreachable_server_is_named():
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    with pytest.raises(BackendError, match=f"cannot reach the model server at {url}"):
+        await _events(_config(url))
+
+
+async def test_a_missing_or_wrong_key_says_so(scripted_server):
+    server = scripted_server([REPORT], faults=Faults(api_key="sekrit"))
+    with pytest.raises(BackendError, match="needs an API key.*RUMINATION_OPENAI_API_KEY"):
+        await _events(_config(server))
+    with pytest.raises(BackendError, match="refused the API key"):
+        await _events(_config(server, openai_api_key="wrong"))
+    result = (await _events(_config(server, openai_api_key="sekrit", max_turns=1)))[-1].result
+    assert result.stop_reason == "max_turns"
+
+
+async def test_an_unknown_model_lists_the_served_ones(scripted_server):
+    server = scripted_server([REPORT])
+    with pytest.raises(ConfigError, match="does not serve 'glm-z1'; it serves: tiny-glm"):
+        await _events(_config(server, served_model="glm-z1"))
+
+
+async def test_a_smaller_server_context_caps_the_window_and_says_so(scripted_server):
+    server = scripted_server([turn({"name": "finish", "arguments": {}}), REPORT], max_model_len=4096)
+    events = await _events(_config(server, context_window=32768))
+    notes = [e.message for e in events if isinstance(e, ev.StatusEvent) and not e.transient]
+    assert any("max_model_len" in n and "capped at 4,096" in n for n in notes)
+    started = next(e for e in events if isinstance(e, ev.RunStarted))
+    assert started.context_window == 4096 and started.max_context_tokens < 4096
+    unset = [e async for e in Researcher(_config(server)).stream("q")]
+    assert next(e for e in unset if isinstance(e, ev.RunStarted)).context_window == 4096
+
+
+async def test_a_stream_cut_once_is_generated_again_from_the_start(scripted_server):
+    server = scripted_server([turn({"name": "finish", "arguments": {}}), REPORT], faults=Faults(cut_streams=1))
+    events = await _events(_config(server))
+    result = events[-1].result
+    assert result.stop_reason == "finished" and result.report.startswith("# Report")
+    restarts = [e.message for e in events if isinstance(e, ev.StatusEvent) and "generating it again" in e.message]
+    assert len(restarts) == 1 and "lost the connection" in restarts[0]
+    assert len(server.served.requests) == 3  # turn 1 twice, then the report
+
+
+async def test_a_stream_cut_twice_ends_the_run_with_what_it_read(scripted_server, web):
+    outputs = [turn({"name": "open", "arguments": {"url": f"{web.base}/gutenberg.html"}}), REPORT]
+    server = scripted_server(outputs)
+    cfg = _config(server, web)
+    researcher = Researcher(cfg)
+    seen = []
+    async for event in researcher.stream("How did printing spread?"):
+        seen.append(event)
+        if isinstance(event, ev.ObservationEvent):
+            server.served.faults.cut_streams = 2  # the next generation loses its stream, and its retry too
+    result = seen[-1].result
+    assert result.stop_reason == "error" and "mid-generation twice" in result.error
+    assert [s.tool for s in result.steps] == ["open"] and len(result.sources) == 1  # what it read is kept
+    assert any(isinstance(e, ev.ErrorEvent) and e.fatal for e in seen)
+
+
+async def test_server_errors_are_retried_then_reported(scripted_server):
+    server = scripted_server([REPORT], faults=Faults(status=503))
+    result = (await _events(_config(server, server_retries=1)))[-1].result
+    assert result.stop_reason == "error" and "refused the request (503: injected failure)" in result.error
+    assert len(server.served.requests) == 2  # the SDK's retry, with backoff, then the error
+
+
+async def test_chat_mode_sends_messages_with_the_observation_role_and_no_thinking(scripted_server, web):
+    outputs = [
+        turn({"name": "open", "arguments": {"url": f"{web.base}/gutenberg.html"}}, "secret plan"),
+        turn({"name": "finish", "arguments": {}}),
+        REPORT,
+    ]
+    server = scripted_server(outputs)
+    events = await _events(_config(server, web, openai_mode="chat"))
+    result = events[-1].result
+    assert result.stop_reason == "finished" and result.report.startswith("# Report")
+    assert any(isinstance(e, ev.StatusEvent) and e.message == CHAT_NOTE for e in events)
+    last = server.served.requests[-1]["messages"]
+    assert [m["role"] for m in last] == ["user", "assistant", "observation", "assistant"]
+    assert "secret plan" not in str(last) and last[1]["content"].startswith('{"name": "open"')
+    assert "Gutenberg" in last[2]["content"]
+
+
+async def test_chat_mode_puts_a_reasoning_parsers_thinking_back(scripted_server):
+    server = scripted_server([turn({"name": "finish", "arguments": {}}, "quiet thought"), REPORT])
+    server.served.faults.reasoning_parser = True
+    events = await _events(_config(server, openai_mode="chat"))
+    thinking = "".join(e.text for e in events if isinstance(e, ev.ThinkingDelta) and e.turn == 1)
+    assert "quiet thought" in thinking
+    result = events[-1].result
+    assert result.steps[0].tool == "finish" and result.report.startswith("# Report")
+
+
+def test_the_backend_needs_a_url():
+    with pytest.raises(ConfigError, match="needs --base-url"):
+        ServerBackend(Config(backend="openai"))
+    assert Config(base_url="http://h/v1").backend == "openai"
+
+
+def test_ask_runs_against_a_served_model(scripted_server, capsys):
+    server = scripted_server([turn({"name": "finish", "arguments": {}}), REPORT])
+    code = main(["ask", "How did printing spread?", "--base-url", server.url, "-m", TOKENIZER, "-q"])
+    assert code == 0
+    assert capsys.readouterr().out.strip() == "# Report\n\nPrinting spread from Mainz."
