@@ -78,6 +78,8 @@ class Trace:
                     "2",
                     gap=True,
                 )
+                if r.error:
+                    self._line(f"error: {r.error}; no report", "31")
                 for source in r.sources:
                     cited = " (cited)" if source.cited else ""
                     self._line(f"  [{source.id}] {source.title} · {source.final_url}{cited}", "2")

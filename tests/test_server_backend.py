@@ -237,3 +237,10 @@ def test_ask_runs_against_a_served_model(scripted_server, capsys):
     code = main(["ask", "How did printing spread?", "--base-url", server.url, "-m", TOKENIZER, "-q"])
     assert code == 0
     assert capsys.readouterr().out.strip() == "# Report\n\nPrinting spread from Mainz."
+
+
+async def test_a_missing_tokenizer_asks_for_the_tokenizer_files_only(scripted_server):
+    server = scripted_server([REPORT])
+    with pytest.raises(BackendError, match=r"hf download THUDM/GLM-Z1-Rumination-32B-0414 --include 'tokenizer\*'"):
+        await _events(_config(server, model="THUDM/GLM-Z1-Rumination-32B-0414"))
+    assert server.served.requests == []

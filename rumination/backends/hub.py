@@ -41,9 +41,10 @@ def locate(name: str, marker: str = "config.json") -> ModelSource:
     if isinstance(cached, str):
         return ModelSource(name, local_files_only=True)
     if constants.HF_HUB_OFFLINE:
-        raise BackendError(not_found(name, "HF_HUB_OFFLINE is set", constants.HF_HUB_CACHE))
+        raise BackendError(not_found(name, "HF_HUB_OFFLINE is set", constants.HF_HUB_CACHE, marker))
     if not hub_reachable(constants.ENDPOINT):
-        raise BackendError(not_found(name, f"the hub ({constants.ENDPOINT}) cannot be reached", constants.HF_HUB_CACHE))
+        why = f"the hub ({constants.ENDPOINT}) cannot be reached"
+        raise BackendError(not_found(name, why, constants.HF_HUB_CACHE, marker))
     return ModelSource(name)
 
 
@@ -58,9 +59,10 @@ def hub_reachable(endpoint: str, timeout: float = PROBE_SECONDS) -> bool:
     return True
 
 
-def not_found(name: str, why: str, cache: str) -> str:
+def not_found(name: str, why: str, cache: str, marker: str = "config.json") -> str:
     """The message for a model that is neither a directory nor cached, and cannot be downloaded now."""
+    only = " --include 'tokenizer*'" if marker.startswith("tokenizer") else ""  # no weights needed
     return (
         f"model not found: {name!r} is not in the Hugging Face cache ({cache}) and {why}.\n"
-        f"Download it first (hf download {name}) or pass -m DIR."
+        f"Download it first (hf download {name}{only}) or pass -m DIR."
     )

@@ -287,6 +287,8 @@ class ResearchApp(App[str | None]):
                 self._finish(result)
             case ev.ErrorEvent(message=message, fatal=False):
                 self._show_error("Warning", message, severity="warning")
+            case ev.ErrorEvent(message=message):  # the run ends with what it read: RunFinished follows
+                self._show_error("The run failed", message, "Press n to try again, or Ctrl+Q to quit.")
         self._refresh_status()
         self.refresh_bindings()
 
@@ -294,12 +296,14 @@ class ResearchApp(App[str | None]):
         self._stop_clock()
         self.result, self.phase = result, "done"
         self._status_message = f"done: {result.stop_reason.replace('_', ' ')}"
+        if result.error:
+            self.phase, self._status_message = "failed", f"failed: {result.error}"
         self._report, self._pending_report, self._redraw_report = result.report, "", False
         self.query_one(ThinkingLog).flush()
         self.query_one("#report-md", Markdown).update(result.report or "*The model wrote no report.*")
         self.query_one("#empty-report").display = False
         self.query_one(SourcesTable).sync(result.sources)
-        if result.unverified_urls:
+        if result.unverified_urls and not result.error:
             links = "\n".join(result.unverified_urls[:8]) + ("\n…" if len(result.unverified_urls) > 8 else "")
             advice = "Check them before you trust those parts of the report."
             self._show_error("Links the run never read", links, advice, "warning")
