@@ -7,23 +7,37 @@ from rumination.errors import ConfigError
 from rumination.registry import fetchers, search_engines
 from rumination.search.base import SearchEngine, SearchError, SearchHit
 from rumination.search.chain import DomainFilter, Fallback, Paced
+from rumination.snapshot import FetchRules, SnapshotEngine, SnapshotFetcher, WebSnapshot
 from rumination.urls import is_local, local_index
 from rumination.web.base import Fetcher, Page
 
 
 def make_engine(config: Config) -> SearchEngine:
-    """The primary engine, then each fallback; paced and filtered by the domain lists."""
-    engines = [DomainFilter(_one(name, config), config.allow_domains, config.deny_domains) for name in config.engines]
+    """The primary engine, then each fallback; paced, recorded to the web snapshot, filtered by the domain lists."""
+    store = _snapshot(config)  # opened first: a snapshot it cannot use fails before any engine opens a client
+    engines = [
+        DomainFilter(_one(name, config, store), config.allow_domains, config.deny_domains) for name in config.engines
+    ]
     return engines[0] if len(engines) == 1 else Fallback(engines)
 
 
-def _one(name: str, config: Config) -> SearchEngine:
+def _snapshot(config: Config) -> WebSnapshot | None:
+    return None if config.web_snapshot is None else WebSnapshot.open(config.web_snapshot)
+
+
+def _one(name: str, config: Config, store: WebSnapshot | None) -> SearchEngine:
     index = local_index(name)
     if index is not None:
         if not index:
             raise ConfigError("name the index to search: --search local:NAME (build it with rumination index)")
-        return search_engines.get("local")(config, index)  # no pacing: it is on this machine
-    return Paced(search_engines.get(name)(config), config.search_min_interval)
+        return search_engines.get("local")(config, index)  # no pacing (or snapshot): it is on this machine
+    engine: SearchEngine = Paced(search_engines.get(name)(config), config.search_min_interval)
+    if store is not None:
+        # Inside the domain filter, so the snapshot holds the engine's unfiltered hits and a run replaying it applies
+        # its own allow/deny lists (a stricter deny list is never shown what it denies, a looser one sees what an
+        # earlier list dropped); outside the pacing, so a replayed search never waits for the engine's turn.
+        engine = SnapshotEngine(engine, store)
+    return engine
 
 
 class RoutingFetcher:
@@ -33,7 +47,10 @@ class RoutingFetcher:
 
     def __init__(self, config: Config):
         self.config = config
+        store = _snapshot(config)
         self.web: Fetcher = fetchers.get(config.fetcher)(config)
+        if store is not None:  # local:// documents are on this machine: never recorded
+            self.web = SnapshotFetcher(self.web, store, fetch_rules(config))
         self.local: Fetcher | None = None
 
     async def fetch(self, url: str) -> Page:
@@ -51,6 +68,16 @@ class RoutingFetcher:
         await self.web.aclose()
         if self.local is not None:
             await self.local.aclose()
+
+
+def fetch_rules(config: Config) -> FetchRules:
+    """The egress rules the web fetcher enforces under `config`, as the web snapshot records and re-applies them."""
+    return FetchRules(
+        private_network=config.allow_private_network,
+        robots_txt=config.robots_txt,
+        allow_domains=config.allow_domains,
+        deny_domains=config.deny_domains,
+    )
 
 
 def make_fetcher(config: Config) -> Fetcher:

@@ -1,0 +1,320 @@
+"""The frozen web: a run records searches and pages in a snapshot folder, and a later run replays them offline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import multiprocessing
+from pathlib import Path
+
+import pytest
+from conftest import closed_port, turn
+from localweb import LocalWeb
+from loopback import Reply
+
+from rumination.agent import Researcher
+from rumination.backends.scripted import ScriptedBackend
+from rumination.config import Config
+from rumination.errors import RuminationError
+from rumination.factory import make_engine, make_fetcher
+from rumination.search.base import SearchError, SearchHit
+from rumination.search.errors import RateLimited, Unreachable
+from rumination.snapshot import (
+    MANIFEST,
+    PageRecord,
+    SearchFailure,
+    SearchRecord,
+    SnapshotError,
+    WebSnapshot,
+    page_key,
+    search_key,
+)
+from rumination.web.base import FetchError, Page
+
+
+def config(web: LocalWeb, snapshot: Path, **extra: object) -> Config:
+    """A scripted run against the local site, recording to (or replaying from) `snapshot`; no page cache."""
+    settings = {"searxng_url": web.base, "allow_private_network": True, **extra}
+    # No page cache: a cached page must not stand in for the snapshot.
+    return Config(backend="scripted", search="searxng", page_cache=False, web_snapshot=snapshot, **settings)
+
+
+def script(base: str) -> list[str]:
+    """A search, every prefetched result read, a page that fails, then the report."""
+    return [
+        turn({"name": "search", "arguments": {"query": "Gutenberg printing"}}),
+        turn({"name": "click", "arguments": {"link_id": 0}}),
+        turn({"name": "open", "arguments": {"url": f"{base}/spread.html"}}),
+        turn({"name": "click", "arguments": {"link_id": 2}}),
+        turn({"name": "open", "arguments": {"url": f"{base}/status/404"}}),
+        turn({"name": "search", "arguments": {"query": "nothing matches zz"}}),
+        turn({"name": "finish", "arguments": {}}),
+        "\n<think>\nReport.\n</think>\n# Printing\n\nGutenberg, around 1440.",
+    ]
+
+
+async def research(cfg: Config, base: str) -> list[str]:
+    """One full run with a fresh Researcher and backend; the observations of its steps."""
+    question = f"How did printing spread? (see {base}/status/404)"
+    result = await Researcher(cfg, backend=ScriptedBackend(cfg, outputs=script(base))).run(question)
+    assert result.stop_reason == "finished"
+    return [step.observation for step in result.steps]
+
+
+async def test_a_second_run_replays_the_first_without_the_network(web, tmp_path):
+    snapshot = tmp_path / "snapshot"
+    first = await research(config(web, snapshot), web.base)
+    assert "Gutenberg Bible" in first[1] and "HTTP 404" in first[4] and first[5].startswith("No results")
+    requests = len(web.requests)
+    assert requests > 0 and web.hits["/search"] == 2
+
+    second = await research(config(web, snapshot), web.base)
+    assert second == first
+    assert len(web.requests) == requests, [r.path for r in web.requests[requests:]]
+    assert (snapshot / MANIFEST).is_file()
+    assert len(list((snapshot / "searches").glob("*.json"))) == 2
+    assert len(list((snapshot / "pages").glob("*.json"))) == 4  # three results and the 404
+    assert WebSnapshot.open(snapshot).stats.summary() == "web snapshot: 6 replayed, 6 recorded"
+
+
+async def test_the_replay_needs_no_server_at_all(web, tmp_path):
+    snapshot = tmp_path / "snapshot"
+    first = await research(config(web, snapshot), web.base)
+    web.stop()
+    assert await research(config(web, snapshot), web.base) == first
+
+
+async def test_a_recorded_fetch_error_is_replayed_as_the_same_error(web, tmp_path):
+    url = web.url("/status/503")
+    cfg = config(web, tmp_path / "snapshot")
+    errors = []
+    for _ in range(2):
+        fetcher = make_fetcher(cfg)
+        try:
+            with pytest.raises(FetchError) as caught:
+                await fetcher.fetch(url)
+            errors.append((caught.value.kind, str(caught.value)))
+        finally:
+            await fetcher.aclose()
+    assert errors[0] == errors[1] == ("http", "HTTP 503 (after 2 retries)")
+    assert web.hits["/status/503"] == 3  # the first fetch and its two retries, then none
+
+
+@pytest.mark.parametrize("kind", ["unreachable", "refused-json"])
+async def test_a_recorded_search_error_is_replayed_as_the_same_error(web, loopback, tmp_path, kind):
+    if kind == "unreachable":
+        where, server = f"http://127.0.0.1:{closed_port()}", None
+    else:
+        server = loopback({"/search": Reply(403, b"no json")})
+        where = server.base
+    cfg = config(web, tmp_path / "snapshot", searxng_url=where)
+    errors = []
+    for _ in range(2):
+        engine = make_engine(cfg)
+        try:
+            with pytest.raises(SearchError) as caught:
+                await engine.search("printing press", 5)
+            errors.append((type(caught.value), str(caught.value)))
+        finally:
+            await engine.aclose()
+    assert errors[0] == errors[1]
+    assert errors[0][0] is (Unreachable if kind == "unreachable" else SearchError)
+    if server is not None:
+        assert server.hits["/search"] == 1
+
+
+def test_a_rate_limit_is_stored_with_its_retry_after():
+    failure = SearchFailure.model_validate_json(SearchFailure.of(RateLimited("slow down", 7.5)).model_dump_json())
+    error = failure.error()
+    assert isinstance(error, RateLimited) and error.retry_after == 7.5 and str(error) == "slow down"
+
+
+async def test_concurrent_misses_of_one_key_reach_the_network_once(web, tmp_path):
+    cfg = config(web, tmp_path / "snapshot")
+    fetcher, engine = make_fetcher(cfg), make_engine(cfg)
+    try:
+        url = web.url("/slow?delay=0.3")
+        pages = await asyncio.gather(*(fetcher.fetch(url) for _ in range(8)), return_exceptions=True)
+        hits = await asyncio.gather(*(engine.search("Gutenberg  PRINTING", 5) for _ in range(4)))
+    finally:
+        await fetcher.aclose()
+        await engine.aclose()
+    assert web.hits["/slow"] == 1
+    assert all(page == pages[0] for page in pages), pages
+    assert web.hits["/search"] == 1
+    assert all(result == hits[0] for result in hits) and hits[0]
+
+
+def test_the_first_record_of_a_key_wins_across_stores(tmp_path):
+    first, second = WebSnapshot(tmp_path / "s"), WebSnapshot(tmp_path / "s")  # as two processes would open it
+    key = search_key("searxng", "q", 5)
+    mine = SearchRecord(key=key, engine="searxng", query="q", max_results=5, hits=[SearchHit(title="a", url="u")])
+    theirs = mine.model_copy(update={"hits": [SearchHit(title="b", url="v")]})
+    assert first.put_search(mine) == mine
+    assert second.put_search(theirs) == mine
+    assert second.get_search(key) == mine
+    assert (first.stats.recorded, second.stats.recorded) == (1, 0)
+
+
+def _record_in_a_process(path: str, worker: int) -> dict[str, str]:
+    store = WebSnapshot(path)
+    given = {}
+    for i in range(60):
+        key = page_key(f"https://example.org/{i % 12}")
+        page = Page(url=key, final_url=key, title=f"worker {worker}", text="x" * 2000, content_type="text/html")
+        record = PageRecord(key=key, url=key, private_network=False, robots_txt=True, page=page)
+        given[key] = store.put_page(record).model_dump_json()
+    return given
+
+
+def test_processes_recording_one_snapshot_agree_on_every_record(tmp_path):
+    snapshot = tmp_path / "snapshot"
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        results = pool.starmap(_record_in_a_process, [(str(snapshot), worker) for worker in range(4)])
+    store = WebSnapshot(snapshot)
+    for key, text in results[0].items():
+        assert all(result[key] == text for result in results)
+        stored = store.get_page(key)
+        assert stored is not None and stored.model_dump_json() == text
+    assert not list(snapshot.rglob(".tmp-*"))
+    assert store.stats.damaged == 0
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda text: text[: len(text) // 2],  # truncated mid-write by a crash
+        lambda text: "",
+        lambda text: "\x00\xff not json",
+        lambda text: text.replace("spread.html", "other.html"),  # another key's record under this name
+        lambda text: json.dumps({**json.loads(text), "page": None}),  # neither a page nor an error
+    ],
+)
+async def test_a_damaged_record_is_a_miss_that_is_recorded_again(web, tmp_path, caplog, damage):
+    cfg = config(web, tmp_path / "snapshot")
+    url = web.url("/spread.html")
+    fetcher = make_fetcher(cfg)
+    try:
+        page = await fetcher.fetch(url)
+        (file,) = (tmp_path / "snapshot" / "pages").glob("*.json")
+        file.write_text(damage(file.read_text()))
+        with caplog.at_level(logging.WARNING, logger="rumination.snapshot"):
+            again = await fetcher.fetch(url)
+    finally:
+        await fetcher.aclose()
+    assert again.text == page.text
+    assert web.hits["/spread.html"] == 2
+    assert WebSnapshot.open(cfg.web_snapshot).stats.damaged == 1
+    assert "damaged record" in caplog.text and file.name in caplog.text
+    assert PageRecord.model_validate_json(file.read_text()).page is not None  # repaired
+
+
+def test_a_snapshot_of_a_newer_format_is_refused(tmp_path):
+    WebSnapshot(tmp_path / "snapshot")
+    (tmp_path / "snapshot" / MANIFEST).write_text(json.dumps({"format": 2, "created_at": "2030-01-01T00:00:00Z"}))
+    with pytest.raises(SnapshotError, match="format 2, written by a newer Rumination"):
+        WebSnapshot(tmp_path / "snapshot")
+
+
+@pytest.mark.parametrize("manifest", ['{"format": 1, "created', "[]", '{"format": "one"}'])
+def test_an_unreadable_manifest_is_refused(tmp_path, manifest):
+    (tmp_path / MANIFEST).write_text(manifest)
+    with pytest.raises(SnapshotError, match="unreadable snapshot.json"):
+        WebSnapshot(tmp_path)
+
+
+async def test_a_folder_that_is_not_a_snapshot_is_left_alone(web, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(RuminationError, match="is not a web snapshot"):
+        make_engine(config(web, folder))
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+
+
+async def test_the_replaying_runs_domain_lists_apply_to_recorded_hits(web, tmp_path):
+    snapshot = tmp_path / "snapshot"
+
+    async def search(**lists: list[str]) -> list[str]:
+        engine = make_engine(config(web, snapshot, **lists))
+        try:
+            return [hit.url for hit in await engine.search("Gutenberg printing", 10)]
+        finally:
+            await engine.aclose()
+
+    assert await search(deny_domains=["127.0.0.1"]) == []  # recorded while this list dropped every hit
+    assert len(await search()) == 3  # a looser list sees what the first run's list dropped
+    assert await search(deny_domains=["127.0.0.1"]) == []
+    assert await search(allow_domains=["example.org"]) == []
+    assert web.hits["/search"] == 1
+
+
+async def test_the_replaying_runs_domain_lists_apply_to_a_recorded_redirect(web, loopback, tmp_path):
+    other = loopback(host="127.0.0.2", fallback=Reply(200, b"<html><body><p>Another host's page.</p></body></html>"))
+    url = web.url(f"/redirect-to?url={other.url('/page.html')}")
+
+    async def fetch(**lists: list[str]) -> Page:
+        fetcher = make_fetcher(config(web, tmp_path / "snapshot", **lists))
+        try:
+            return await fetcher.fetch(url)
+        finally:
+            await fetcher.aclose()
+
+    assert (await fetch()).final_url == other.url("/page.html")
+    with pytest.raises(FetchError, match="127.0.0.2.* is on a denied domain") as caught:
+        await fetch(deny_domains=["127.0.0.2"])
+    assert caught.value.kind == "refused"
+    with pytest.raises(FetchError, match="outside the allowed domains"):
+        await fetch(allow_domains=["127.0.0.1"])
+    assert (await fetch()).final_url == other.url("/page.html")
+    assert other.hits["/page.html"] == 1
+
+
+async def test_a_page_read_on_a_private_network_is_not_replayed_to_a_public_run(web, tmp_path):
+    url = web.url("/spread.html")
+    cfg = config(web, tmp_path / "snapshot")
+    fetcher = make_fetcher(cfg)
+    public = make_fetcher(cfg.model_copy(update={"allow_private_network": False}))
+    try:
+        await fetcher.fetch(url)
+        with pytest.raises(FetchError, match="private or local address") as caught:
+            await public.fetch(url)
+        assert caught.value.kind == "refused"
+        assert (await fetcher.fetch(url)).final_url == url  # the record is kept for runs that may read it
+    finally:
+        await fetcher.aclose()
+        await public.aclose()
+    stats = WebSnapshot.open(tmp_path / "snapshot").stats
+    assert (stats.recorded, stats.live, stats.replayed) == (1, 1, 1)
+    assert web.hits["/spread.html"] == 1
+
+
+async def test_refusals_are_not_recorded(web, tmp_path):
+    cfg = config(web, tmp_path / "snapshot", allow_private_network=False)
+    fetcher = make_fetcher(cfg)
+    try:
+        with pytest.raises(FetchError, match="private or local address"):
+            await fetcher.fetch(web.url("/spread.html"))
+    finally:
+        await fetcher.aclose()
+    assert not (tmp_path / "snapshot" / "pages").exists()
+
+
+async def test_robots_txt_decides_afresh_when_the_recording_ran_under_the_other_rule(web, tmp_path):
+    url = web.url("/private/page.html")  # robots.txt disallows it
+
+    async def fetch(snapshot: str, robots_txt: bool) -> str:
+        fetcher = make_fetcher(config(web, tmp_path / snapshot, robots_txt=robots_txt))
+        try:
+            return (await fetcher.fetch(url)).text
+        except FetchError as exc:
+            return exc.kind
+        finally:
+            await fetcher.aclose()
+
+    read = "A page robots.txt asks us not to fetch."
+    assert [await fetch("ignored", robots) for robots in (False, True, False)] == [read, "robots", read]
+    assert [await fetch("honoured", robots) for robots in (True, False, True)] == ["robots", read, "robots"]
+    assert web.hits["/private/page.html"] == 2  # once per snapshot: each replays its own record
+    assert WebSnapshot.open(tmp_path / "ignored").stats.live == WebSnapshot.open(tmp_path / "honoured").stats.live == 1
