@@ -1,0 +1,185 @@
+"""An evaluation: research every question in K runs (resumable), score each report, summarise over the runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from rumination.backends.base import ModelBackend
+from rumination.batch import BatchQuestion, BatchRecord, read_records, run_batch, say
+from rumination.config import Config
+from rumination.errors import ConfigError
+from rumination.eval import scoring
+from rumination.eval.dataset import EvalItem
+from rumination.eval.judge import Grading, Judge
+from rumination.eval.short_answer import short_answer
+from rumination.eval.summary import EvalSummary, ScoreRecord, summarize, write_summary
+from rumination.registry import backends
+from rumination.search.base import SearchEngine
+from rumination.web.base import Fetcher
+
+SCORES = "scores.jsonl"
+
+
+def run_path(out_dir: Path, run: int) -> Path:
+    """The batch results file of run `run` (from 1)."""
+    return out_dir / f"run-{run}.jsonl"
+
+
+async def evaluate(
+    dataset_items: list[EvalItem],
+    config: Config,
+    out_dir: Path,
+    *,
+    runs: int = 1,
+    judge: Judge | None = None,
+    dataset: str = "dataset",
+    progress: bool = True,
+    retry_failed: bool = False,
+    backend: ModelBackend | None = None,
+    engine: SearchEngine | None = None,
+    fetcher: Fetcher | None = None,
+) -> EvalSummary:
+    """Research the items `runs` times into out_dir/run-{r}.jsonl, score them into scores.jsonl, write the summary.
+
+    Rerunning with the same out_dir resumes: the batch skips questions already answered, and a judge's grade
+    is reused for the same report and judge. One research backend serves every run (made here unless given, and
+    then closed before the judge loads); with a seed, run r samples with seed + r - 1 so the runs differ.
+    """
+    if runs < 1:
+        raise ConfigError(f"--runs must be at least 1, not {runs}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    questions = [BatchQuestion(id=item.id, question=item.question) for item in dataset_items]
+    note = say if progress else lambda line: None
+    async with contextlib.AsyncExitStack() as stack:
+        if backend is None:
+            backend = backends.get(config.backend)(config)
+            stack.push_async_callback(backend.aclose)  # frees the accelerator before the judge loads
+        for run in range(1, runs + 1):
+            note(f"run {run} of {runs}")
+            run_config = config if config.seed is None else config.model_copy(update={"seed": config.seed + run - 1})
+            await run_batch(
+                questions,
+                run_config,
+                run_path(out_dir, run),
+                progress=progress,
+                retry_failed=retry_failed,
+                backend=backend,
+                engine=engine,
+                fetcher=fetcher,
+            )
+        model = backend.model_id
+    records = await score_runs(dataset_items, out_dir, runs, judge, concurrency=config.concurrency, progress=progress)
+    summary = summarize(records, dataset=dataset, model=model, judge=judge.name if judge else None)
+    path = write_summary(summary, records, out_dir)
+    note(f"scores: {out_dir / SCORES}; summary: {path}")
+    return summary
+
+
+async def score_runs(
+    items: list[EvalItem],
+    out_dir: Path,
+    runs: int,
+    judge: Judge | None,
+    *,
+    concurrency: int = 1,
+    progress: bool = True,
+) -> list[ScoreRecord]:
+    """Score every item of every run file into out_dir/scores.jsonl (each line written as it is scored).
+
+    A judge on a serving engine grades `concurrency` reports at once; any other, one at a time.
+    """
+    path = out_dir / SCORES
+    previous = read_scores(path)
+    jobs = []
+    for run in range(1, runs + 1):
+        records = read_records(run_path(out_dir, run))
+        jobs += [(run, item, records.get(item.id)) for item in items]
+    limit = asyncio.Semaphore(concurrency if judge is not None and judge.concurrent else 1)
+    graded = [0]
+    with path.open("a", encoding="utf-8") as file:
+
+        async def one(run: int, item: EvalItem, record: BatchRecord | None) -> ScoreRecord:
+            async with limit:
+                score = await score_record(run, item, record, judge, previous.get((run, item.id)))
+            file.write(score.model_dump_json() + "\n")
+            file.flush()
+            if judge is not None and progress:
+                graded[0] += 1
+                if graded[0] % 50 == 0 or graded[0] == len(jobs):
+                    say(f"judged {graded[0]} of {len(jobs)} reports")
+            return score
+
+        scores = await asyncio.gather(*(one(*job) for job in jobs))
+    _rewrite(path, scores)  # one line per (run, question), in order: a resumed file kept earlier lines too
+    return list(scores)
+
+
+async def score_record(
+    run: int, item: EvalItem, record: BatchRecord | None, judge: Judge | None, previous: ScoreRecord | None = None
+) -> ScoreRecord:
+    """One report's scores; the judge is asked unless `previous` graded this very report with this judge."""
+    report = record.report if record else ""
+    digest = hashlib.sha256(report.encode()).hexdigest()
+    answer = short_answer(report)
+    grading: Grading | None = None
+    if judge is not None:
+        if (
+            previous is not None
+            and previous.report_sha256 == digest
+            and previous.judge == judge.name
+            and previous.grading is not None
+            and previous.grading.error is None
+        ):
+            grading = previous.grading
+        elif not report.strip():
+            grading = Grading(grade="not_attempted", output="(no report)")
+        else:
+            grading = await judge.grade(item.question, item.answers, report)
+    return ScoreRecord(
+        run=run,
+        id=item.id,
+        question=item.question,
+        answers=item.answers,
+        short_answer=answer,
+        exact_match=bool(scoring.best(scoring.exact_match, answer, item.answers)),
+        f1=scoring.best(scoring.f1, answer, item.answers),
+        contained=bool(scoring.best(scoring.contained, report, item.answers)),
+        grading=grading,
+        judge=judge.name if judge else None,
+        error=(record.error if record else "no record in the run's results file"),
+        stop_reason=record.stop_reason if record else None,
+        turns=record.turns if record else 0,
+        generated_tokens=record.usage.generated_tokens if record and record.usage else None,
+        seconds=record.seconds if record else 0.0,
+        report_sha256=digest,
+    )
+
+
+def read_scores(path: Path) -> dict[tuple[int, str], ScoreRecord]:
+    """The scores a file already holds by (run, id), the last line of each winning; unreadable lines are skipped."""
+    scores: dict[tuple[int, str], ScoreRecord] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return scores
+    for line in lines:
+        with contextlib.suppress(ValidationError, ValueError):  # a line cut short by an interruption
+            score = ScoreRecord.model_validate_json(line)
+            scores[(score.run, score.id)] = score
+    return scores
+
+
+def _rewrite(path: Path, scores: list[ScoreRecord]) -> None:
+    """Replace the file with exactly `scores`, at once."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.writelines(score.model_dump_json() + "\n" for score in scores)
+    os.replace(tmp, path)
