@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Config", "ResearchResult", "Researcher", "research"]
+__all__ = ["Config", "ResearchResult", "Researcher", "batch", "research"]
 
 if TYPE_CHECKING:
     from rumination.agent import Researcher
+    from rumination.batch import batch
     from rumination.config import Config
     from rumination.results import ResearchResult
 
@@ -15,10 +16,14 @@ _LAZY = {"Researcher": "rumination.agent", "Config": "rumination.config", "Resea
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from importlib import import_module
+    from importlib import import_module
 
+    if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
+    if name == "batch":
+        # The module rumination.batch, callable: importing a submodule makes it the package's attribute anyway,
+        # so a function of that name here would be replaced by the module on first use.
+        return import_module("rumination.batch")
     raise AttributeError(name)
 
 

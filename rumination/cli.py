@@ -1,4 +1,4 @@
-"""The `rumination` command line: ask a question, show the configuration."""
+"""The `rumination` command line: ask a question, research a batch, show the configuration."""
 
 from __future__ import annotations
 
@@ -63,6 +63,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings(tui, "tui")
     tui.add_argument("--theme", help="a Textual theme name (default: the terminal's own colours)")
 
+    batch = command(
+        "batch",
+        "research every question of a file, one JSON line of results each",
+        "Research each question of a file (JSONL with an id and a question, or one question a line) and append "
+        "one JSON line per finished question to the results file; a rerun skips the questions already there.",
+        "questions",
+    )
+    batch.add_argument("questions", type=Path, help="a JSONL or text file of questions")
+    add_settings(batch, "batch")
+    out = batch.add_argument_group("output")
+    out.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="the results file (default: the questions file's name with .results.jsonl)",
+    )
+    out.add_argument("--retry-failed", action="store_true", help="research the questions that failed last time again")
+    out.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
     search = command(
         "search",
         "print what the model sees for a search",
@@ -125,7 +145,15 @@ def main(argv: list[str] | None = None) -> int:
             if not Path(args.config).expanduser().is_file():
                 raise ConfigError(f"config file not found: {args.config}")
             os.environ["RUMINATION_CONFIG_FILE"] = args.config
-        commands = {"config": _config, "ask": _ask, "tui": _tui, "search": _search, "fetch": _fetch, "index": _index}
+        commands = {
+            "config": _config,
+            "ask": _ask,
+            "batch": _batch,
+            "tui": _tui,
+            "search": _search,
+            "fetch": _fetch,
+            "index": _index,
+        }
         return commands[args.command](args)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
@@ -283,7 +311,41 @@ def _ask(args: argparse.Namespace) -> int:
             args.output.expanduser().write_text(result.report + "\n", encoding="utf-8")
         except OSError as exc:
             raise RuminationError(f"cannot write the report to {args.output}: {exc.strerror}") from None
+    if result.stop_reason == "error":  # the backend failed mid-run: the partial result is out, the exit says so
+        if args.quiet:
+            from rumination.sanitize import terminal_safe
+
+            print(f"rumination: error: {terminal_safe(result.error or 'the backend failed')}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
+
+
+def _batch(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from rumination.batch import read_questions, run_batch
+    from rumination.errors import ConfigError
+
+    source = args.questions.expanduser()
+    questions = read_questions(source)
+    output = (args.output or source.with_suffix(".results.jsonl")).expanduser()
+    if not output.parent.is_dir():
+        raise ConfigError(f"cannot write the results to {output}: its directory does not exist")
+    if output.resolve() == source.resolve():
+        raise ConfigError(f"the results file cannot be the questions file: {output}")
+    config = load_config(args)
+    try:
+        summary = asyncio.run(
+            run_batch(questions, config, output, progress=not args.quiet, retry_failed=args.retry_failed)
+        )
+    except KeyboardInterrupt:
+        print(f"\nthe finished questions are kept in {output}; run the same command again to go on", file=sys.stderr)
+        raise
+    line = f"{_n(summary.done, 'question')} answered, {summary.failed} failed, {summary.skipped} already done"
+    if summary.failed_before:
+        line += f" ({summary.failed_before} of them failed: --retry-failed tries them again)"
+    print(f"{line}, in {summary.seconds:.1f} s; results: {output}")
+    return EXIT_ERROR if summary.failed else EXIT_OK
 
 
 def _handle_ctrl_c(researcher: Any, started: list[bool]) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from rumination.assets import bundled_tokenizer_dir
 from rumination.backends.base import Chunk, Outcome, Progress, Prompt, SamplingParams, load_tokenizer
@@ -20,7 +21,9 @@ class ScriptedBackend:
     """Each generation returns the next string of a JSON array, cut at the first stop token.
 
     A string longer than `max_new_tokens` is cut there and ends with finish_reason "length", as a
-    real engine would. Every prompt is kept in `prompts` so tests can assert on it.
+    real engine would. Every prompt is kept in `prompts` so tests can assert on it. The script is
+    replayed once across all calls; `for_run()` gives a copy that replays it from its start (a batch
+    takes one per question).
     """
 
     name = "scripted"
@@ -39,6 +42,12 @@ class ScriptedBackend:
         self.model_id = "scripted" if config.model == DEFAULT_MODEL else config.model
         self.context_window = config.context_window or 131072
         self.tokenizer: Any = None
+
+    def for_run(self) -> Self:
+        """A backend for one more run: it replays the script from its start and shares the loaded tokenizer."""
+        run = copy.copy(self)
+        run.prompts = []
+        return run
 
     def load(self, progress: Progress | None = None) -> None:
         """Load the tokenizer used to render and count."""
