@@ -227,7 +227,7 @@ class _Progress:
         self._show()
         line = f"[{self.done + self.failed}/{self.total}] question {record.id}: {outcome}"
         if self.enabled and (self.bar.disable or record.error is not None):
-            _say(line)
+            say(line)
 
     def _show(self) -> None:
         self.bar.set_postfix_str(f"{self.done} done, {self.failed} failed, {self.running} running")
@@ -236,7 +236,7 @@ class _Progress:
         self.bar.close()
 
 
-def _say(line: str) -> None:
+def say(line: str) -> None:
     """A line on stderr, above the progress bar if one is showing."""
     tqdm.write(terminal_safe(line), file=sys.stderr)
 
@@ -273,7 +273,7 @@ async def run_batch(
     )
     if not pending:
         return summary
-    note = _say if progress else lambda line: None
+    note = say if progress else lambda line: None
     async with contextlib.AsyncExitStack() as stack:
         if backend is None:
             backend = backends.get(config.backend)(config)
