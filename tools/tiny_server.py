@@ -2,10 +2,10 @@
 
 It speaks what vLLM and SGLang speak for Rumination: GET /v1/models (with max_model_len), POST
 /v1/completions (a prompt of token ids or text) and /v1/chat/completions, both streamed as server-sent events
-with usage (including prefix-cached prompt tokens) in the last event. It generates with the tiny Glm4 model
-(`--model DIR`, from tools/build_tiny_model.py), or replays a script: a JSON array whose i-th string is the
-output of every run's i-th generation (counted by the assistant turns in the prompt), so concurrent runs each
-get the whole script.
+with usage (including the prompt tokens its block prefix cache held) in the last event. It generates with the
+tiny Glm4 model (`--model DIR`, from tools/build_tiny_model.py), or replays a script: a JSON array whose i-th
+string is the output of every run's i-th generation (counted by the assistant turns in the prompt), so
+concurrent runs each get the whole script.
 
     python tools/tiny_server.py --model /tmp/tiny-glm --port 8000
     python tools/tiny_server.py --script outputs.json --latency 0.5
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+BLOCK = 16  # tokens per KV-cache block: prefix-cache hits come in whole blocks, as in vLLM
 
 
 @dataclass
@@ -52,19 +53,20 @@ class Served:
     faults: Faults = field(default_factory=Faults)
     requests: list[dict[str, Any]] = field(default_factory=list)  # every generation request's JSON body
     prompts: list[list[int]] = field(default_factory=list)  # the token ids each generation was given
+    blocks: set[int] = field(default_factory=set)  # chained hashes of every cached 16-token block, as vLLM keeps
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def cached_prefix(self, ids: list[int]) -> int:
-        """The longest prefix shared with an earlier prompt: what an engine's prefix cache would serve."""
-        best = 0
-        for old in self.prompts:
-            n = 0
-            for a, b in zip(old, ids, strict=False):
-                if a != b:
-                    break
-                n += 1
-            best = max(best, n)
-        return min(best, len(ids) - 1)
+    def cache(self, ids: list[int]) -> int:
+        """Cache the prompt's full blocks; return how many of its tokens were cached before (a multiple of 16)."""
+        cached, chain, hit = 0, 0, True
+        for start in range(0, len(ids) - BLOCK + 1, BLOCK):
+            chain = hash((chain, *ids[start : start + BLOCK]))
+            if hit and chain in self.blocks:
+                cached = start + BLOCK
+            else:
+                hit = False
+                self.blocks.add(chain)
+        return min(cached, len(ids) - 1)  # the last prompt token is always computed
 
     def generate(self, ids: list[int], body: dict[str, Any]) -> tuple[list[int], str]:
         """The token ids generated for `ids`, and the finish reason."""
@@ -138,7 +140,7 @@ class Handler(BaseHTTPRequestHandler):
             message = f"This model's maximum context length is {served.max_model_len} tokens."
             return self._json(400, {"error": {"message": message}})
         with served.lock:
-            cached = served.cached_prefix(ids) if served.prompts else 0
+            cached = served.cache(ids)
             served.prompts.append(ids)
         if served.latency:
             time.sleep(served.latency)

@@ -202,7 +202,10 @@ class ServerBackend:
         client = self._client()
         if self.config.openai_mode == "chat":
             return await client.chat.completions.create(messages=_chat_messages(prompt), **sampling)
-        return await client.completions.create(prompt=ids, **sampling)
+        # The ids go in extra_body: the SDK's typed transform walks a list prompt item by item (0.76 s for 100K
+        # ids, on the event loop, every turn); extra_body is merged into the JSON body as it is.
+        sampling["extra_body"]["prompt"] = ids
+        return await client.completions.create(prompt="", **sampling)
 
     def _pieces(self, event: Any, got: _Attempt) -> list[str]:
         """The text in one streamed event; a reasoning parser's separate thinking is put back inside <think>."""
