@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
@@ -244,3 +245,42 @@ async def test_a_missing_tokenizer_asks_for_the_tokenizer_files_only(scripted_se
     with pytest.raises(BackendError, match=r"hf download THUDM/GLM-Z1-Rumination-32B-0414 --include 'tokenizer\*'"):
         await _events(_config(server, model="THUDM/GLM-Z1-Rumination-32B-0414"))
     assert server.served.requests == []
+
+
+async def test_a_batch_shares_one_engine_among_concurrent_runs(scripted_server, tmp_path):
+    from rumination.batch import BatchQuestion, read_records, run_batch
+
+    server = scripted_server([turn({"name": "finish", "arguments": {}}), REPORT], latency=0.3)
+    questions = [BatchQuestion(id=str(n), question=f"Question {n}?") for n in range(6)]
+    summary = await run_batch(questions, _config(server), tmp_path / "out.jsonl", concurrency=3, progress=False)
+    records = read_records(tmp_path / "out.jsonl")
+    assert summary.done == 6 and sorted(records) == [str(n) for n in range(6)]
+    assert all(r.report.startswith("# Report") and r.stop_reason == "finished" for r in records.values())
+    assert server.served.most_streaming == 3  # three runs generating at once, never more
+    assert len(server.served.requests) == 12
+
+
+async def test_the_context_budget_forces_the_report_on_a_served_model(scripted_server, web):
+    outputs = [turn({"name": "open", "arguments": {"url": f"{web.base}/gutenberg.html"}}), REPORT]
+    server = scripted_server(outputs, max_model_len=700)
+    events = await _events(_config(server, web, max_new_tokens=100))
+    result = events[-1].result
+    assert result.stop_reason == "context_budget" and result.report.startswith("# Report")
+    report_prompt = server.served.prompts[-1]
+    assert len(report_prompt) + 100 <= 700  # the report still fitted the server's window
+
+
+async def test_the_terminal_app_researches_through_a_served_model(scripted_server, web):
+    from rumination.tui.app import ResearchApp
+
+    outputs = [turn({"name": "open", "arguments": {"url": f"{web.base}/gutenberg.html"}}), REPORT]
+    server = scripted_server(outputs)
+    app = ResearchApp(_config(server, web))
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.start("How did printing spread?")
+        deadline = time.monotonic() + 60
+        while app.result is None:
+            assert app.phase != "failed" and time.monotonic() < deadline, app._status_message
+            await pilot.pause(0.05)
+        assert app.result.backend == "openai" and app.result.report.startswith("# Report")
+        assert len(app.result.sources) == 1

@@ -55,6 +55,8 @@ class Served:
     prompts: list[list[int]] = field(default_factory=list)  # the token ids each generation was given
     blocks: set[int] = field(default_factory=set)  # chained hashes of every cached 16-token block, as vLLM keeps
     lock: threading.Lock = field(default_factory=threading.Lock)
+    streaming: int = 0  # generations in flight now
+    most_streaming: int = 0  # the most ever in flight at once
 
     def cache(self, ids: list[int]) -> int:
         """Cache the prompt's full blocks; return how many of its tokens were cached before (a multiple of 16)."""
@@ -142,10 +144,17 @@ class Handler(BaseHTTPRequestHandler):
         with served.lock:
             cached = served.cache(ids)
             served.prompts.append(ids)
-        if served.latency:
-            time.sleep(served.latency)
-        out, finish = served.generate(ids, body)
-        self._stream(out, finish, len(ids), cached, chat)
+        with served.lock:
+            served.streaming += 1
+            served.most_streaming = max(served.most_streaming, served.streaming)
+        try:
+            if served.latency:
+                time.sleep(served.latency)
+            out, finish = served.generate(ids, body)
+            self._stream(out, finish, len(ids), cached, chat)
+        finally:
+            with served.lock:
+                served.streaming -= 1
 
     def _authorised(self) -> bool:
         key = self.server.served.faults.api_key

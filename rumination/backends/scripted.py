@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, Self
 
 from rumination.assets import bundled_tokenizer_dir
-from rumination.backends.base import Chunk, Outcome, Progress, Prompt, SamplingParams, load_tokenizer
+from rumination.backends.base import Chunk, Outcome, Progress, Prompt, SamplingParams, cut_at_stop, load_tokenizer
 from rumination.config import Config
 from rumination.errors import BackendError, ConfigError
-from rumination.protocol import DEFAULT_MODEL, STOP_TOKENS
+from rumination.protocol import DEFAULT_MODEL
 
 
 class ScriptedBackend:
@@ -63,7 +63,7 @@ class ScriptedBackend:
             )
         start = time.perf_counter()
         self.prompts.append(prompt.text)
-        text, finish = _cut_at_stop(self.outputs[len(self.prompts) - 1]), "stop"
+        text, finish = cut_at_stop(self.outputs[len(self.prompts) - 1]), "stop"
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) > params.max_new_tokens:
             ids = ids[: params.max_new_tokens]
@@ -81,12 +81,6 @@ class ScriptedBackend:
 
     async def aclose(self) -> None:
         """Nothing to release."""
-
-
-def _cut_at_stop(text: str) -> str:
-    """Emulate an engine stopping on the stop ids: drop everything from the first stop token on."""
-    cut = min((i for i in (text.find(t) for t in STOP_TOKENS) if i >= 0), default=len(text))
-    return text[:cut]
 
 
 def read_script(path: Path) -> list[str]:
