@@ -83,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--retry-failed", action="store_true", help="research the questions that failed last time again")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
+    evaluate = command(
+        "eval",
+        "research a dataset's questions and score the reports against its answers",
+        "Research every question of DATASET through batch (resumable), score each report (exact match, token F1, "
+        "answer contained; a judge model with --judge-backend) and write scores, a summary table and a plot.",
+        "DATASET",
+    )
+    from rumination.eval.cli import add_eval_arguments
+
+    add_eval_arguments(evaluate)
+    add_settings(evaluate, "eval")
+
     search = command(
         "search",
         "print what the model sees for a search",
@@ -149,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             "config": _config,
             "ask": _ask,
             "batch": _batch,
+            "eval": _eval,
             "tui": _tui,
             "search": _search,
             "fetch": _fetch,
@@ -304,6 +317,7 @@ def _ask(args: argparse.Namespace) -> int:
         result = asyncio.run(_consume(researcher, question, args))
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
+    _snapshot_note(config, args.quiet)
     if args.json:
         print(result.model_dump_json(indent=2))
     if args.output:
@@ -318,6 +332,23 @@ def _ask(args: argparse.Namespace) -> int:
             print(f"rumination: error: {terminal_safe(result.error or 'the backend failed')}", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from rumination.eval.cli import main as evaluate
+
+    config = load_config(args)
+    code = evaluate(args, config)
+    _snapshot_note(config, args.quiet)
+    return code
+
+
+def _snapshot_note(config: Any, quiet: bool) -> None:
+    """Say what the frozen web replayed and recorded."""
+    if config.web_snapshot is not None and not quiet:
+        from rumination.snapshot import WebSnapshot
+
+        print(WebSnapshot.open(config.web_snapshot).stats.summary(), file=sys.stderr)
 
 
 def _batch(args: argparse.Namespace) -> int:
@@ -341,6 +372,7 @@ def _batch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\nthe finished questions are kept in {output}; run the same command again to go on", file=sys.stderr)
         raise
+    _snapshot_note(config, args.quiet)
     line = f"{_n(summary.done, 'question')} answered, {summary.failed} failed, {summary.skipped} already done"
     if summary.failed_before:
         line += f" ({summary.failed_before} of them failed: --retry-failed tries them again)"
