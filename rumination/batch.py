@@ -12,9 +12,10 @@ import sys
 import tempfile
 import time
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
 from tqdm import tqdm
@@ -43,6 +44,9 @@ class BatchQuestion(BaseModel):
     question: Text
 
 
+Q = TypeVar("Q", bound=BatchQuestion)
+
+
 class BatchRecord(BaseModel):
     """One line of a results file: a finished question, answered or failed."""
 
@@ -69,40 +73,56 @@ class BatchSummary(BaseModel):
 
 def read_questions(path: Path) -> list[BatchQuestion]:
     """The questions of a JSONL file ({"id": ..., "question": ...}) or a text file (one a line; id: line number)."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
-    except FileNotFoundError:
-        raise ConfigError(f"questions file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the questions file {path}: {exc}") from None
+    lines = read_lines(path, "questions file")
     first = next((line.lstrip() for line in lines if line.strip()), "")
-    jsonl = Path(path).suffix.lower() in JSONL_SUFFIXES or first.startswith(("{", "["))
-    questions: list[BatchQuestion] = []
+    if Path(path).suffix.lower() in JSONL_SUFFIXES or first.startswith(("{", "[")):
+        return numbered(path, lines, lambda line, number: question_of(json_object(line), number))
+    return numbered(path, lines, lambda line, number: BatchQuestion(id=str(number), question=line))
+
+
+def read_lines(path: Path, what: str) -> list[str]:
+    """The lines of a questions or dataset file; a missing or unreadable file is a ConfigError naming `what`."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the {what} {path}: {exc}") from None
+
+
+def numbered(path: Path, lines: list[str], parse: Callable[[str, int], Q]) -> list[Q]:
+    """Each non-blank line parsed with its line number; a bad line or a repeated id is an error naming the line."""
+    items: list[Q] = []
     seen: dict[str, int] = {}
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue  # blank lines still count: a text file's ids are line numbers
         try:
-            question = _json_question(line, number) if jsonl else BatchQuestion(id=str(number), question=line)
+            item = parse(line, number)
         except ValueError as exc:
             raise ConfigError(f"{path}, line {number}: {exc}") from None
-        if question.id in seen:
-            raise ConfigError(f"{path}, line {number}: id {question.id!r} is already used on line {seen[question.id]}")
-        seen[question.id] = number
-        questions.append(question)
-    if not questions:
+        if item.id in seen:
+            raise ConfigError(f"{path}, line {number}: id {item.id!r} is already used on line {seen[item.id]}")
+        seen[item.id] = number
+        items.append(item)
+    if not items:
         raise ConfigError(f"{path} holds no questions")
-    return questions
+    return items
 
 
-def _json_question(line: str, number: int) -> BatchQuestion:
-    """One JSONL line as a question; other keys are ignored, a missing id is the line number."""
+def json_object(line: str) -> dict[str, Any]:
+    """One JSONL line's object."""
     try:
         data = json.loads(line)
     except ValueError as exc:
         raise ValueError(f"not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ValueError('expected a JSON object such as {"id": "q1", "question": "..."}')
+    return data
+
+
+def question_of(data: dict[str, Any], number: int) -> BatchQuestion:
+    """A JSONL line's question; other keys are ignored, a missing id is the line number."""
     question, id_ = data.get("question"), data.get("id")
     if id_ is None:
         id_ = number

@@ -37,7 +37,7 @@ def test_read_jsonl_answers_and_ids(tmp_path):
 @pytest.mark.parametrize(
     ("line", "problem"),
     [
-        ("{not json", "line 2: not JSON"),
+        ("{not json", "line 2: not valid JSON"),
         ('["a list"]', "line 2: expected a JSON object"),
         ({"answer": "x"}, "line 2: no question"),
         ({"question": "  ", "answer": "x"}, "line 2: no question"),
@@ -46,7 +46,7 @@ def test_read_jsonl_answers_and_ids(tmp_path):
         ({"question": "Q?", "answer": "  "}, "line 2: no answer"),
         ({"question": "Q?", "answers": [1, 2]}, 'line 2: "answers" must be a list of strings'),
         ({"id": ["x"], "question": "Q?", "answer": "a"}, 'line 2: "id" must be'),
-        ({"id": "a", "question": "Q?", "answer": "a"}, "line 2: id 'a' was already used on line 1"),
+        ({"id": "a", "question": "Q?", "answer": "a"}, "line 2: id 'a' is already used on line 1"),
     ],
 )
 def test_read_jsonl_errors_name_the_line(tmp_path, line, problem):

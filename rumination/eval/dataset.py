@@ -8,56 +8,31 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from rumination.batch import BatchQuestion, json_object, numbered, question_of, read_lines
 from rumination.errors import ConfigError, RuminationError
 
 
-class EvalItem(BaseModel):
+class EvalItem(BatchQuestion):
     """One question and every answer that counts as right."""
 
-    id: str
-    question: str
     answers: list[str] = Field(min_length=1)
 
 
 def read_jsonl(path: Path) -> list[EvalItem]:
     """Read `{"id", "question", "answer"}` lines (or `"answers": [...]`); a missing id is the line number."""
+    return numbered(path, read_lines(path, "dataset"), _item)
+
+
+def _item(line: str, number: int) -> EvalItem:
+    """One line's item; a ValueError says what is wrong with it."""
+    data = json_object(line)
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(f"dataset not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the dataset {path}: {exc}") from None
-    items: list[EvalItem] = []
-    seen: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {number}"
-        try:
-            data = json.loads(line)
-        except ValueError as exc:
-            raise ConfigError(f"{where}: not JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: expected a JSON object with a question and an answer")
-        item = _item(data, str(number), where)
-        if item.id in seen:
-            raise ConfigError(f"{where}: id {item.id!r} was already used on line {seen[item.id]}")
-        seen[item.id] = number
-        items.append(item)
-    if not items:
-        raise ConfigError(f"the dataset {path} has no questions")
-    return items
-
-
-def _item(data: dict[str, Any], default_id: str, where: str) -> EvalItem:
-    """One line's item, or an error that names the line and what is wrong with it."""
-    question = data.get("question")
-    if not isinstance(question, str) or not question.strip():
-        raise ConfigError(f'{where}: no question (a non-empty "question" string)')
+        question = question_of(data, number)
+    except ValueError as exc:
+        raise ValueError(f"no question ({exc})" if "question" in str(exc) else str(exc)) from None
     answers = data.get("answers", [])
     if isinstance(answers, str):
         answers = [answers]
@@ -65,14 +40,11 @@ def _item(data: dict[str, Any], default_id: str, where: str) -> EvalItem:
     if isinstance(answer, str | int | float) and not isinstance(answer, bool):
         answers = [str(answer), *answers]
     if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
-        raise ConfigError(f'{where}: "answers" must be a list of strings')
+        raise ValueError('"answers" must be a list of strings')
     answers = list(dict.fromkeys(a.strip() for a in answers if a.strip()))
     if not answers:
-        raise ConfigError(f'{where}: no answer (an "answer" string or an "answers" list)')
-    raw_id = data.get("id", default_id)
-    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or not str(raw_id).strip():
-        raise ConfigError(f'{where}: "id" must be a non-empty string or a number')
-    return EvalItem(id=str(raw_id).strip(), question=question.strip(), answers=answers)
+        raise ValueError('no answer (an "answer" string or an "answers" list)')
+    return EvalItem(id=question.id, question=question.question, answers=answers)
 
 
 def sample(items: list[EvalItem], n: int | None, seed: int = 0) -> list[EvalItem]:
