@@ -38,6 +38,7 @@ class Faults:
     cut_after: int = 2
     status: int | None = None  # answer every generation request with this status
     reasoning_parser: bool = False  # chat: send the thinking as reasoning_content, as vLLM's parsers do
+    ignore_stops: bool = False  # stream a script's output whole, stop tokens and all, as a careless server would
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Served:
     model: Any = None
     script: list[str] | None = None
     max_model_len: int = 131072
+    lists_max_model_len: bool = True  # False: /v1/models does not say it (a server that learns it by refusing)
     latency: float = 0.0  # seconds before the first token of every request
     faults: Faults = field(default_factory=Faults)
     requests: list[dict[str, Any]] = field(default_factory=list)  # every generation request's JSON body
@@ -79,10 +81,12 @@ class Served:
             turn = ids.count(assistant) - 1
             text = self.script[min(turn, len(self.script) - 1)]
             out = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            finish = "stop"
+            out = [*out, self.tokenizer.convert_tokens_to_ids("<|observation|>")]
+            if not self.faults.ignore_stops:
+                out = out[: next(i for i, token in enumerate(out) if token in stops or i == len(out) - 1) + 1]
             if len(out) > limit:
                 return out[:limit], "length"
-            return [*out, self.tokenizer.convert_tokens_to_ids("<|observation|>")], finish
+            return out, "stop"
         import torch
 
         temperature = float(body.get("temperature", 1.0))
@@ -114,7 +118,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") != "/v1/models":
             return self._json(404, {"error": {"message": f"no route {self.path}"}})
         served = self.server.served
-        card = {"id": served.name, "object": "model", "owned_by": "rumination", "max_model_len": served.max_model_len}
+        card: dict[str, Any] = {"id": served.name, "object": "model", "owned_by": "rumination"}
+        if served.lists_max_model_len:
+            card["max_model_len"] = served.max_model_len
         self._json(200, {"object": "list", "data": [card]})
 
     def do_POST(self) -> None:
@@ -151,7 +157,7 @@ class Handler(BaseHTTPRequestHandler):
             if served.latency:
                 time.sleep(served.latency)
             out, finish = served.generate(ids, body)
-            self._stream(out, finish, len(ids), cached, chat)
+            self._stream(out, finish, len(ids), cached, chat, skip=body.get("skip_special_tokens", True))
         finally:
             with served.lock:
                 served.streaming -= 1
@@ -171,7 +177,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _stream(self, out: list[int], finish: str, prompt_tokens: int, cached: int, chat: bool) -> None:
+    def _stream(self, out: list[int], finish: str, prompt_tokens: int, cached: int, chat: bool, skip: bool) -> None:
         served, faults = self.server.served, self.server.served.faults
         tok = served.tokenizer
         stops = {tok.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|user|>", "<|observation|>")}
@@ -179,7 +185,7 @@ class Handler(BaseHTTPRequestHandler):
         # Incremental detokenising: each event carries the text that the next token completes.
         texts, previous = [], ""
         for i in range(len(shown)):
-            full = tok.decode(shown[: i + 1], skip_special_tokens=True)
+            full = tok.decode(shown[: i + 1], skip_special_tokens=skip)
             if not full.endswith("\ufffd"):
                 texts.append(full[len(previous) :])
                 previous = full
@@ -216,8 +222,9 @@ class Handler(BaseHTTPRequestHandler):
             "prompt_tokens": prompt_tokens,
             "completion_tokens": len(out),
             "total_tokens": prompt_tokens + len(out),
-            "prompt_tokens_details": {"cached_tokens": cached},
         }
+        if cached:  # vLLM and SGLang leave the details out when nothing was cached
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
         self._event(ident, chat, [], usage)
         self._chunk(b"data: [DONE]\n\n")
         self._chunk(b"")

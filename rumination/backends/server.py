@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
+import weakref
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rumination.backends.base import (
     Chunk,
     Outcome,
+    OutOfMemory,
     Progress,
     Prompt,
     SamplingParams,
@@ -21,15 +24,21 @@ from rumination.backends.base import (
 )
 from rumination.config import Config
 from rumination.errors import BackendError, ConfigError
-from rumination.protocol import THINK_CLOSE, THINK_OPEN
+from rumination.protocol import STOP_TOKENS, THINK_CLOSE, THINK_OPEN
 from rumination.streaming import split_thinking
 
+FINISHED = ("stop", "length")  # anything else ("abort", none at all) is a generation lost
+REASONING = ("reasoning_content", "reasoning")  # where reasoning parsers put the thinking (SGLang, vLLM)
 CONNECT_SECONDS = 10.0  # an unreachable server should fail fast; a slow first token is the read timeout's business
 CHAT_NOTE = (
     "chat mode: the server's own chat template renders the prompt, so the system-prompt settings (languages, year) "
     "are not applied, the thinking may be cut by a reasoning parser, and token counts are estimates "
     "(--openai-mode completions is exact)"
 )
+
+
+class PromptTooLong(OutOfMemory):
+    """The server refused the prompt as longer than its context: a shorter one may still fit."""
 
 
 @dataclass
@@ -41,6 +50,7 @@ class _Attempt:
     usage: Any = None
     first: float | None = None
     thinking: bool = False  # inside a reasoning parser's separate thinking field
+    stopped: bool = False  # a stop token showed up in the text: the server ignored the stop ids
 
 
 class ServerBackend:
@@ -65,7 +75,9 @@ class ServerBackend:
         self.tokenizer: Any = None
         self.stop_ids: list[int] = []
         self.load_notes: list[str] = []
-        self._clients: dict[int, Any] = {}  # one AsyncOpenAI per event loop (its connection pool is bound to it)
+        # One AsyncOpenAI per event loop (its connection pool is bound to it), gone with its loop.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._reports_cache = False  # the server has reported cached prompt tokens (and omits them at zero)
 
     # --- loading -------------------------------------------------------------------------------------------------
 
@@ -77,7 +89,11 @@ class ServerBackend:
         self.load_notes = []
         say(f"loading the tokenizer of {self.config.model}")
         tokenizer = load_tokenizer(self.config.model)
-        self.stop_ids = stop_token_ids(tokenizer)
+        try:
+            self.stop_ids = stop_token_ids(tokenizer)
+        except BackendError:  # not GLM's tokenizer (a judge model): the server stops on the model's own EOS
+            self.stop_ids = []
+            self.load_notes.append(f"{self.config.model} is not a GLM-4-0414 tokenizer: the server's own stops apply")
         say(f"asking {self.base_url} which models it serves")
         served = self._served_models()
         self.model_id = self._pick_model(served)
@@ -96,6 +112,8 @@ class ServerBackend:
             "api_key": key.get_secret_value() if key else "EMPTY",
             "timeout": openai.Timeout(self.config.server_timeout, connect=CONNECT_SECONDS),
             "max_retries": self.config.server_retries,
+            # Nor the account's organisation and project, which the SDK would read from the environment.
+            "default_headers": {"OpenAI-Organization": openai.Omit(), "OpenAI-Project": openai.Omit()},
         }
 
     def _served_models(self) -> dict[str, dict[str, Any]]:
@@ -145,9 +163,9 @@ class ServerBackend:
         import openai
 
         loop = asyncio.get_running_loop()
-        client = self._clients.get(id(loop))
+        client = self._clients.get(loop)
         if client is None:
-            client = self._clients[id(loop)] = openai.AsyncOpenAI(**self._client_options())
+            client = self._clients[loop] = openai.AsyncOpenAI(**self._client_options())
         return client
 
     async def generate(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Chunk]:
@@ -155,25 +173,27 @@ class ServerBackend:
         import openai
 
         ids = self.tokenizer(prompt.text, add_special_tokens=False)["input_ids"]
-        if len(ids) >= self.context_window:
-            raise BackendError(f"the prompt ({len(ids)} tokens) fills the {self.context_window}-token window")
+        room = self.context_window - len(ids) - 1  # SGLang refuses prompt + max_tokens == its context length
+        if room < 1:
+            raise PromptTooLong(f"the prompt ({len(ids):,} tokens) fills the {self.context_window:,}-token window")
+        params = replace(params, max_new_tokens=min(params.max_new_tokens, room))
         start = time.perf_counter()
         for attempt in (1, 2):
             got = _Attempt()
-            try:
-                stream = await self._request(prompt, ids, params)
-            except openai.OpenAIError as exc:
-                raise self._error(exc) from None
+            stream, params = await self._open(prompt, ids, params)
             try:
                 async with stream:
                     async for event in stream:
                         for piece in self._pieces(event, got):
                             got.first = got.first if got.first is not None else time.perf_counter() - start
-                            got.text.append(piece)
-                            yield Chunk(text=piece)
-                lost = None if got.finish else "the stream ended before the generation did"
+                            piece = _until_stop(got, piece)
+                            if piece:
+                                yield Chunk(text=piece)
+                        if got.stopped:  # the server went past a stop token: closing the stream aborts it
+                            break
+                lost = None if got.finish in FINISHED else f"the generation ended with {got.finish or 'nothing'}"
             except openai.APIConnectionError as exc:
-                lost = _reason(exc)
+                lost = None if got.finish in FINISHED else _reason(exc)  # lost after the end: nothing lost
             except openai.OpenAIError as exc:  # an error event inside the stream
                 raise self._error(exc) from None
             if lost is None:
@@ -183,7 +203,35 @@ class ServerBackend:
             yield Chunk(restart=f"lost the connection to {self.base_url} mid-generation ({lost})")
         yield Chunk(outcome=self._outcome(got, ids, time.perf_counter() - start))
 
+    async def _open(self, prompt: Prompt, ids: list[int], params: SamplingParams) -> tuple[Any, SamplingParams]:
+        """Start the streamed request; a server whose window is smaller than it said (or never said) is believed."""
+        import openai
+
+        for _ in range(2):
+            try:
+                return await self._request(prompt, ids, params), params
+            except openai.BadRequestError as exc:
+                stated = re.search(r"maximum context length is (\d+)", _message(exc))
+                if stated is None or int(stated[1]) >= self.context_window:
+                    raise self._error(exc) from None
+                self.context_window = int(stated[1])  # the loop's budgets follow from the next turn on
+                room = self.context_window - len(ids) - 1
+                if room < 1:
+                    raise self._error(exc) from None
+                params = replace(params, max_new_tokens=min(params.max_new_tokens, room))
+            except openai.OpenAIError as exc:
+                raise self._error(exc) from None
+        raise BackendError(f"the model server at {self.base_url} keeps refusing the prompt's length")
+
     async def _request(self, prompt: Prompt, ids: list[int], params: SamplingParams) -> Any:
+        extra: dict[str, Any] = {
+            "top_k": params.top_k or -1,  # vLLM and SGLang: -1 is no limit (SGLang refuses 0)
+            # Special tokens stay in the text: a server that ignores stop_token_ids still shows where the turn
+            # ended, and cut_at_stop drops the rest (vLLM and SGLang leave the matched stop token out anyway).
+            "skip_special_tokens": False,
+        }
+        if self.stop_ids:
+            extra["stop_token_ids"] = self.stop_ids
         sampling: dict[str, Any] = {
             "model": self.model_id,
             "max_tokens": params.max_new_tokens,
@@ -191,12 +239,10 @@ class ServerBackend:
             "top_p": params.top_p,
             "stream": True,
             "stream_options": {"include_usage": True},
-            "extra_body": {
-                "top_k": params.top_k or -1,  # vLLM and SGLang: -1 is no limit
-                "stop_token_ids": self.stop_ids,
-                "skip_special_tokens": True,
-            },
+            "extra_body": extra,
         }
+        if self.stop_ids:
+            sampling["stop"] = list(STOP_TOKENS)  # for servers that only stop on strings
         if params.seed is not None:
             sampling["seed"] = params.seed
         client = self._client()
@@ -212,14 +258,14 @@ class ServerBackend:
         if event.usage is not None:
             got.usage = event.usage
         pieces = []
-        for choice in event.choices[:1]:
+        for choice in (event.choices or [])[:1]:
             got.finish = choice.finish_reason or got.finish
             if self.config.openai_mode == "completions":
                 pieces.append(choice.text or "")
                 continue
             delta = choice.delta
             extra = delta.model_extra or {}
-            thinking = extra.get("reasoning_content") or extra.get("reasoning")
+            thinking = next((value for k in REASONING if (value := getattr(delta, k, None) or extra.get(k))), None)
             if thinking:
                 pieces.append(thinking if got.thinking else f"\n{THINK_OPEN}\n{thinking}")
                 got.thinking = True
@@ -231,12 +277,14 @@ class ServerBackend:
     def _outcome(self, got: _Attempt, ids: list[int], seconds: float) -> Outcome:
         text = cut_at_stop("".join(got.text))  # a server that ignores stop_token_ids still never adds a turn
         usage = got.usage
-        if got.finish not in ("stop", "length"):
-            raise BackendError(f"the server ended the generation with finish_reason {got.finish!r}")
         counted = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + (got.finish == "stop")
         generated = usage.completion_tokens if usage is not None and usage.completion_tokens else counted
         details = getattr(usage, "prompt_tokens_details", None) if usage is not None else None
         cached = getattr(details, "cached_tokens", None) if details is not None else None
+        if cached is not None:
+            self._reports_cache = True
+        elif self._reports_cache:  # vLLM and SGLang leave the details out when nothing was cached
+            cached = 0
         prompt_tokens = usage.prompt_tokens if usage is not None and usage.prompt_tokens else len(ids)
         first = got.first
         return Outcome(
@@ -269,6 +317,8 @@ class ServerBackend:
             return BackendError(
                 f"the model server at {url} {had} ({exc.status_code}): set RUMINATION_OPENAI_API_KEY or pass --api-key"
             )
+        if isinstance(exc, openai.BadRequestError) and "context length" in _message(exc).lower():
+            return PromptTooLong(f"the model server at {url} refused the prompt as too long ({_message(exc)})")
         if isinstance(exc, openai.NotFoundError):
             return BackendError(
                 f"the model server at {url} answered 404 ({_message(exc)}): is --base-url the API root?"
@@ -283,6 +333,17 @@ class ServerBackend:
         for client in clients:
             with contextlib.suppress(RuntimeError):  # its event loop is gone
                 await client.close()
+
+
+def _until_stop(got: _Attempt, piece: str) -> str:
+    """What of `piece` to stream: all of it, or what comes before a stop token's text (begun here or just before)."""
+    seen = "".join(got.text[-2:]) + piece
+    got.text.append(piece)  # the Outcome's text is cut again from the whole, so a token split across pieces goes too
+    cut = cut_at_stop(seen)
+    if len(cut) == len(seen):
+        return piece
+    got.stopped, got.finish = True, "stop"
+    return cut[len(seen) - len(piece) :]
 
 
 def _chat_messages(prompt: Prompt) -> list[dict[str, str]]:
