@@ -32,6 +32,7 @@ from rumination.web.base import Fetcher
 
 T = TypeVar("T")
 REPORT_ROOM = 4096  # tokens kept free below the window for the report
+SMALL_CONTEXT = 8192  # research room below which a run is warned it will be short
 OMITTED = "[omitted: this observation was dropped to leave room for the report]"
 
 
@@ -157,6 +158,13 @@ class Researcher:
         )
         if st.prompts.notice:
             yield ev.StatusEvent(message=st.prompts.notice)
+        if self._context_limit() < SMALL_CONTEXT:
+            window = self.backend.context_window
+            yield ev.StatusEvent(
+                message=f"a {window:,}-token context window leaves {max(self._context_limit(), 0):,} tokens for "
+                f"research once {window - self._context_limit():,} are kept for the report: too little for more "
+                "than a turn or two (a longer context, or a lower --max-new-tokens, leaves more)"
+            )
         stop: StopReason | None = None
         while stop is None:
             turn = len(st.steps) + 1

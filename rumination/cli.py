@@ -256,6 +256,7 @@ def _tokenizer_source(config: Any) -> str:
 
 
 def _index(args: argparse.Namespace) -> int:
+    from rumination.console import plural
     from rumination.errors import ConfigError
     from rumination.local.build import build_index
 
@@ -271,15 +272,11 @@ def _index(args: argparse.Namespace) -> int:
         pdf_max_memory_mb=config.pdf_max_memory_mb,
     )
     print(
-        f"index {args.name!r}: {_n(stats.files_indexed, 'document')} ({stats.files_updated} updated, "
+        f"index {args.name!r}: {plural(stats.files_indexed, 'document')} ({stats.files_updated} updated, "
         f"{stats.files_removed} removed, {stats.files_skipped} skipped) in {stats.seconds:.1f} s -> {stats.path}"
     )
     print(f"research it with: rumination ask '...' --search local:{args.name}")
     return EXIT_OK
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _tui(args: argparse.Namespace) -> int:
@@ -320,7 +317,7 @@ def _ask(args: argparse.Namespace) -> int:
     _snapshot_note(config, args.quiet)
     if args.json:
         print(result.model_dump_json(indent=2))
-    if args.output:
+    if args.output and not result.error:  # a failed run has no report: an earlier file there is kept
         try:
             args.output.expanduser().write_text(result.report + "\n", encoding="utf-8")
         except OSError as exc:
@@ -355,6 +352,7 @@ def _batch(args: argparse.Namespace) -> int:
     import asyncio
 
     from rumination.batch import read_questions, run_batch
+    from rumination.console import plural
     from rumination.errors import ConfigError
 
     source = args.questions.expanduser()
@@ -373,7 +371,7 @@ def _batch(args: argparse.Namespace) -> int:
         print(f"\nthe finished questions are kept in {output}; run the same command again to go on", file=sys.stderr)
         raise
     _snapshot_note(config, args.quiet)
-    line = f"{_n(summary.done, 'question')} answered, {summary.failed} failed, {summary.skipped} already done"
+    line = f"{plural(summary.done, 'question')} answered, {summary.failed} failed, {summary.skipped} already done"
     if summary.failed_before:
         line += f" ({summary.failed_before} of them failed: --retry-failed tries them again)"
     print(f"{line}, in {summary.seconds:.1f} s; results: {output}")

@@ -262,6 +262,23 @@ class Config(
         finally:
             _given_as.reset(token)
 
+    @field_validator("base_url", "judge_base_url")
+    @classmethod
+    def _api_root(cls, url: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if url is None:
+            return None
+        url = url.strip()
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http:// or https:// URL (e.g. http://localhost:8000/v1)")
+        for endpoint in ("/chat/completions", "/completions", "/models"):
+            if parts.path.rstrip("/").endswith(endpoint):
+                root = url.rstrip("/").removesuffix(endpoint)
+                raise ValueError(f"give the API root, {root!r}, not an endpoint under it")
+        return url
+
     @field_validator("script", "data_dir", "cache_dir", "web_snapshot", mode="before")
     @classmethod
     def _expand(cls, value: Any) -> Any:

@@ -59,13 +59,13 @@ class Trace:
             case ev.ObservationEvent(ok=False):
                 self._line(f"✗ {event.observation.splitlines()[0]}", "31")
             case ev.ObservationEvent(results=int(n)):
-                self._line(f"← {n} results ({event.seconds:.1f} s)", "32")
+                self._line(f"← {plural(n, 'result')} ({event.seconds:.1f} s)", "32")
             case ev.ObservationEvent(source_id=int(n)):
                 self._line(f"← [{n}] {event.title} ({event.url}, {event.seconds:.1f} s)", "32")
             case ev.TurnFinished(usage=u) if u.prefill_seconds is not None and u.prefilled_tokens is not None:
                 speed = f" · decode {u.decode_tokens_per_second:.1f} tok/s" if u.decode_tokens_per_second else ""
                 reused = f" ({u.reused_tokens:,} reused)" if u.reused_tokens else ""
-                prefill = f"· prefilled {u.prefilled_tokens:,} tokens{reused} in {u.prefill_seconds:.2f} s"
+                prefill = f"· prefilled {plural(u.prefilled_tokens, 'token')}{reused} in {u.prefill_seconds:.2f} s"
                 self._line(prefill + speed, "2")
             case ev.ForcedFinish(detail=detail):
                 self._line(f"! writing the report now: {detail}", "33")
@@ -73,8 +73,8 @@ class Trace:
                 self._line(f"warning: {message}", "33")
             case ev.RunFinished(result=r):
                 self._line(
-                    f"Done: {_n(r.turns, 'tool turn')}, stop reason {r.stop_reason}, {_n(len(r.sources), 'source')} "
-                    f"read, {r.usage.generated_tokens:,} tokens generated",
+                    f"Done: {plural(r.turns, 'tool turn')}, stop reason {r.stop_reason}, "
+                    f"{plural(len(r.sources), 'source')} read, {plural(r.usage.generated_tokens, 'token')} generated",
                     "2",
                     gap=True,
                 )
@@ -91,5 +91,6 @@ class Trace:
                         self._line(f"  {url}", "33")
 
 
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
+def plural(count: int, noun: str) -> str:
+    """'1 source', '2 sources', '1,024 tokens'."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")

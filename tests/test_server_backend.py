@@ -329,3 +329,48 @@ async def test_a_server_that_never_said_its_window_is_believed_when_it_refuses(s
     refused = [b for b in server.served.requests if b["max_tokens"] > 3000]
     assert len(refused) == 1  # the first request learnt the window; no later one was refused
     assert result.report.startswith("# Report") and result.stop_reason in ("finished", "context_budget")
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("localhost:8000", "is not an http:// or https:// URL"),
+        ("ftp://host/v1", "is not an http:// or https:// URL"),
+        ("http://host:8000/v1/completions", "give the API root, 'http://host:8000/v1'"),
+        ("http://host:8000/v1/chat/completions/", "give the API root, 'http://host:8000/v1'"),
+    ],
+)
+def test_a_base_url_that_is_no_api_root_is_a_usage_error(url, problem, capsys):
+    assert main(["ask", "q", "--base-url", url]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and "--base-url" in err
+
+
+async def test_a_small_window_is_said_at_the_start(scripted_server):
+    server = scripted_server([turn({"name": "finish", "arguments": {}}), REPORT], max_model_len=6000)
+    events = await _events(_config(server))
+    notes = [e.message for e in events if isinstance(e, ev.StatusEvent)]
+    assert any("6,000-token context window leaves" in n and "too little" in n for n in notes)
+    roomy = scripted_server([turn({"name": "finish", "arguments": {}}), REPORT], max_model_len=32768)
+    assert not any("too little" in getattr(e, "message", "") for e in await _events(_config(roomy)))
+
+
+def test_a_failed_run_keeps_an_earlier_report_file_and_says_the_server_was_lost(scripted_server, web, tmp_path, capsys):
+    outputs = [turn({"name": "open", "arguments": {"url": f"{web.base}/gutenberg.html"}}), REPORT]
+    server = scripted_server(outputs, faults=Faults(cut_streams=0))
+    report = tmp_path / "report.md"
+    report.write_text("yesterday's report\n")
+    original = server.served.generate
+
+    def die_after_first(ids, body):  # the server goes away after the first turn
+        if len(server.served.requests) > 1:
+            server.served.faults.cut_streams = 10
+        return original(ids, body)
+
+    server.served.generate = die_after_first
+    args = ["ask", "q", "--base-url", server.url, "-m", TOKENIZER, "-o", str(report), "--server-retries", "0"]
+    args += ["--search", "searxng", "--searxng-url", web.base, "--allow-private-network", "--open-any-url"]
+    assert main(args) == 1
+    assert report.read_text() == "yesterday's report\n"
+    err = capsys.readouterr().err
+    assert "mid-generation twice" in err and "no report" in err and "gutenberg" in err.lower()

@@ -70,7 +70,7 @@ class ServerBackend:
             )
         self.config = config
         self.base_url = config.base_url.rstrip("/")
-        self.model_id = config.served_model or f"the model at {self.base_url}"  # the served name, once loaded
+        self.model_id = config.served_model or config.model  # the served name once loaded (vLLM's default: -m)
         self.context_window = config.context_window or 131072
         self.tokenizer: Any = None
         self.stop_ids: list[int] = []
@@ -308,9 +308,11 @@ class ServerBackend:
         if isinstance(exc, openai.APITimeoutError):
             return BackendError(f"the model server at {url} sent nothing for {self.config.server_timeout:g} s")
         if isinstance(exc, openai.APIConnectionError):
+            if self.tokenizer is not None:  # it answered before: it went away
+                return BackendError(f"lost the model server at {url} ({_reason(exc)}): is it still running?")
             return BackendError(
-                f"cannot reach the model server at {url} ({_reason(exc)}): is it running, and is --base-url its "
-                "API root (ending in /v1)? See the README's serving engines section"
+                f"cannot reach the model server at {url} ({_reason(exc)}): is it running? "
+                "See the README's serving engines section"
             )
         if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
             had = "refused the API key" if self.config.openai_api_key else "needs an API key"
