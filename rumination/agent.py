@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from rumination import events as ev
-from rumination.backends.base import ModelBackend, Outcome, OutOfMemory, Prompt, SamplingParams
+from rumination.backends.base import Chunk, ModelBackend, Outcome, OutOfMemory, Prompt, SamplingParams
 from rumination.browser import Browser
 from rumination.citations import mark_cited, unverified_urls
 from rumination.config import Config
@@ -235,7 +235,7 @@ class Researcher:
         st.outcome, splitter = None, ThinkSplitter()
         gen = self.backend.generate(prompt, params)
         try:
-            async for chunk in gen:
+            async for chunk in self._chunks(st, gen, report):
                 if chunk.restart:
                     splitter = ThinkSplitter()
                     yield ev.StatusEvent(message=f"turn {turn}: {chunk.restart}; generating it again")
@@ -245,9 +245,6 @@ class Researcher:
                 if chunk.outcome is not None:
                     st.outcome = chunk.outcome
                     split = splitter.flush()
-                elif not report and (self._finish.is_set() or self._over_time(st)):
-                    st.interrupted = "cancelled" if self._finish.is_set() else "time_budget"
-                    break
                 else:
                     split = splitter.feed(chunk.text)
                 if split.thinking:
@@ -270,6 +267,37 @@ class Researcher:
             yield ev.TurnFinished(
                 usage=usage, context_tokens=o.prompt_tokens + o.generated_tokens, elapsed=time.monotonic() - st.started
             )
+
+    async def _chunks(self, st: _State, gen: AsyncIterator[Chunk], report: bool) -> AsyncIterator[Chunk]:
+        """The generation's chunks; a research turn ends early (even mid-prefill) on a finish request or time up."""
+        if report:  # the report is always written to its end
+            async for chunk in gen:
+                yield chunk
+            return
+        loop, woken = asyncio.get_running_loop(), asyncio.Event()
+        self._wake = lambda: loop.call_soon_threadsafe(woken.set)
+        step: asyncio.Future[Chunk | None] | None = None
+        try:
+            while not (self._finish.is_set() or self._over_time(st)):
+                step, waiter = asyncio.ensure_future(anext(gen, None)), asyncio.ensure_future(woken.wait())
+                await asyncio.wait({step, waiter}, timeout=self._time_left(st), return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if not step.done():  # the model is still prefilling or queued: give up on this turn
+                    break
+                if (chunk := step.result()) is None:
+                    return
+                yield chunk
+            st.interrupted = "cancelled" if self._finish.is_set() else "time_budget"
+        finally:
+            self._wake = lambda: None
+            if step is not None and not step.done():  # never leave the generator running: it is closed next
+                step.cancel()
+                await asyncio.gather(step, return_exceptions=True)
+
+    def _time_left(self, st: _State) -> float | None:
+        if self.config.max_seconds is None:
+            return None
+        return max(0.0, self.config.max_seconds - (time.monotonic() - st.started))
 
     async def _act(self, st: _State, turn: int) -> AsyncIterator[ev.Event]:
         """Parse the call in st.outcome, run it, and append the assistant and observation messages."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from conftest import turn
 
@@ -264,3 +267,41 @@ async def test_server_text_in_errors_cannot_forge_role_tokens(web):
     _, result, backend = await _run(web, outputs)
     assert "404" in result.steps[0].observation and "<|user|>" not in result.steps[0].observation
     assert backend.prompts[1].count("<|user|>") == 1 and backend.prompts[1].count("<|assistant|>") == 2
+
+
+class _SlowFirstToken(ScriptedBackend):
+    """A scripted model whose first generation sits in prefill (or a server's queue) for a long time."""
+
+    def __init__(self, cfg, outputs):
+        super().__init__(cfg, outputs=outputs)
+        self.calls = 0
+
+    async def generate(self, prompt, params):
+        self.calls += 1
+        if self.calls == 1:
+            await asyncio.sleep(60)
+        async for chunk in super().generate(prompt, params):
+            yield chunk
+
+
+async def test_a_finish_request_during_a_long_prefill_does_not_wait_for_it(web):
+    cfg = _config(web)
+    backend = _SlowFirstToken(cfg, [REPORT])  # the abandoned first generation never takes an output
+    researcher = Researcher(cfg, backend=backend)
+    started, events = time.monotonic(), []
+    async for event in researcher.stream("What about printing?"):
+        events.append(event)
+        if isinstance(event, ev.TurnStarted) and event.turn == 1 and not event.report:
+            asyncio.get_running_loop().call_later(0.2, researcher.request_finish)
+    result = events[-1].result
+    assert time.monotonic() - started < 20 and result.stop_reason == "cancelled"
+    assert result.report.startswith("# Report") and result.steps == []
+
+
+async def test_the_time_budget_ends_a_long_prefill(web):
+    cfg = _config(web, max_seconds=1.0)
+    backend = _SlowFirstToken(cfg, [REPORT])  # the abandoned first generation never takes an output
+    started = time.monotonic()
+    result = await Researcher(cfg, backend=backend).run("What about printing?")
+    assert time.monotonic() - started < 20 and result.stop_reason == "time_budget"
+    assert result.report.startswith("# Report")
