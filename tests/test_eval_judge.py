@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import pytest
-from conftest import write_script
+from conftest import closed_port, write_script
 
+from rumination.assets import bundled_tokenizer_dir
 from rumination.backends.scripted import ScriptedBackend
 from rumination.config import Config
+from rumination.errors import BackendError, ConfigError
 from rumination.eval.grader_template import GRADER_TEMPLATE
 from rumination.eval.judge import Judge, grader_prompt, judge_config, make_judge, parse_grade
 
@@ -118,3 +121,76 @@ async def test_judge_grades_through_the_scripted_backend(tmp_path):
 async def test_judge_samples_greedily():
     judge = Judge(ScriptedBackend(Config(backend="scripted"), outputs=["A"]), seed=3)
     assert (judge.params.temperature, judge.params.top_k, judge.params.top_p, judge.params.seed) == (0.0, 0, 1.0, 3)
+
+
+def test_a_judge_on_its_own_server_gets_neither_the_research_key_nor_its_served_model():
+    research = {"base_url": "http://research:8000/v1", "served_model": "glm", "openai_api_key": "sk-research"}
+    judge = judge_config(Config(**research, judge_base_url="http://judge:8001/v1"))
+    assert judge is not None and judge.base_url == "http://judge:8001/v1"
+    assert (judge.openai_api_key, judge.served_model) == (None, None)
+    # its own key is its own
+    judge = judge_config(Config(**research, judge_base_url="http://judge:8001/v1", judge_api_key="sk-judge"))
+    assert judge is not None and judge.openai_api_key is not None
+    assert judge.openai_api_key.get_secret_value() == "sk-judge"
+    # the same server, named again (a trailing slash aside): the research's key still opens it
+    for url in ("http://research:8000/v1", "http://research:8000/v1/"):
+        judge = judge_config(Config(**research, judge_base_url=url))
+        assert judge is not None and judge.openai_api_key is not None and judge.served_model == "glm"
+        assert judge.openai_api_key.get_secret_value() == "sk-research"
+
+
+class FailingBackend(ScriptedBackend):
+    """A judge backend whose server is not there."""
+
+    def load(self, progress=None) -> None:
+        raise BackendError("cannot reach the model server at http://judge/v1: is --base-url the API root?")
+
+
+async def test_a_judge_that_cannot_load_says_so_once():
+    lines: list[str] = []
+    judge = Judge(FailingBackend(Config(backend="scripted"), outputs=["A", "A"]), progress=lines.append)
+    results = await asyncio.gather(*(judge.grade("Q?", ["a"], "a") for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(result, BackendError) for result in results)
+    message = str(results[0])
+    assert message.startswith("the judge: cannot reach the model server at http://judge/v1: is --judge-base-url")
+    assert " --base-url" not in message and "--judge-backend" in message
+    assert [line for line in lines if "loading the judge" in line] == ["loading the judge: scripted:scripted ..."]
+
+
+async def test_a_judge_on_an_unreachable_server_names_the_judges_flags(tmp_path):
+    config = Config(
+        base_url=f"http://127.0.0.1:{closed_port()}/v1",
+        judge_backend="openai",
+        judge_model=str(bundled_tokenizer_dir()),
+        server_retries=0,
+    )
+    judge = make_judge(config)
+    assert judge is not None
+    with pytest.raises(BackendError, match=r"^the judge: cannot reach the model server at .*--judge-base-url"):
+        await judge.check()
+    await judge.aclose()
+
+
+def test_a_judge_backend_that_cannot_be_made_says_it_is_the_judge():
+    with pytest.raises(ConfigError, match=r"^the judge: the openai backend needs --judge-base-url URL"):
+        make_judge(Config(backend="scripted", judge_backend="openai"))
+
+
+class LocalJudgeBackend(ScriptedBackend):
+    """Stands for a judge on the local backend: loading it would take the accelerator."""
+
+    name = "local"
+
+    def load(self, progress=None) -> None:
+        raise AssertionError("the weights must wait for the research")
+
+
+async def test_checking_a_local_judge_loads_only_its_tokenizer(tmp_path):
+    lines: list[str] = []
+    backend = LocalJudgeBackend(Config(backend="scripted"), outputs=[])
+    backend.model_id = str(bundled_tokenizer_dir())
+    await Judge(backend, progress=lines.append).check(load=False)
+    assert backend.tokenizer is None and lines and "loading the judge" not in lines[0]
+    backend.model_id = str(tmp_path / "no-such-model")
+    with pytest.raises(BackendError, match=r"^the judge: model directory not found: .*no-such-model"):
+        await Judge(backend).check(load=False)

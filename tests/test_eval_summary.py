@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 
 import pytest
 
 from rumination.eval.judge import Grade, Grading
-from rumination.eval.summary import PLOT_HINT, ScoreRecord, run_metrics, summarize, text_table, write_summary
+from rumination.eval.summary import (
+    PLOT_HINT,
+    ScoreRecord,
+    plot,
+    run_metrics,
+    summarize,
+    text_table,
+    write_summary,
+)
 
 
 def record(run: int, id_: str, *, em: bool, f1: float, contained: bool, grade: Grade | None = None, **extra):
@@ -84,16 +93,98 @@ def test_one_run_has_no_spread_and_no_judge_no_judge_metrics():
 def test_text_table():
     table = text_table(summarize(two_runs(), dataset="toy", model="glm", judge="scripted:judge"))
     lines = table.splitlines()
-    assert lines[0] == "toy: 4 questions × 2 runs; glm; judge scripted:judge"
+    assert lines[0] == "toy: 4 questions × 2 runs; glm; judge scripted:judge; INCOMPLETE"
     assert lines[1].split() == ["metric", "mean", "±", "std", "run", "1", "run", "2"]
     exact = next(line for line in lines if line.startswith("exact match"))
     assert exact.split()[-5:] == ["37.5%", "±", "17.7%", "50.0%", "25.0%"]
     assert any(line.startswith("judge: correct given attempted") for line in lines)
-    assert lines[-1] == "1 question failed to be researched (scored as wrong)"
+    assert lines[-1] == "incomplete: 1 question failed to be researched (run 2: 1), scored as wrong"
+
+
+def test_a_complete_table_says_nothing_of_failures():
+    records = [record(1, "q1", em=True, f1=1.0, contained=True)]
+    table = text_table(summarize(records, dataset="toy", model="glm", judge=None))
+    assert table.splitlines()[0] == "toy: 1 questions × 1 run; glm; no judge"
+    assert "incomplete" not in table.lower() and "failed" not in table
+
+
+def test_the_table_is_safe_for_a_terminal():
+    records = [record(1, "q1", em=True, f1=1.0, contained=True)]
+    served = "glm\x1b]0;owned\x07\x1b[2J\u202e"  # a server names its model: escapes, a bidi override
+    table = text_table(summarize(records, dataset="toy", model=served, judge=f"openai:{served}"))
+    assert "\x1b" not in table and "\x07" not in table and "\u202e" not in table
+    assert table.startswith("toy: 1 questions × 1 run; glm]0;owned[2J; judge openai:glm]0;owned[2J\n")
+
+
+def test_failed_questions_are_wrong_but_not_in_the_effort_means():
+    records = [
+        record(1, "q1", em=True, f1=1.0, contained=True, turns=6, generated_tokens=3000, seconds=30),
+        # the server died: no research, a fraction of a second, no tokens
+        record(1, "q2", em=False, f1=0.0, contained=False, turns=0, generated_tokens=None, seconds=0.2, error="died"),
+    ]
+    run = run_metrics(1, records)
+    assert (run.exact_match, run.errors) == (0.5, 1)
+    assert (run.turns, run.generated_tokens, run.seconds) == (6.0, 3000.0, 30.0)
+    summary = summarize(records, dataset="toy", model="glm", judge=None)
+    assert summary.metrics["turns"].values == [6.0] and summary.metrics["seconds"].values == [30.0]
+
+    # every question failed: no means, and the table shows none
+    only = run_metrics(1, records[1:])
+    assert (only.turns, only.generated_tokens, only.seconds) == (None, None, None)
+    summary = summarize(records[1:], dataset="toy", model="glm", judge=None)
+    assert "turns" not in summary.metrics and "turns per question" not in text_table(summary)
+
+
+def test_the_summary_files_say_an_evaluation_is_incomplete(tmp_path):
+    records = two_runs()
+    summary = summarize(records, dataset="toy", model="glm", judge="scripted:judge")
+    assert (summary.complete, summary.failed) == (False, 1)
+    text = write_summary(summary, records, tmp_path).read_text(encoding="utf-8")
+    assert text.startswith(
+        "# Evaluation: toy (incomplete)\n\n4 questions × 2 runs; glm; judge scripted:judge; INCOMPLETE."
+    )
+    assert "**Incomplete:** 1 question failed to be researched (run 2: 1), scored as wrong" in text
+    assert "--retry-failed" in text and "a failed one is left out of them" in text
+    data = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert (data["complete"], data["failed"]) == (False, 1)
+
+    whole = [r.model_copy(update={"error": None}) for r in records]
+    summary = summarize(whole, dataset="toy", model="glm", judge="scripted:judge")
+    text = write_summary(summary, whole, tmp_path).read_text(encoding="utf-8")
+    assert text.startswith("# Evaluation: toy\n") and "ncomplete" not in text and "--retry-failed" not in text
+    assert json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))["complete"] is True
+
+
+def test_the_markdown_explains_the_judge_only_with_a_judge(tmp_path):
+    records = [record(1, "q1", em=True, f1=1.0, contained=True), record(1, "q2", em=False, f1=0.0, contained=False)]
+    text = write_summary(summarize(records, dataset="toy", model="glm", judge=None), records, tmp_path).read_text()
+    assert "Exact match and F1" in text and "judge" not in text.split("\n", 3)[3] and "SimpleQA" not in text
+    assert "Spread" not in text  # one run
+    judged = two_runs()
+    text = write_summary(summarize(judged, dataset="toy", model="glm", judge="j"), judged, tmp_path).read_text()
+    assert "The judge grades each report with SimpleQA's grader prompt" in text and "Spread" in text
+
+
+def test_the_plot_counts_in_whole_numbers():
+    records = [
+        record(1, "q1", em=True, f1=1.0, contained=True, turns=2, generated_tokens=500, seconds=5.5),
+        record(1, "q2", em=False, f1=0.0, contained=False, turns=3, generated_tokens=503, seconds=7.25),
+        record(1, "q3", em=False, f1=0.0, contained=False, turns=0, seconds=0.1, error="died"),
+    ]
+    figure = plot(summarize(records, dataset="toy", model="glm", judge=None), records)
+    assert figure is not None
+    _, turns, tokens, seconds = figure.axes
+    figure.canvas.draw()
+    for axes in (turns, tokens, seconds):  # a question or two: no 0.25-question ticks
+        assert all(tick == int(tick) for tick in axes.get_yticks()), axes.get_title()
+    for axes in (turns, tokens):  # integer data: no 2.5-turn ticks
+        assert all(tick == int(tick) for tick in axes.get_xticks()), axes.get_title()
+    # the failed question is no research: it is not in the histograms
+    assert sum(patch.get_height() for patch in turns.patches) == 2
 
 
 def test_markdown_and_plot_are_written(tmp_path):
-    records = two_runs()
+    records = [r.model_copy(update={"error": None}) for r in two_runs()]
     summary = summarize(records, dataset="toy", model="glm", judge="scripted:judge")
     path = write_summary(summary, records, tmp_path)
     text = path.read_text(encoding="utf-8")

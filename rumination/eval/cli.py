@@ -36,14 +36,14 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, config: Config) -> int:
-    """Run the evaluation; the summary table goes to stdout, progress to stderr."""
+    """Run the evaluation; the summary table goes to stdout, progress to stderr; 1 if a question failed."""
     import asyncio
 
     from rumination.batch import say
     from rumination.eval.dataset import PUBLIC_SETS, load_dataset, sample
     from rumination.eval.judge import make_judge
     from rumination.eval.run import evaluate
-    from rumination.eval.summary import EvalSummary, text_table
+    from rumination.eval.summary import RETRY_HINT, EvalSummary, failures, text_table
 
     progress = not args.quiet
     items = load_dataset(
@@ -72,4 +72,7 @@ def main(args: argparse.Namespace, config: Config) -> int:
 
     summary = asyncio.run(run())
     sys.stdout.write(text_table(summary))
+    if summary.failed:
+        say(f"the evaluation is incomplete: {failures(summary)} (scored as wrong); {RETRY_HINT}")
+        return 1
     return 0

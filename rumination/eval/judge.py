@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from rumination.backends.base import ModelBackend, Progress, Prompt, SamplingParams
 from rumination.config import Config
-from rumination.errors import BackendError
+from rumination.errors import BackendError, ConfigError, RuminationError
 from rumination.eval.grader_template import GRADER_TEMPLATE
 from rumination.streaming import split_thinking
 
@@ -53,11 +53,14 @@ def grader_prompt(question: str, targets: list[str], predicted: str, max_chars: 
 def judge_config(config: Config) -> Config | None:
     """The judge's settings: a copy with the judge_* settings in place of the research's, or None without a judge.
 
-    A judge setting left unset keeps the research's value (the same server, say, with another served model).
+    A judge setting left unset keeps the research's value (the same server, say, with another served model), except
+    that a judge on a server of its own inherits neither the research server's API key nor its served model name.
     """
     if config.judge_backend is None:
         return None
     update: dict[str, Any] = {"backend": config.judge_backend}
+    if config.judge_base_url is not None and _api_root(config.judge_base_url) != _api_root(config.base_url):
+        update |= {"openai_api_key": None, "served_model": None}
     for judge_field, field in (
         ("judge_model", "model"),
         ("judge_base_url", "base_url"),
@@ -69,10 +72,33 @@ def judge_config(config: Config) -> Config | None:
     return config.model_copy(update=update)
 
 
+def _api_root(url: str | None) -> str | None:
+    return url.strip().rstrip("/").lower() if url else None
+
+
 def make_judge(config: Config, progress: Progress | None = None) -> Judge | None:
     """The judge the judge_* settings describe, or None when no judge backend is set."""
     settings = judge_config(config)
     return Judge.from_config(settings, progress) if settings is not None else None
+
+
+# The research's flags in a backend's message, and the judge's own: the message is about the judge.
+_JUDGE_FLAGS = {
+    "--base-url": "--judge-base-url",
+    "--served-model": "--judge-served-model",
+    "--api-key": "--judge-api-key",
+    "--backend": "--judge-backend",
+    "-m": "--judge-model",
+    "RUMINATION_OPENAI_API_KEY": "RUMINATION_JUDGE_API_KEY",
+}
+_RESEARCH_FLAG = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, _JUDGE_FLAGS)) + r")(?![\w-])")
+
+
+def judge_error(exc: RuminationError) -> RuminationError:
+    """The same error, said of the judge: its message names the judge's flags (a bad setting stays a ConfigError)."""
+    message = _RESEARCH_FLAG.sub(lambda m: _JUDGE_FLAGS[m.group(1)], str(exc))
+    message = f"the judge: {message} (the judge's settings: --judge-backend, --judge-base-url, --judge-model, ...)"
+    return ConfigError(message) if isinstance(exc, ConfigError) else BackendError(message)
 
 
 class Judge:
@@ -89,13 +115,17 @@ class Judge:
         self.backend, self.progress = backend, progress
         self.params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, top_k=0, seed=seed)
         self._load_lock = asyncio.Lock()
+        self._load_error: RuminationError | None = None  # a failed load is not tried again by every grade
 
     @classmethod
     def from_config(cls, config: Config, progress: Progress | None = None) -> Judge:
         """A judge on the backend `config` names (the judge's own settings: see judge_config)."""
         from rumination.registry import backends
 
-        backend = backends.get(config.backend)(config)
+        try:
+            backend = backends.get(config.backend)(config)
+        except RuminationError as exc:
+            raise judge_error(exc) from None
         return cls(backend, max_new_tokens=config.max_new_tokens, seed=config.seed, progress=progress)
 
     @property
@@ -109,14 +139,41 @@ class Judge:
         return bool(getattr(self.backend, "concurrent", False))
 
     async def load(self) -> None:
-        """Load the backend once, off the event loop (in a daemon thread: Ctrl-C need not wait for a model to load)."""
+        """Load the backend once, off the event loop (in a daemon thread: Ctrl-C need not wait for a model to load).
+
+        An error says it is the judge's, and is raised again by every later call without trying again.
+        """
         from rumination.agent import _in_daemon_thread
 
         async with self._load_lock:
+            if self._load_error is not None:
+                raise self._load_error
             if self.backend.tokenizer is None:
                 if self.progress:
                     self.progress(f"loading the judge: {self.name} ...")
-                await _in_daemon_thread(lambda: self.backend.load(self.progress))
+                try:
+                    await _in_daemon_thread(lambda: self.backend.load(self.progress))
+                except RuminationError as exc:
+                    self._load_error = judge_error(exc)
+                    raise self._load_error from None
+
+    async def check(self, *, load: bool = True) -> None:
+        """Fail fast, before the research: load the judge, or (load=False) only load its model's tokenizer.
+
+        load=False is for a judge whose weights must wait until the research has freed the accelerator.
+        """
+        if load:
+            await self.load()
+            return
+        from rumination.agent import _in_daemon_thread
+        from rumination.backends.base import load_tokenizer
+
+        if self.progress:
+            self.progress(f"checking the judge: {self.name} (its tokenizer; the model loads after the research)")
+        try:
+            await _in_daemon_thread(lambda: load_tokenizer(self.backend.model_id))
+        except RuminationError as exc:
+            raise judge_error(exc) from None
 
     async def grade(self, question: str, targets: list[str], predicted: str) -> Grading:
         """Grade one answer; a failing backend is recorded as an unparsed grade with its error."""

@@ -5,12 +5,16 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
 from rumination.eval.judge import Grade, Grading
 from rumination.results import StopReason
+from rumination.sanitize import terminal_safe
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class ScoreRecord(BaseModel):
@@ -26,6 +30,7 @@ class ScoreRecord(BaseModel):
     contained: bool = Field(description="a gold answer appears in the report")
     grading: Grading | None = Field(None, description="the judge's grade; None without a judge")
     judge: str | None = Field(None, description="the judge's backend and model")
+    model: str | None = Field(None, description="the model that researched the report, where known")
     error: str | None = Field(None, description="the research failed: every score counts as wrong")
     stop_reason: StopReason | None = None
     turns: int
@@ -53,9 +58,10 @@ class RunMetrics(BaseModel):
     not_attempted: float | None = None
     unparsed: float | None = Field(None, description="judge replies that named no grade")
     accuracy_given_attempted: float | None = Field(None, description="correct / (correct + incorrect)")
-    turns: float
+    # Means over the questions researched (not failed): None when every one failed.
+    turns: float | None
     generated_tokens: float | None
-    seconds: float
+    seconds: float | None
 
 
 class Stat(BaseModel):
@@ -73,6 +79,8 @@ class EvalSummary(BaseModel):
     questions: int
     model: str
     judge: str | None
+    complete: bool = Field(True, description="no question failed to be researched")
+    failed: int = Field(0, description="questions that failed to be researched, summed over the runs")
     runs: list[RunMetrics]
     metrics: dict[str, Stat]
 
@@ -101,7 +109,8 @@ def run_metrics(run: int, records: list[ScoreRecord]) -> RunMetrics:
 
     judged = [r for r in records if r.grading is not None]
     attempted = [r for r in judged if r.grade in ("correct", "incorrect")]
-    tokens = [r.generated_tokens for r in records if r.generated_tokens is not None]
+    researched = [r for r in records if r.error is None]
+    tokens = [r.generated_tokens for r in researched if r.generated_tokens is not None]
     return RunMetrics(
         run=run,
         questions=len(records),
@@ -114,9 +123,9 @@ def run_metrics(run: int, records: list[ScoreRecord]) -> RunMetrics:
         not_attempted=rate(lambda r: r.grade == "not_attempted", judged),
         unparsed=rate(lambda r: r.grade == "unparsed", judged),
         accuracy_given_attempted=rate(lambda r: r.grade == "correct", attempted),
-        turns=statistics.fmean(r.turns for r in records),
+        turns=statistics.fmean(r.turns for r in researched) if researched else None,
         generated_tokens=statistics.fmean(tokens) if tokens else None,
-        seconds=statistics.fmean(r.seconds for r in records),
+        seconds=statistics.fmean(r.seconds for r in researched) if researched else None,
     )
 
 
@@ -133,7 +142,17 @@ def summarize(records: list[ScoreRecord], *, dataset: str, model: str, judge: st
             std = statistics.stdev(values) if len(values) > 1 else None
             metrics[key] = Stat(mean=statistics.fmean(values), std=std, values=values)
     questions = len({record.id for record in records})
-    return EvalSummary(dataset=dataset, questions=questions, model=model, judge=judge, runs=runs, metrics=metrics)
+    failed = sum(run.errors for run in runs)
+    return EvalSummary(
+        dataset=dataset,
+        questions=questions,
+        model=model,
+        judge=judge,
+        complete=not failed,
+        failed=failed,
+        runs=runs,
+        metrics=metrics,
+    )
 
 
 def _format(value: float, kind: str) -> str:
@@ -159,13 +178,21 @@ def _rows(summary: EvalSummary) -> list[list[str]]:
 def _heading(summary: EvalSummary) -> str:
     runs = len(summary.runs)
     judge = f"judge {summary.judge}" if summary.judge else "no judge"
-    return f"{summary.questions} questions × {runs} run{'s' * (runs != 1)}; {summary.model}; {judge}"
+    heading = f"{summary.questions} questions × {runs} run{'s' * (runs != 1)}; {summary.model}; {judge}"
+    return heading + ("; INCOMPLETE" if summary.failed else "")
 
 
-def _failures(summary: EvalSummary) -> str:
-    """How many questions failed to be researched, in words ("" for none)."""
-    errors = sum(run.errors for run in summary.runs)
-    return f"{errors} question{'s' * (errors != 1)} failed to be researched" if errors else ""
+def failures(summary: EvalSummary) -> str:
+    """How many questions failed to be researched (by run when there are several), in words; "" for none."""
+    if not summary.failed:
+        return ""
+    text = f"{summary.failed} question{'s' * (summary.failed != 1)} failed to be researched"
+    if len(summary.runs) > 1:
+        text += " (" + ", ".join(f"run {run.run}: {run.errors}" for run in summary.runs if run.errors) + ")"
+    return text
+
+
+RETRY_HINT = "run the same command again with --retry-failed to research them again"
 
 
 def text_table(summary: EvalSummary) -> str:
@@ -177,8 +204,9 @@ def text_table(summary: EvalSummary) -> str:
         for row in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    footer = f"\n{_failures(summary)} (scored as wrong)" if _failures(summary) else ""
-    return f"{summary.dataset}: {_heading(summary)}\n" + "\n".join(line.rstrip() for line in lines) + footer + "\n"
+    footer = f"\nincomplete: {failures(summary)}, scored as wrong" if summary.failed else ""
+    table = f"{summary.dataset}: {_heading(summary)}\n" + "\n".join(line.rstrip() for line in lines) + footer + "\n"
+    return terminal_safe(table)  # the served model's name is the server's text
 
 
 PLOT_HINT = (
@@ -192,31 +220,47 @@ def markdown(summary: EvalSummary, plot: str | None) -> str:
     rows = _rows(summary)
     table = [f"| {' | '.join(rows[0])} |", "|---|" + "---:|" * (len(rows[0]) - 1)]
     table += [f"| {' | '.join(row)} |" for row in rows[1:]]
-    lines = [
-        f"# Evaluation: {summary.dataset}",
-        "",
-        _heading(summary) + ".",
-        "",
-        *table,
-        "",
+    note = (
         "Exact match and F1 compare the short answer taken from each report with the gold answers (SQuAD "
         "normalisation; Chinese compared character by character); *answer contained* looks for a gold answer "
-        "anywhere in the report. The judge grades each report with SimpleQA's grader prompt; *correct given "
-        "attempted* leaves out the questions it judged not attempted. Spread: standard deviation over the runs.",
-    ]
-    if _failures(summary):
-        lines += ["", f"{_failures(summary)}: scored as wrong."]
+        "anywhere in the report."
+    )
+    if summary.judge:
+        note += (
+            " The judge grades each report with SimpleQA's grader prompt; *correct given attempted* leaves out the "
+            "questions it judged not attempted, and *no grade* counts replies that named no grade."
+        )
+    note += (
+        " Turns, tokens and seconds are means over the questions researched: a failed one is left out of them "
+        "(its accuracy counts as wrong)."
+    )
+    if len(summary.runs) > 1:
+        note += " Spread: standard deviation over the runs."
+    incomplete = " (incomplete)" if summary.failed else ""
+    lines = [f"# Evaluation: {summary.dataset}{incomplete}", "", _heading(summary) + ".", "", *table, "", note]
+    if summary.failed:
+        lines += ["", f"**Incomplete:** {failures(summary)}, scored as wrong: {RETRY_HINT}."]
     lines += ["", f"![accuracy, turns, tokens and time per question]({plot})" if plot else PLOT_HINT]
     return "\n".join(lines) + "\n"
 
 
 def write_plot(summary: EvalSummary, records: list[ScoreRecord], path: Path) -> bool:
     """Accuracy, turns, tokens and time per question as a PNG; False when matplotlib is not installed."""
+    figure = plot(summary, records)
+    if figure is None:
+        return False
+    figure.savefig(path, dpi=100)
+    return True
+
+
+def plot(summary: EvalSummary, records: list[ScoreRecord]) -> Figure | None:
+    """Accuracy, then histograms of turns, tokens and time over the questions researched; None without matplotlib."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
-        return False
+        return None
     figure = Figure(figsize=(12, 8), layout="constrained")
     FigureCanvasAgg(figure)  # the non-interactive backend, without touching pyplot's global state
     accuracy, turns, tokens, seconds = figure.subplots(2, 2).flat
@@ -237,18 +281,29 @@ def write_plot(summary: EvalSummary, records: list[ScoreRecord], path: Path) -> 
     accuracy.set_title("accuracy")
     for label in accuracy.get_xticklabels():
         label.set(rotation=30, horizontalalignment="right")
-    token_counts = [r.generated_tokens for r in records if r.generated_tokens is not None]
-    for axes, values, title in (
-        (turns, [r.turns for r in records], "tool turns per question"),
-        (tokens, token_counts, "generated tokens per question"),
-        (seconds, [r.seconds for r in records], "seconds per question"),
+    researched = [r for r in records if r.error is None]
+    token_counts = [r.generated_tokens for r in researched if r.generated_tokens is not None]
+    for axes, values, title, integers in (
+        (turns, [r.turns for r in researched], "tool turns per question", True),
+        (tokens, token_counts, "generated tokens per question", True),
+        (seconds, [r.seconds for r in researched], "seconds per question", False),
     ):
-        axes.hist(values, bins=min(30, max(5, len(set(values)))), color="tab:gray")
+        axes.hist(values, bins=_bins(values, integers), color="tab:gray")
         axes.set_title(title)
-        axes.set_ylabel("questions (all runs)")
+        axes.set_ylabel("questions researched (all runs)")
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+        if integers:
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.suptitle(f"{summary.dataset}: {_heading(summary)}")
-    figure.savefig(path, dpi=100)
-    return True
+    return figure
+
+
+def _bins(values: list[float], integers: bool) -> int | list[float]:
+    """Histogram bins: one per value for a narrow range of integers (centred on it), else up to 30."""
+    if integers and values and max(values) - min(values) < 30:
+        low, high = int(min(values)), int(max(values))
+        return [edge - 0.5 for edge in range(low, high + 2)]
+    return min(30, max(5, len(set(values))))
 
 
 def write_summary(summary: EvalSummary, records: list[ScoreRecord], out_dir: Path) -> Path:
