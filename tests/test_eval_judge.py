@@ -194,3 +194,14 @@ async def test_checking_a_local_judge_loads_only_its_tokenizer(tmp_path):
     backend.model_id = str(tmp_path / "no-such-model")
     with pytest.raises(BackendError, match=r"^the judge: model directory not found: .*no-such-model"):
         await Judge(backend).check(load=False)
+
+
+def test_a_judge_without_a_model_of_its_own_is_asked_in_chat_mode():
+    from rumination.eval.judge import judge_config
+
+    tokenizer = str(bundled_tokenizer_dir())
+    research = Config(base_url="http://research:8000/v1", model=tokenizer)
+    chat = judge_config(research.model_copy(update={"judge_backend": "openai", "judge_base_url": "http://j:1/v1"}))
+    assert chat.openai_mode == "chat" and chat.base_url == "http://j:1/v1"
+    exact = judge_config(research.model_copy(update={"judge_backend": "openai", "judge_model": tokenizer}))
+    assert exact.openai_mode == "completions"

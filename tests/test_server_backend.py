@@ -212,7 +212,9 @@ async def test_chat_mode_sends_messages_with_the_observation_role_and_no_thinkin
     result = events[-1].result
     assert result.stop_reason == "finished" and result.report.startswith("# Report")
     assert any(isinstance(e, ev.StatusEvent) and e.message == CHAT_NOTE for e in events)
-    last = server.served.requests[-1]["messages"]
+    body = server.served.requests[-1]
+    assert "stop_token_ids" not in body and body["stop"] == ["<|endoftext|>", "<|user|>", "<|observation|>"]
+    last = body["messages"]
     assert [m["role"] for m in last] == ["user", "assistant", "observation", "assistant"]
     assert "secret plan" not in str(last) and last[1]["content"].startswith('{"name": "open"')
     assert "Gutenberg" in last[2]["content"]

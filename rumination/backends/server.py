@@ -230,7 +230,8 @@ class ServerBackend:
             # ended, and cut_at_stop drops the rest (vLLM and SGLang leave the matched stop token out anyway).
             "skip_special_tokens": False,
         }
-        if self.stop_ids:
+        if self.stop_ids and self.config.openai_mode == "completions":
+            # Chat mode may drive another model (a judge): its ids are its own, and the string stops still hold.
             extra["stop_token_ids"] = self.stop_ids
         sampling: dict[str, Any] = {
             "model": self.model_id,

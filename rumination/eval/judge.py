@@ -54,11 +54,14 @@ def judge_config(config: Config) -> Config | None:
     """The judge's settings: a copy with the judge_* settings in place of the research's, or None without a judge.
 
     A judge setting left unset keeps the research's value (the same server, say, with another served model), except
-    that a judge on a server of its own inherits neither the research server's API key nor its served model name.
+    that a judge on a server of its own inherits neither the research server's API key nor its served model name,
+    and a judge without a model of its own (a tokenizer to render with) is asked in chat mode.
     """
     if config.judge_backend is None:
         return None
     update: dict[str, Any] = {"backend": config.judge_backend}
+    if config.judge_model is None:  # -m's tokenizer is the research model's: let the server apply the judge's template
+        update["openai_mode"] = "chat"
     if config.judge_base_url is not None and _api_root(config.judge_base_url) != _api_root(config.base_url):
         update |= {"openai_api_key": None, "served_model": None}
     for judge_field, field in (
