@@ -1,6 +1,6 @@
 """Benchmark `rumination batch` against a served model with a fixed latency per request, side by side in one run.
 
-    python tools/bench_batch.py [--questions 32] [--latency 0.25] [--concurrency 16]
+    python tools/bench_batch.py [--questions 32] [--latency 0.5] [--concurrency 16]
 
 A loopback OpenAI-compatible server (tools/tiny_server.py, in its own process) replays a short research run
 for every question (a search of a local index, the finish call, the report), waiting `--latency` seconds
@@ -66,7 +66,7 @@ def main() -> None:
     """Run the batch twice and print the timings."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=int, default=32)
-    parser.add_argument("--latency", type=float, default=0.25, help="seconds the server waits before each answer")
+    parser.add_argument("--latency", type=float, default=0.5, help="seconds the server waits before each answer")
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
     server = _serve(args.latency)
