@@ -34,6 +34,7 @@ from rumination.web.base import Fetcher
 
 logger = logging.getLogger(__name__)
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+STOP_AFTER = 5  # failed questions in a row that stop a batch (at least; see stop_after)
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
@@ -71,12 +72,26 @@ class BatchSummary(BaseModel):
     seconds: float
 
 
+class BatchStopped(RuminationError):
+    """A batch stopped early: question after question failed (the model server went down, say)."""
+
+    def __init__(self, message: str, summary: BatchSummary):
+        super().__init__(message)
+        self.summary = summary
+
+
+def stop_after(concurrency: int) -> int:
+    """How many questions in a row may fail before a batch stops: 5, or 2 more than run at once."""
+    # Every run in flight can fail at once when the server blinks; two more show it is still failing afterwards.
+    return max(STOP_AFTER, concurrency + 2)
+
+
 def read_questions(path: Path) -> list[BatchQuestion]:
-    """The questions of a JSONL file ({"id": ..., "question": ...}) or a text file (one a line; id: line number)."""
+    """The questions of a JSONL file or a JSON array (objects or strings), or a text file (one a line, by number)."""
     lines = read_lines(path, "questions file")
     first = next((line.lstrip() for line in lines if line.strip()), "")
     if Path(path).suffix.lower() in JSONL_SUFFIXES or first.startswith(("{", "[")):
-        return numbered(path, lines, lambda line, number: question_of(json_object(line), number))
+        return numbered(path, lines, _json_question)
     return numbered(path, lines, lambda line, number: BatchQuestion(id=str(number), question=line))
 
 
@@ -91,18 +106,21 @@ def read_lines(path: Path, what: str) -> list[str]:
 
 
 def numbered(path: Path, lines: list[str], parse: Callable[[str, int], Q]) -> list[Q]:
-    """Each non-blank line parsed with its line number; a bad line or a repeated id is an error naming the line."""
+    """Each non-blank line parsed with its number, or each item of a file that is one JSON array (as JSON text).
+
+    A bad line or item, or a repeated id, is a ConfigError naming its line or item number (counted from 1).
+    """
+    unit, entries = _entries(path, lines)
     items: list[Q] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue  # blank lines still count: a text file's ids are line numbers
+    for number, text in entries:
         try:
-            item = parse(line, number)
+            item = parse(text, number)
         except ValueError as exc:
-            raise ConfigError(f"{path}, line {number}: {exc}") from None
+            raise ConfigError(f"{path}, {unit} {number}: {exc}") from None
         if item.id in seen:
-            raise ConfigError(f"{path}, line {number}: id {item.id!r} is already used on line {seen[item.id]}")
+            where = f"on line {seen[item.id]}" if unit == "line" else f"by item {seen[item.id]}"
+            raise ConfigError(f"{path}, {unit} {number}: id {item.id!r} is already used {where}")
         seen[item.id] = number
         items.append(item)
     if not items:
@@ -110,19 +128,51 @@ def numbered(path: Path, lines: list[str], parse: Callable[[str, int], Q]) -> li
     return items
 
 
+def _entries(path: Path, lines: list[str]) -> tuple[str, list[tuple[int, str]]]:
+    """("item", each item of a whole-file JSON array as JSON text), or ("line", each non-blank line)."""
+    first = next((line.strip() for line in lines if line.strip()), "")
+    if first.startswith("["):
+        try:
+            data = json.loads("\n".join(lines))
+        except ValueError as exc:
+            try:
+                json.loads(first)
+            except ValueError:  # neither JSON lines nor a whole array: a pretty-printed array with a mistake
+                raise ConfigError(f"{path}: not a valid JSON array ({exc})") from None
+        else:
+            if isinstance(data, list):
+                return "item", [(n, json.dumps(value, ensure_ascii=False)) for n, value in enumerate(data, 1)]
+    # Blank lines are skipped but still counted: a text file's ids are line numbers.
+    return "line", [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+
+
 def json_object(line: str) -> dict[str, Any]:
-    """One JSONL line's object."""
-    try:
-        data = json.loads(line)
-    except ValueError as exc:
-        raise ValueError(f"not valid JSON ({exc})") from None
+    """One JSONL line's (or JSON array item's) object."""
+    data = _json(line)
     if not isinstance(data, dict):
         raise ValueError('expected a JSON object such as {"id": "q1", "question": "..."}')
     return data
 
 
+def _json(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError as exc:
+        raise ValueError(f"not valid JSON ({exc})") from None
+
+
+def _json_question(line: str, number: int) -> BatchQuestion:
+    """A JSONL line's or JSON array item's question: an object, or a string (its id is its number)."""
+    data = _json(line)
+    if isinstance(data, str):
+        data = {"question": data}
+    if not isinstance(data, dict):
+        raise ValueError('expected a JSON object such as {"id": "q1", "question": "..."}, or a string')
+    return question_of(data, number)
+
+
 def question_of(data: dict[str, Any], number: int) -> BatchQuestion:
-    """A JSONL line's question; other keys are ignored, a missing id is the line number."""
+    """A JSONL line's question; other keys are ignored, a missing id is the line (or item) number."""
     question, id_ = data.get("question"), data.get("id")
     if id_ is None:
         id_ = number
@@ -275,10 +325,12 @@ async def run_batch(
 ) -> BatchSummary:
     """Research the questions not yet in `output`, appending each record as soon as its question finishes.
 
-    A failed question is recorded with its error and the batch goes on; records of failed questions are skipped on
-    a rerun unless `retry_failed`. One backend, search engine and fetcher serve every run (those given are the
-    caller's to close); questions run `concurrency` at a time (config.concurrency) if the backend is `concurrent`,
-    else one at a time. Cancelling keeps every finished line.
+    A failed question is recorded with its error and the batch goes on, unless `stop_after(concurrency)` questions
+    fail in a row (a success resets the count): then the runs still going are cancelled (their questions stay
+    unanswered) and BatchStopped is raised. Records of failed questions are skipped on a rerun unless
+    `retry_failed`. One backend, search engine and fetcher serve every run (those given are the caller's to
+    close); questions run `concurrency` at a time (config.concurrency) if the backend is `concurrent`, else one
+    at a time. Cancelling keeps every finished line.
     """
     start, output = time.monotonic(), Path(output)
     results = _scan(output)
@@ -320,6 +372,7 @@ async def run_batch(
         if not bar.bar.disable:
             stack.enter_context(logging_redirect_tqdm([logger]))
         todo = iter(pending)
+        limit, in_a_row = stop_after(workers), [0]
 
         async def work() -> None:
             for question in todo:  # one iterator shared by the workers: each question is taken once
@@ -327,15 +380,41 @@ async def run_batch(
                 record = await _answer(question, config, backend, engine, fetcher)
                 writer.write(record)
                 bar.finished(record)
+                in_a_row[0] = 0 if record.error is None else in_a_row[0] + 1
+                if in_a_row[0] >= limit:
+                    raise _Failing(record)
 
         tasks = [asyncio.create_task(work()) for _ in range(workers)]
         try:
             await asyncio.gather(*tasks)
-        finally:  # a failed write or a cancel: stop every run
+        except _Failing as failing:
+            counts = summary.model_copy(
+                update={"done": bar.done, "failed": bar.failed, "seconds": time.monotonic() - start}
+            )
+            raise BatchStopped(_stopped(counts, limit, failing.record, len(pending), output), counts) from None
+        finally:  # a failed write, a cancel or a stop: stop every run
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         return summary.model_copy(update={"done": bar.done, "failed": bar.failed, "seconds": time.monotonic() - start})
+
+
+class _Failing(Exception):
+    """Raised by a batch worker when too many questions in a row have failed."""
+
+    def __init__(self, record: BatchRecord):
+        super().__init__(record.error)
+        self.record = record
+
+
+def _stopped(counts: BatchSummary, limit: int, last: BatchRecord, pending: int, output: Path) -> str:
+    """What BatchStopped says: why, what is kept, and how to go on."""
+    left = pending - counts.done - counts.failed
+    return (
+        f"the batch stopped after {limit} questions in a row failed; the last (question {last.id}): {last.error}\n"
+        f"{counts.done} answered and {counts.failed} failed in this batch (kept in {output}), {left} not researched; "
+        "fix the cause (is the model server up?) and run the same command again with --retry-failed"
+    )
 
 
 async def _answer(

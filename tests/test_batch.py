@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import itertools
 import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,10 +23,15 @@ from conftest import turn, write_script
 import rumination
 from rumination import batch as batch_module
 from rumination.backends.scripted import ScriptedBackend
-from rumination.batch import BatchQuestion, read_questions, read_records, run_batch
+from rumination.batch import BatchQuestion, BatchStopped, read_questions, read_records, run_batch
 from rumination.cli import main
 from rumination.config import Config
-from rumination.errors import ConfigError
+from rumination.errors import BackendError, ConfigError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from tiny_server import Handler, Served, Server, serve
+
+TOKENIZER = str(Path(__file__).resolve().parent.parent / "prompts" / "tokenizer")
 
 REPORT = "\n<think>\nWrite it up.\n</think>\nThe report."
 FINISH = turn({"name": "finish", "arguments": {}})
@@ -74,8 +82,8 @@ def test_jsonl_questions_ids_are_optional_and_other_keys_ignored(tmp_path):
     ("name", "text", "message"),
     [
         ("qs.jsonl", '{"question": "A?"}\n{"question": "B?",\n', "line 2: not valid JSON"),
-        ("qs.jsonl", '"What is A?"\n', 'line 1: expected a JSON object such as {"id"'),
-        ("qs.json", '["A?", "B?"]\n', "line 1: expected a JSON object"),
+        ("qs.jsonl", "42\n", 'line 1: expected a JSON object such as {"id": "q1", "question": "..."}, or a string'),
+        ("qs.jsonl", "[1]\n[2\n", "line 1: expected a JSON object"),  # JSON lines that are not objects
         ("qs.jsonl", '{"id": "a", "question": ""}\n', 'line 1: "question" must be a non-empty string'),
         ("qs.jsonl", '{"id": [1], "question": "A?"}\n', 'line 1: "id" must be a non-empty string or an integer'),
         (
@@ -93,6 +101,64 @@ def test_bad_question_files_name_the_line(tmp_path, name, text, message):
     with pytest.raises(ConfigError, match=None) as caught:
         read_questions(path)
     assert message in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_a_pretty_printed_json_array_of_objects_or_strings(tmp_path):
+    path = tmp_path / "qs.json"
+    items = [
+        {"id": "alpha", "question": "What is A?", "answer": "a"},
+        "What is B?",
+        {"question": "C?"},
+        {"id": 9, "question": "D?"},
+    ]
+    path.write_text(json.dumps(items, indent=2, ensure_ascii=False), encoding="utf-8")
+    assert len(path.read_text().splitlines()) > 4
+    assert [(q.id, q.question) for q in read_questions(path)] == [
+        ("alpha", "What is A?"),
+        ("2", "What is B?"),  # without an id, a question's id is its item number
+        ("3", "C?"),
+        ("9", "D?"),
+    ]
+    one_line = tmp_path / "qs.txt"  # by its first character, whatever the suffix
+    one_line.write_text('["Who was Gutenberg?", "中文？"]', encoding="utf-8")
+    assert [(q.id, q.question) for q in read_questions(one_line)] == [("1", "Who was Gutenberg?"), ("2", "中文？")]
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        (["A?", "B?", 7], ', item 3: expected a JSON object such as {"id": "q1", "question": "..."}, or a string'),
+        (["A?", {"id": "x", "question": " "}], ', item 2: "question" must be a non-empty string'),
+        ([{"id": "a", "question": "A?"}, {"id": "a", "question": "B?"}], ", item 2: id 'a' is already used by item 1"),
+        (["A?", {"id": 1, "question": "B?"}], ", item 2: id '1' is already used by item 1"),
+        ([], " holds no questions"),
+    ],
+)
+def test_bad_json_array_items_are_named_by_number(tmp_path, items, message):
+    path = tmp_path / "qs.json"
+    path.write_text(json.dumps(items, indent=4), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        read_questions(path)
+    assert f"{path}{message}" in str(caught.value)
+
+
+def test_a_broken_json_array_says_where(tmp_path):
+    path = tmp_path / "qs.json"
+    path.write_text('[\n  {"question": "A?"},\n  {"question": "B?"}\n  {"question": "C?"}\n]\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        read_questions(path)
+    assert f"{path}: not a valid JSON array (Expecting ',' delimiter: line 4 column 3" in str(caught.value)
+
+
+def test_an_evaluation_dataset_may_be_a_json_array_too(tmp_path):
+    from rumination.eval.dataset import EvalItem, read_jsonl
+
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps([{"question": "Capital of France?", "answer": "Paris"}], indent=2), encoding="utf-8")
+    assert read_jsonl(path) == [EvalItem(id="1", question="Capital of France?", answers=["Paris"])]
+    path.write_text(json.dumps([{"question": "Q?", "answer": "a"}, "Just a question?"], indent=2), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"item 2: expected a JSON object"):
+        read_jsonl(path)
 
 
 def test_duplicate_ids_are_refused_by_the_command(tmp_path, capsys):
@@ -415,3 +481,110 @@ def test_ctrl_c_keeps_the_finished_lines_and_exits_130(loopback, tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err and "the finished questions are kept in" in err and "Traceback" not in err
     assert [(r["id"], r["error"]) for r in lines_of(results)] == [("1", None), ("2", None)]
+
+
+# --- a batch that stops when question after question fails ---------------------------------------------------------
+
+
+class _Refusing(ScriptedBackend):
+    """Fails every question that asks for it, as a server that is down would."""
+
+    async def generate(self, prompt, params):
+        if "down" in prompt.text:
+            raise BackendError("cannot reach the model server")
+        async for chunk in super().generate(prompt, params):
+            yield chunk
+
+
+def test_the_failures_in_a_row_that_stop_a_batch():
+    assert [batch_module.stop_after(n) for n in (1, 2, 3, 4, 8, 32)] == [5, 5, 5, 6, 10, 34]
+
+
+async def test_a_success_resets_the_count_of_failures_in_a_row(tmp_path):
+    config = Config(backend="scripted", search="searxng", searxng_url="http://127.0.0.1:9")
+    backend = _Refusing(config, outputs=[FINISH, REPORT])
+    kinds = ["down"] * 4 + ["up"] + ["down"] * 4 + ["up"]
+    questions = [BatchQuestion(id=str(i), question=f"Is it {kind}?") for i, kind in enumerate(kinds, 1)]
+    summary = await run_batch(questions, config, tmp_path / "r.jsonl", progress=False, backend=backend)
+    assert (summary.done, summary.failed) == (2, 8)  # never 5 in a row: the batch went on
+    more = [BatchQuestion(id=str(i), question="Is it down?") for i in range(11, 21)]
+    with pytest.raises(BatchStopped) as caught:
+        await run_batch([*questions, *more], config, tmp_path / "r.jsonl", progress=False, backend=backend)
+    assert (caught.value.summary.done, caught.value.summary.failed, caught.value.summary.skipped) == (0, 5, 10)
+    message = str(caught.value)
+    assert message.startswith("the batch stopped after 5 questions in a row failed; the last (question 15): ")
+    assert message.split("\n")[0].endswith("(question 15): cannot reach the model server")
+    assert "0 answered and 5 failed in this batch" in message and "5 not researched" in message
+    assert "run the same command again with --retry-failed" in message
+    assert list(read_records(tmp_path / "r.jsonl")) == [str(i) for i in range(1, 16)]
+
+
+class _CrashingServer(Server):
+    """A tiny server whose process dies after `after` generation requests: nothing listens, every connection drops."""
+
+    def __init__(self, served: Served, after: int):
+        super().__init__(served)
+        self.RequestHandlerClass = _CrashingHandler
+        self.after, self.sockets, self.down = after, [], threading.Event()
+
+    def process_request(self, request, client_address):
+        self.sockets.append(request)
+        super().process_request(request, client_address)
+
+    def crash(self) -> None:
+        if self.down.is_set():
+            return
+        self.down.set()
+        self.shutdown()  # called from a handler thread, never the one serving
+        self.server_close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _CrashingHandler(Handler):
+    """Takes the server down instead of answering once it has answered its share."""
+
+    def do_POST(self):
+        if self.server.down.is_set() or len(self.server.served.requests) >= self.server.after:
+            self.close_connection = True
+            self.server.crash()
+            return
+        super().do_POST()
+
+
+def test_a_server_that_goes_down_stops_the_batch_and_a_retry_finishes_it(tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    outputs = [FINISH, REPORT]
+    served = Served(name="tiny-glm", tokenizer=AutoTokenizer.from_pretrained(TOKENIZER), script=outputs)
+    server = _CrashingServer(served, after=10).start()  # two generations a question: about 5 answered
+    port = server.server_address[1]
+    questions = tmp_path / "qs.txt"
+    questions.write_text("".join(f"Question {i}?\n" for i in range(1, 41)), encoding="utf-8")
+    flags = ["--base-url", server.url, "--model", TOKENIZER, "--server-retries", "0", "--concurrency", "2"]
+    flags += ["--search", "searxng", "--searxng-url", "http://127.0.0.1:9", "-q"]
+    try:
+        started = time.monotonic()
+        assert main(["batch", str(questions), *flags]) == 1
+        assert time.monotonic() - started < 60
+    finally:
+        server.crash()
+    err = capsys.readouterr().err
+    assert "rumination: error: the batch stopped after 5 questions in a row failed; the last (question " in err
+    assert "run the same command again with --retry-failed" in err and "Traceback" not in err
+    records = lines_of(tmp_path / "qs.results.jsonl")
+    answered = [r for r in records if r["error"] is None]
+    assert 4 <= len(answered) <= 5 and all(r["report"] for r in answered)
+    assert [r["error"] is None for r in records[-5:]] == [False] * 5  # the failures stay recorded
+    assert len(records) <= len(answered) + 6  # the rest were never started
+    assert f"{len(answered)} answered and {len(records) - len(answered)} failed in this batch" in err
+    # The server is back: the same command with --retry-failed researches the failed and the unstarted questions.
+    server = serve(script=outputs, port=port)
+    try:
+        assert main(["batch", str(questions), *flags, "--retry-failed"]) == 0
+    finally:
+        server.stop()
+    assert f"{40 - len(answered)} questions answered, 0 failed, {len(answered)} already done" in capsys.readouterr().out
+    records = read_records(tmp_path / "qs.results.jsonl")
+    assert len(records) == 40 and all(r.error is None for r in records.values())
