@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import unicodedata
@@ -25,6 +26,7 @@ from rumination.search.base import SearchEngine, SearchError, SearchHit
 from rumination.search.errors import RateLimited, Unreachable
 from rumination.urls import domain_allowed, normalize_url, url_key
 from rumination.web.base import Fetcher, FetchError, FetchErrorKind, Page
+from rumination.web.fetch import RETRY_STATUSES
 
 # A snapshot folder holds one JSON record per file, so a human can read it and runs (and processes) can share it:
 #   snapshot.json             the manifest: format version, when it was made
@@ -35,10 +37,20 @@ from rumination.web.base import Fetcher, FetchError, FetchErrorKind, Page
 # record wins and every one of them is given it. A damaged record (unreadable, truncated, too large, another key's) is
 # never fatal: it counts as a miss, is logged as a warning and counted in SnapshotStats.damaged, and the fresh result
 # replaces it. An unreadable manifest, or one of a newer format, is a SnapshotError when the folder is opened.
+#
+# Only what the web would answer again is recorded: a search's hits (no hits is an answer too), a page, and a fetch
+# that failed for a lasting reason: an HTTP status the fetcher does not retry (404, 403, 410, ...), robots.txt, too
+# large, unsupported content, no readable text, an unreadable PDF, too many redirects. A failed search is never
+# recorded (rate-limited, unreachable, timed out or misconfigured, it tells of the engine at that moment, not of the
+# query), nor is a fetch that failed for the moment (a timeout, a network error, HTTP 408, 429, 500, 502, 503 or 504),
+# nor one this run's own rules refused: the next run that needs it tries again and records what it gets. A record of
+# such a failure written by an earlier version counts as a miss, and the fresh result replaces it.
 FORMAT = 1
 MANIFEST = "snapshot.json"
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # a page's text is capped by the fetcher; anything far larger is not a record
 _TEMP_PREFIX = ".tmp-"
+TRANSIENT_KINDS: frozenset[FetchErrorKind] = frozenset({"timeout", "network"})
+_HTTP_STATUS = re.compile(r"HTTP (\d{3})\b")
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +70,11 @@ class Manifest(BaseModel):
 
 
 class SearchFailure(BaseModel):
-    """A search that raised: replayed as the same SearchError subclass with the same message."""
+    """A failed search, as earlier versions recorded it: still read, never replayed (the search is made again)."""
 
     kind: Literal["error", "rate_limited", "unreachable"]
     message: str
     retry_after: float | None = None
-
-    @classmethod
-    def of(cls, exc: SearchError) -> SearchFailure:
-        """The record of `exc`."""
-        if isinstance(exc, RateLimited):
-            return cls(kind="rate_limited", message=str(exc), retry_after=exc.retry_after)
-        return cls(kind="unreachable" if isinstance(exc, Unreachable) else "error", message=str(exc))
 
     def error(self) -> SearchError:
         """The exception to raise again."""
@@ -95,6 +100,11 @@ class SearchRecord(BaseModel):
             raise ValueError("a search record holds either hits or an error")
         return self
 
+    @property
+    def lasting(self) -> bool:
+        """Whether the record may be replayed: hits are; a failure (only earlier versions recorded one) is not."""
+        return self.error is None
+
     def replay(self) -> list[SearchHit]:
         """The recorded hits (copies), or the recorded error raised again."""
         if self.error is not None:
@@ -107,6 +117,14 @@ class FetchFailure(BaseModel):
 
     kind: FetchErrorKind
     message: str
+
+
+def transient(kind: FetchErrorKind, message: str) -> bool:
+    """Whether a fetch failed for the moment (a timeout, the network, HTTP 408, 429 or a retried 5xx): not recorded."""
+    if kind == "http":
+        status = _HTTP_STATUS.match(message)
+        return status is not None and int(status.group(1)) in RETRY_STATUSES
+    return kind in TRANSIENT_KINDS
 
 
 class FetchRules(BaseModel):
@@ -134,6 +152,11 @@ class PageRecord(BaseModel):
         if (self.page is None) == (self.error is None):
             raise ValueError("a page record holds either a page or an error")
         return self
+
+    @property
+    def lasting(self) -> bool:
+        """Whether the record may be replayed: a page or a lasting failure is; a transient one (older versions') not."""
+        return self.error is None or not transient(self.error.kind, self.error.message)
 
     def serves(self, rules: FetchRules) -> bool:
         """Whether a run under `rules` may be shown this record, or must fetch live (its rules decide afresh)."""
@@ -169,20 +192,32 @@ def page_key(url: str) -> str:
 
 @dataclass
 class SnapshotStats:
-    """What a snapshot did in this process: replayed, recorded, damaged records, and fetches left to the network."""
+    """What a snapshot did in this process: replayed, recorded, damaged, fetched live, and failures left unrecorded."""
 
     replayed: int = 0
     recorded: int = 0
     damaged: int = 0
     live: int = 0
+    unrecorded: int = 0
 
     def summary(self) -> str:
         """One line for the user, e.g. "web snapshot: 12 replayed, 3 recorded"."""
+        if not (self.replayed or self.recorded or self.damaged or self.live or self.unrecorded):
+            return (
+                "web snapshot: nothing recorded or replayed (no web search or page was read; "
+                "local searches and pages are not recorded)"
+            )
         text = f"web snapshot: {self.replayed} replayed, {self.recorded} recorded"
         if self.damaged:
             text += f", {self.damaged} damaged record{'' if self.damaged == 1 else 's'} replaced"
         if self.live:
             text += f", {self.live} fetched live (recorded under other rules)"
+        if self.unrecorded:
+            failures = "failure" if self.unrecorded == 1 else "failures"
+            text += (
+                f", {self.unrecorded} {failures} left unrecorded (a failed search, a timeout, a network error or "
+                "an HTTP 429 or 5xx is tried again next time)"
+            )
         return text
 
 
@@ -226,7 +261,7 @@ class WebSnapshot:
         return self._get(self._file("searches", key), key, SearchRecord)
 
     def put_search(self, record: SearchRecord) -> SearchRecord:
-        """Record a search unless its key already has a usable record; return the record the store now holds."""
+        """Record a search unless its key already has a lasting record; return the record the store now holds."""
         return self._put(self._file("searches", record.key), record)
 
     def get_page(self, key: str) -> PageRecord | None:
@@ -234,7 +269,7 @@ class WebSnapshot:
         return self._get(self._file("pages", key), key, PageRecord)
 
     def put_page(self, record: PageRecord) -> PageRecord:
-        """Record a fetch unless its key already has a usable record; return the record the store now holds."""
+        """Record a fetch unless its key already has a lasting record; return the record the store now holds."""
         return self._put(self._file("pages", record.key), record)
 
     @contextlib.asynccontextmanager
@@ -277,9 +312,9 @@ class WebSnapshot:
                     existing = _load(path, record.key, type(record))
                 except _Damaged:
                     existing = None
-                if existing is not None:
+                if existing is not None and existing.lasting:
                     return existing
-                os.replace(temp, path)
+                os.replace(temp, path)  # a damaged record, or a failure that is not replayed: the new one wins
             except OSError:  # a file system without hard links
                 os.replace(temp, path)
             self.stats.recorded += 1
@@ -368,16 +403,15 @@ class SnapshotEngine:
         key = search_key(self.name, query, max_results)
         async with self.store.exclusive(key):
             record = await asyncio.to_thread(self.store.get_search, key)
-            if record is not None:
+            if record is not None and record.lasting:
                 self.store.stats.replayed += 1
                 return record.replay()
             try:
-                hits, error = await self.engine.search(query, max_results), None
-            except SearchError as exc:
-                hits, error = None, SearchFailure.of(exc)
-            record = SearchRecord(
-                key=key, engine=self.name, query=query, max_results=max_results, hits=hits, error=error
-            )
+                hits = await self.engine.search(query, max_results)
+            except SearchError:
+                self.store.stats.unrecorded += 1
+                raise
+            record = SearchRecord(key=key, engine=self.name, query=query, max_results=max_results, hits=hits)
             return (await asyncio.to_thread(self.store.put_search, record)).replay()
 
     async def aclose(self) -> None:
@@ -399,6 +433,8 @@ class SnapshotFetcher:
         key = page_key(url)
         async with self.store.exclusive(key):
             record = await asyncio.to_thread(self.store.get_page, key)
+            if record is not None and not record.lasting:
+                record = None  # an older version's record of a transient failure: fetched again, and replaced
             if record is not None and record.serves(self.rules):
                 self.store.stats.replayed += 1
                 return record.replay(self.rules)
@@ -409,6 +445,9 @@ class SnapshotFetcher:
                 record = self._record(key, url, page=await self.fetcher.fetch(url))
             except FetchError as exc:
                 if exc.kind == "refused":  # this run's rules, not the web's: decided afresh by every run
+                    raise
+                if transient(exc.kind, str(exc)):
+                    self.store.stats.unrecorded += 1
                     raise
                 record = self._record(key, url, error=FetchFailure(kind=exc.kind, message=str(exc)))
             return (await asyncio.to_thread(self.store.put_page, record)).replay(self.rules)

@@ -9,23 +9,26 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
-from conftest import closed_port, turn
+from conftest import closed_port, turn, write_script
 from localweb import LocalWeb
 from loopback import Reply
 
 from rumination.agent import Researcher
 from rumination.backends.scripted import ScriptedBackend
+from rumination.cli import main
 from rumination.config import Config
 from rumination.errors import RuminationError
 from rumination.factory import make_engine, make_fetcher
 from rumination.search.base import SearchError, SearchHit
-from rumination.search.errors import RateLimited, Unreachable
+from rumination.search.errors import Unreachable
 from rumination.snapshot import (
     MANIFEST,
+    FetchFailure,
     PageRecord,
     SearchFailure,
     SearchRecord,
     SnapshotError,
+    SnapshotStats,
     WebSnapshot,
     page_key,
     search_key,
@@ -85,9 +88,8 @@ async def test_the_replay_needs_no_server_at_all(web, tmp_path):
     assert await research(config(web, snapshot), web.base) == first
 
 
-async def test_a_recorded_fetch_error_is_replayed_as_the_same_error(web, tmp_path):
-    url = web.url("/status/503")
-    cfg = config(web, tmp_path / "snapshot")
+async def fetch_twice(cfg: Config, url: str) -> list[tuple[str, str]]:
+    """Fetch `url` with two fresh fetchers on `cfg`'s snapshot; the kind and message of each failure."""
     errors = []
     for _ in range(2):
         fetcher = make_fetcher(cfg)
@@ -97,37 +99,132 @@ async def test_a_recorded_fetch_error_is_replayed_as_the_same_error(web, tmp_pat
             errors.append((caught.value.kind, str(caught.value)))
         finally:
             await fetcher.aclose()
-    assert errors[0] == errors[1] == ("http", "HTTP 503 (after 2 retries)")
-    assert web.hits["/status/503"] == 3  # the first fetch and its two retries, then none
+    return errors
 
 
-@pytest.mark.parametrize("kind", ["unreachable", "refused-json"])
-async def test_a_recorded_search_error_is_replayed_as_the_same_error(web, loopback, tmp_path, kind):
-    if kind == "unreachable":
-        where, server = f"http://127.0.0.1:{closed_port()}", None
-    else:
-        server = loopback({"/search": Reply(403, b"no json")})
-        where = server.base
-    cfg = config(web, tmp_path / "snapshot", searxng_url=where)
-    errors = []
-    for _ in range(2):
-        engine = make_engine(cfg)
+@pytest.mark.parametrize(("status", "reason"), [(404, "Not Found"), (403, "Forbidden"), (410, "Gone")])
+async def test_a_lasting_fetch_error_is_recorded_and_replayed_as_the_same_error(web, tmp_path, status, reason):
+    cfg = config(web, tmp_path / "snapshot")
+    errors = await fetch_twice(cfg, web.url(f"/status/{status}"))
+    assert errors[0] == errors[1] == ("http", f"HTTP {status} {reason}")
+    assert web.hits[f"/status/{status}"] == 1
+    assert len(list((tmp_path / "snapshot" / "pages").glob("*.json"))) == 1
+    assert WebSnapshot.open(cfg.web_snapshot).stats.summary() == "web snapshot: 1 replayed, 1 recorded"
+
+
+@pytest.mark.parametrize("failure", ["503", "429", "timeout", "network"])
+async def test_a_transient_fetch_error_is_not_recorded(web, tmp_path, failure):
+    cfg = config(web, tmp_path / "snapshot", **({"fetch_timeout": 0.5} if failure == "timeout" else {}))
+    for status in (503, 429):  # Retry-After: 0, so the fetcher's retries are quick
+        web.routes[f"/status/{status}"] = Reply(status, b"busy", headers={"Retry-After": "0"})
+    url = {
+        "503": web.url("/status/503"),
+        "429": web.url("/status/429"),
+        "timeout": web.url("/slow?delay=5"),
+        "network": f"http://127.0.0.1:{closed_port()}/page.html",
+    }[failure]
+    errors = await fetch_twice(cfg, url)
+    assert errors[0] == errors[1]
+    assert errors[0][0] == {"503": "http", "429": "http", "timeout": "timeout", "network": "network"}[failure]
+    if failure in ("503", "429"):
+        assert errors[0][1] == f"HTTP {failure} (after 2 retries)" and web.hits[f"/status/{failure}"] == 6
+    if failure == "timeout":
+        assert web.hits["/slow"] == 2
+    assert not list((tmp_path / "snapshot").rglob("pages/*.json"))
+    stats = WebSnapshot.open(cfg.web_snapshot).stats
+    assert (stats.recorded, stats.replayed, stats.unrecorded) == (0, 0, 2)
+    assert stats.summary().startswith("web snapshot: 0 replayed, 0 recorded, 2 failures left unrecorded (")
+
+
+async def test_a_page_that_failed_for_a_moment_is_recorded_once_it_loads(web, tmp_path):
+    cfg = config(web, tmp_path / "snapshot")
+    url = web.url("/flaky?fail=3")  # three 503s: the first fetch and its two retries fail
+    outcomes = []
+    for _ in range(3):
+        fetcher = make_fetcher(cfg)
         try:
-            with pytest.raises(SearchError) as caught:
-                await engine.search("printing press", 5)
-            errors.append((type(caught.value), str(caught.value)))
+            outcomes.append((await fetcher.fetch(url)).title)
+        except FetchError as exc:
+            outcomes.append(str(exc))
+        finally:
+            await fetcher.aclose()
+    assert outcomes == ["HTTP 503 (after 2 retries)", "Flaky", "Flaky"]
+    assert web.hits["/flaky"] == 4  # the third was replayed
+    stats = WebSnapshot.open(cfg.web_snapshot).stats
+    assert (stats.unrecorded, stats.recorded, stats.replayed) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("kind", ["unreachable", "refused-json", "rate-limited", "server-error"])
+async def test_a_failed_search_is_not_recorded_and_is_recorded_once_the_engine_answers(web, loopback, tmp_path, kind):
+    if kind == "unreachable":
+        failing, where = None, f"http://127.0.0.1:{closed_port()}"
+    else:
+        failing = loopback({"/search": Reply({"refused-json": 403, "rate-limited": 429, "server-error": 502}[kind])})
+        where = failing.base
+
+    async def search(searxng_url: str) -> list[str] | tuple[type, str]:
+        engine = make_engine(config(web, tmp_path / "snapshot", searxng_url=searxng_url))
+        try:
+            return [hit.url for hit in await engine.search("Gutenberg printing", 5)]
+        except SearchError as exc:
+            return type(exc), str(exc)
         finally:
             await engine.aclose()
-    assert errors[0] == errors[1]
-    assert errors[0][0] is (Unreachable if kind == "unreachable" else SearchError)
-    if server is not None:
-        assert server.hits["/search"] == 1
+
+    first, second = await search(where), await search(where)
+    assert first == second and isinstance(first, tuple)
+    assert first[0] is (Unreachable if kind == "unreachable" else SearchError)
+    if failing is not None:
+        assert failing.hits["/search"] == 2  # asked again, not replayed
+    assert not list((tmp_path / "snapshot").rglob("searches/*.json"))
+    # The engine answers (fixed, its limit lifted, or up again): its hits are recorded, then replayed.
+    hits = await search(web.base)
+    assert len(hits) == 3 and await search(web.base) == hits
+    assert web.hits["/search"] == 1
+    stats = WebSnapshot.open(tmp_path / "snapshot").stats
+    assert (stats.unrecorded, stats.recorded, stats.replayed) == (2, 1, 1)
 
 
-def test_a_rate_limit_is_stored_with_its_retry_after():
-    failure = SearchFailure.model_validate_json(SearchFailure.of(RateLimited("slow down", 7.5)).model_dump_json())
-    error = failure.error()
-    assert isinstance(error, RateLimited) and error.retry_after == 7.5 and str(error) == "slow down"
+async def test_transient_failures_an_earlier_version_recorded_are_fetched_and_searched_again(web, tmp_path):
+    store = WebSnapshot(tmp_path / "snapshot")  # as an earlier version wrote them
+    url = web.url("/spread.html")
+    timeout = FetchFailure(kind="timeout", message="timed out after 30 s")
+    store.put_page(PageRecord(key=page_key(url), url=url, private_network=True, robots_txt=True, error=timeout))
+    limited = SearchFailure(kind="rate_limited", message="SearXNG is rate-limiting requests (HTTP 429)")
+    key = search_key("searxng", "Gutenberg printing", 5)
+    store.put_search(SearchRecord(key=key, engine="searxng", query="Gutenberg printing", max_results=5, error=limited))
+    missing = f"{web.base}/status/404"
+    gone = FetchFailure(kind="http", message="HTTP 404 Not Found")
+    store.put_page(PageRecord(key=page_key(missing), url=missing, private_network=True, robots_txt=True, error=gone))
+    cfg = config(web, tmp_path / "snapshot")
+    fetcher, engine = make_fetcher(cfg), make_engine(cfg)
+    try:
+        assert "printing presses" in (await fetcher.fetch(url)).text
+        assert len(await engine.search("Gutenberg printing", 5)) == 3
+        with pytest.raises(FetchError, match="HTTP 404 Not Found"):  # a lasting failure is still replayed
+            await fetcher.fetch(missing)
+    finally:
+        await fetcher.aclose()
+        await engine.aclose()
+    assert (web.hits["/spread.html"], web.hits["/search"], web.hits["/status/404"]) == (1, 1, 0)
+    assert store.get_page(page_key(url)).page is not None and store.get_search(key).hits  # replaced
+    stats = WebSnapshot.open(cfg.web_snapshot).stats
+    assert (stats.recorded, stats.replayed) == (2, 1)
+
+
+def test_the_summary_says_when_nothing_was_recorded_or_replayed(tmp_path, capsys):
+    nothing = "web snapshot: nothing recorded or replayed (no web search or page was read; local searches and pages"
+    assert SnapshotStats().summary().startswith(nothing)
+    assert (
+        SnapshotStats(replayed=2, damaged=1).summary()
+        == "web snapshot: 2 replayed, 0 recorded, 1 damaged record replaced"
+    )
+    script = write_script(
+        tmp_path / "s.json", [turn({"name": "finish", "arguments": {}}), "\n<think>\nx\n</think>\nDone."]
+    )
+    snapshot = tmp_path / "snapshot"
+    assert main(["ask", "A question?", "--script", str(script), "--web-snapshot", str(snapshot)]) == 0
+    assert nothing in capsys.readouterr().err
 
 
 async def test_concurrent_misses_of_one_key_reach_the_network_once(web, tmp_path):
