@@ -158,9 +158,10 @@ async def test_full_run_on_the_real_backend_ends_with_a_report(web, tiny_model_d
         "loading the tokenizer",
         "loading 0.0 GiB of weights onto cpu (dynamic KV cache, eager decode, SDPA)",
     ]
-    assert statuses[-1].startswith("model loaded in")
+    assert statuses[-2].startswith("model loaded in")
+    assert statuses[-1].startswith("a 4,096-token context window leaves 4,080 tokens for research")  # a tiny model
     kept = [e.message for e in events if isinstance(e, ev.StatusEvent) and not e.transient]
-    assert kept[-2:-1] == ["4,096-token context window; dynamic KV cache, eager decode, SDPA"]
+    assert kept[-3:-2] == ["4,096-token context window; dynamic KV cache, eager decode, SDPA"]
     assert web.hits["/search"] == 0
 
 
