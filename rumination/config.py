@@ -166,6 +166,9 @@ class SourceSettings(BaseModel):
     deny_domains: Names = Field(default_factory=list, description="never use or open this domain and subdomains")
     allow_private_network: bool = Field(False, description="let the model open intranet and local addresses")
     open_any_url: bool = Field(False, description="let the model open URLs it was never shown")
+    allow_web: bool = Field(
+        False, description="let a run that searches only local indexes open web pages (off: it never touches the web)"
+    )
 
     @field_validator("allow_domains", "deny_domains")
     @classmethod
@@ -190,6 +193,10 @@ class BrowsingSettings(BaseModel):
     page_cache: bool = Field(True, description="keep fetched pages on disk for a day and reuse them")
     pdf_timeout: float = Field(30.0, gt=0, description="seconds to parse one PDF")
     pdf_max_memory_mb: int = Field(1024, ge=64, description="memory limit of the PDF parser")
+    extract_timeout: float = Field(
+        15.0, gt=0, description="seconds to extract one page's main text (past it: a plain-text fallback)"
+    )
+    extract_max_memory_mb: int = Field(1024, ge=64, description="memory limit of the page extractor")
     user_agent: str = Field("Rumination/0.1 (local deep-research agent)", description="User-Agent of every request")
 
 
