@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,11 +21,13 @@ from rumination.citations import mark_cited, unverified_urls
 from rumination.config import Config
 from rumination.errors import BackendError, RuminationError
 from rumination.factory import make_engine, make_fetcher
+from rumination.formatting import observation as observation_text
+from rumination.neterrors import brief
 from rumination.parser import ToolCallError, parse_tool_call
 from rumination.protocol import FINISH_CALL, THINK_CLOSE, THINK_OPEN
 from rumination.registry import backends
-from rumination.results import Message, ResearchResult, Step, StopReason, ToolResult, TurnUsage, Usage
-from rumination.sanitize import clean_text
+from rumination.results import Message, ResearchResult, Step, StopReason, ToolCall, ToolResult, TurnUsage, Usage
+from rumination.sanitize import clean_text, terminal_safe
 from rumination.search.base import SearchEngine
 from rumination.streaming import ThinkSplitter, split_thinking
 from rumination.system_prompt import PromptRenderer
@@ -31,6 +35,7 @@ from rumination.tokens import count_tokens
 from rumination.web.base import Fetcher
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 REPORT_ROOM = 4096  # tokens kept free below the window for the report
 SMALL_CONTEXT = 8192  # research room below which a run is warned it will be short
 OMITTED = "[omitted: this observation was dropped to leave room for the report]"
@@ -322,8 +327,14 @@ class Researcher:
             st.steps.append(Step(turn=turn, call=call, observation="", ok=True))
             return
         st.actions[st.browser.action_key(call)] += 1
-        result = await self._unless_finished(st.browser.run(call))
-        observation = clean_text(result.observation)  # error texts can quote server-controlled strings
+        result, failure = await self._unless_finished(call_tool(st.browser, call))
+        if failure is not None:
+            yield ev.ErrorEvent(
+                message=f"turn {turn}: the {call.name} call failed unexpectedly ({failure}); the model was told, "
+                "and the run goes on",
+                detail={"turn": turn, "tool": call.name},
+            )
+        observation = observation_text(result)  # error texts can quote server-controlled strings
         if parsed.extra_calls:
             observation += (
                 f"\n\n[Note: only your first tool call was run; {parsed.extra_calls} more were "
@@ -340,8 +351,8 @@ class Researcher:
         st.steps.append(step)
         return ev.ObservationEvent.model_validate(step.model_dump())
 
-    async def _unless_finished(self, action: Awaitable[ToolResult]) -> ToolResult:
-        """Run a tool call, abandoning it if the user asks to finish meanwhile."""
+    async def _unless_finished(self, action: Awaitable[tuple[ToolResult, str | None]]) -> tuple[ToolResult, str | None]:
+        """Run a tool call (`call_tool`), abandoning it if the user asks to finish meanwhile."""
         loop, woken = asyncio.get_running_loop(), asyncio.Event()
         self._wake = lambda: loop.call_soon_threadsafe(woken.set)
         task, waiter = asyncio.ensure_future(action), asyncio.ensure_future(woken.wait())
@@ -351,12 +362,13 @@ class Researcher:
         finally:
             self._wake = lambda: None
             waiter.cancel()
-        if task.done():
-            return task.result()
-        task.cancel()
+            if not task.done():  # abandoned, or this run is being cancelled: the call never outlives it
+                task.cancel()
+        if task.done() and not task.cancelled():
+            return task.result()  # call_tool raises nothing but a cancellation
         return ToolResult(
             observation="Error: cancelled because the user asked for the report now.", ok=False, error="cancelled"
-        )
+        ), None
 
     async def _report(self, st: _State, stop: StopReason) -> AsyncIterator[ev.Event]:
         """Generate the report after the (real or synthetic) finish call, and emit the result."""
@@ -396,6 +408,35 @@ class Researcher:
             unverified_urls=unverified_urls(sources, report),
             messages=[Message.model_validate(m) for m in st.messages],
         )
+
+
+async def call_tool(browser: Browser, call: ToolCall) -> tuple[ToolResult, str | None]:
+    """Run `call` in `browser`; any failure becomes an error result, returned with its one-line reason."""
+    # THE one boundary on the tool path: the browser turns the failures it knows (HTTP errors, refusals) into
+    # observations itself; whatever else is raised (a decoder, the extractor, the PDF reader, a fetcher, the page's
+    # formatting, a prefetch a click awaits) is logged with its traceback and shown to the model as a plain error,
+    # so one page never ends a run. Only a cancellation of this call (and KeyboardInterrupt, SystemExit) passes.
+    try:
+        return await browser.run(call), None
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+        failure: BaseException = exc  # a task the call awaited (a prefetch) was cancelled under it, not the call
+    except Exception as exc:  # MemoryError and RecursionError too: only the call that raised them is lost
+        failure = exc
+    reason = brief(clean_text(f"{type(failure).__name__}: {failure}"), 200)
+    # Formatted here and made terminal-safe, not left to a handler: exception texts quote what servers sent.
+    trace = "".join(traceback.format_exception(failure))
+    log.warning(
+        "%s", terminal_safe(f"the {call.name} call {call.arguments!r} failed unexpectedly; the model was told\n{trace}")
+    )
+    if call.name == "search":
+        text, kind = "Error: the search failed (internal error). Try again, or search with other words.", "search"
+    else:
+        text, kind = "Error: the page could not be read (internal error). Try another source.", "fetch"
+    url = call.arguments.get("url") if call.name == "open" else None
+    return ToolResult(observation=text, ok=False, error=kind, detail=reason, url=url), reason
 
 
 def _shrink_last_observation(st: _State) -> None:

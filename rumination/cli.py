@@ -223,28 +223,36 @@ def _browse(args: argparse.Namespace, action: str, target: str) -> int:
     """Run one browser action exactly as the model's tool call would, and print the observation."""
     import asyncio
 
+    from rumination.agent import call_tool
     from rumination.backends.base import load_tokenizer
     from rumination.browser import Browser
     from rumination.factory import NoEngine, make_engine, make_fetcher
-    from rumination.sanitize import clean_text
+    from rumination.formatting import observation
+    from rumination.results import ToolCall
+    from rumination.sanitize import terminal_safe
     from rumination.tokens import LazyTokenizer
 
     config = load_config(args)
     tokenizer = LazyTokenizer(lambda: load_tokenizer(_tokenizer_source(config)))
+    call = ToolCall(name=action, arguments={"query": target} if action == "search" else {"url": target})
 
     async def run() -> Any:
         engine = make_engine(config) if action == "search" else NoEngine()
         fetcher = make_fetcher(config)
-        browser = Browser.from_config(config, engine, fetcher, tokenizer, prefetch=0, open_any_url=True)
+        # The user's own argument is the question: a URL they name is theirs to open, on the intranet too.
+        browser = Browser.from_config(
+            config, engine, fetcher, tokenizer, question=target, prefetch=0, open_any_url=True
+        )
         try:
-            return await (browser.search(target) if action == "search" else browser.open(target))
+            return await call_tool(browser, call)  # a failure nobody anticipated is an observation here too
         finally:
             await browser.aclose()
             await engine.aclose()
             await fetcher.aclose()
 
-    result = asyncio.run(run())
-    print(clean_text(result.observation))  # exactly as the loop passes it to the model (and terminal-safe)
+    result, _ = asyncio.run(run())
+    # Exactly what the loop shows the model, then the terminal rule (already met) stated where the text is printed.
+    print(terminal_safe(observation(result)))
     return EXIT_OK if result.ok else EXIT_ERROR
 
 

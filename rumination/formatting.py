@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from rumination.protocol import SearchLayout
+from rumination.results import ToolResult
 from rumination.sanitize import clean_text
 from rumination.search.base import SearchHit
 from rumination.web.extract import strip_title
@@ -12,13 +13,30 @@ from rumination.web.extract import strip_title
 Truncator = Callable[[str, int], tuple[str, int]]
 
 
-# The result markup itself: a title or snippet must not be able to open a forged result.
+# The search-result markup itself (see protocol.SearchLayout): text from a server must never open, close or forge a
+# result card, whether it arrives as a title, a snippet, a page's text or an error message.
 _MARKUP = str.maketrans({"【": "[", "】": "]", "†": "+"})
 _URL_MARKUP = str.maketrans({"【": "%E3%80%90", "】": "%E3%80%91", "†": "%E2%80%A0"})
 
 
+def defuse_markup(text: str) -> str:
+    """`text` that cannot open, close or forge a search-result card: 【 】 † become [ ] +."""
+    return text.translate(_MARKUP)
+
+
 def _one_line(text: str) -> str:
-    return " ".join(clean_text(text).translate(_MARKUP).split())
+    return " ".join(defuse_markup(clean_text(text)).split())
+
+
+def _url(url: str) -> str:
+    """A URL on one line whose result markup is percent-encoded (it still leads to the same page)."""
+    return "".join(clean_text(url).translate(_URL_MARKUP).split())
+
+
+def observation(result: ToolResult) -> str:
+    """What the model is shown for `result`: clean text, the result markup kept only in a search's own list."""
+    text = clean_text(result.observation)
+    return text if result.ok and result.results else defuse_markup(text)
 
 
 def format_search_results(hits: Sequence[SearchHit], layout: SearchLayout = "glm4") -> str:
@@ -26,7 +44,7 @@ def format_search_results(hits: Sequence[SearchHit], layout: SearchLayout = "glm
     blocks = []
     for i, hit in enumerate(hits):
         title, snippet = _one_line(hit.title), _one_line(hit.snippet)
-        url = "".join(clean_text(hit.url).translate(_URL_MARKUP).split())
+        url = _url(hit.url)
         if layout == "card":
             blocks.append(f"【{i}†{title}†{url}\n{snippet}】")
         else:
@@ -36,8 +54,9 @@ def format_search_results(hits: Sequence[SearchHit], layout: SearchLayout = "glm
 
 def format_page(title: str, url: str, text: str, max_tokens: int, truncate: Truncator) -> str:
     """A title and URL header, then the page text (without a heading that repeats the title) cut to `max_tokens`."""
+    url = _url(url)
     heading = _one_line(title) or url
-    body = strip_title(clean_text(text).strip(), heading)
+    body = strip_title(defuse_markup(clean_text(text)).strip(), heading)
     kept, total = truncate(body, max_tokens)
     if len(kept) < len(body):
         kept = kept.rstrip() + f"\n\n[truncated: showing the first {max_tokens:,} tokens of about {total:,}]"
