@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 from rumination.config import Config
+from rumination.factory import results_lead_inside
 from rumination.formatting import Truncator, format_page, format_search_results
 from rumination.neterrors import brief
 from rumination.results import Source, ToolCall, ToolResult
@@ -22,18 +23,32 @@ from rumination.urls import (
     is_local,
     local_index,
     normalize_url,
+    opens_web,
     parse_local_url,
     url_key,
 )
 from rumination.web.base import Fetcher, FetchError, Page
+from rumination.web.fetch import AddressError, Reach, within_reach
+from rumination.web.guard import names_inside
+
+# The same words whether the name resolves to a private address, to a metadata one, or not at all: the model may
+# not map the network through refusals (the reason is in the result's detail, for the user's trace).
+ADDRESS_REFUSED = "Error: this address may not be opened"
+NO_SUCH_DOCUMENT = (
+    "Error: there is no such document. Local documents are opened by the local://NAME/ID URLs of results."
+)
 
 
 def _failure(observation: str, error: BrowserErrorKind, detail: str, url: str | None = None) -> ToolResult:
     return ToolResult(observation=observation, ok=False, error=error, url=url, detail=detail)
 
 
+def _failed(task: asyncio.Task[Page]) -> bool:
+    return task.done() and (task.cancelled() or task.exception() is not None)
+
+
 class Browser:
-    """Keeps the latest result list and the pages read; every page comes through the fetcher."""
+    """Keeps the latest result list and the pages read; every page comes through the fetcher, in the run's scope."""
 
     def __init__(
         self,
@@ -53,15 +68,18 @@ class Browser:
         self.prefetch = config.prefetch if prefetch is None else prefetch
         self.open_any_url = config.open_any_url if open_any_url is None else open_any_url
         self.allow_domains, self.deny_domains = list(config.allow_domains), list(config.deny_domains)
-        indexes = [local_index(engine) for engine in config.engines]
-        self.local_indexes = {index for index in indexes if index}
-        self.local_only = None not in indexes  # then no web page, unless asked
+        self.allow_private = config.allow_private_network
+        self.local_indexes = {index for index in map(local_index, config.engines) if index}
+        self.opens_web = opens_web(config.engines, config.allow_web)
         self.results: list[SearchHit] = []
         self.sources: list[Source] = []
         self._pages: dict[str, Page] = {}
-        self._inflight: dict[str, asyncio.Task[Page]] = {}
+        self._inside: dict[str, bool] = {}  # final URL -> the page was read from a private or local address
+        self._inflight: dict[tuple[str, bool], asyncio.Task[Page]] = {}  # (URL, may reach private addresses)
+        self._hits_inside: bool | None = None
         self.seen = Provenance()
-        self.seen.add_text(question)
+        self.seen.add_text(question, inside=True, local=True)
+        self._asked = {url_key(url) for url in find_urls(question) if is_local(url)}
 
     async def run(self, call: ToolCall) -> ToolResult:
         """Execute search, click or open and time it."""
@@ -108,12 +126,19 @@ class Browser:
         if not hits:
             return ToolResult(observation=f"No results for {query!r}. Try other keywords.", ok=True, results=0)
         self.results = hits
+        inside = await self._results_lead_inside()
         for hit in hits:
-            self.seen.add(hit.url)
-        for hit in hits[: self.prefetch]:
-            if not self._refusal(normalize_url(hit.url), chosen=True):
-                self._start_fetch(normalize_url(hit.url))
+            self.seen.add(hit.url, inside)
+        for url in [normalize_url(hit.url) for hit in hits[: self.prefetch]]:
+            # A prefetch never reaches a private address (one written as such is not even tried).
+            if not self._refusal(url, chosen=True) and not (names_inside(url) and not is_local(url)):
+                self._start_fetch(url, private=False)
         return ToolResult(observation=format_search_results(hits, self.layout), ok=True, results=len(hits))
+
+    async def _results_lead_inside(self) -> bool:
+        if self._hits_inside is None:
+            self._hits_inside = self.allow_private and await results_lead_inside(self.engine)
+        return self._hits_inside
 
     async def click(self, link_id: int) -> ToolResult:
         """Open result `link_id` of the latest search."""
@@ -136,54 +161,87 @@ class Browser:
     async def open(self, url: str, title: str = "", chosen: bool = False) -> ToolResult:
         """Fetch a page through the fetcher (or this run's copy of it) and show its main text."""
         url = normalize_url(url)
+        if is_local(url) and parse_local_url(url) is None:
+            return _failure(NO_SUCH_DOCUMENT, "fetch", f"no such document: {brief(url, 100)}", brief(url, 200))
         if refusal := self._refusal(url, chosen):
             return _failure(f"Error: refused: {refusal}", "refused", refusal, url)
         page = self._pages.get(url)
         if page is None:
             try:
-                page = await self._start_fetch(url)
+                page = await self._read(url, private=self._leads_inside(url))
             except FetchError as exc:
                 error: BrowserErrorKind = "refused" if exc.kind in ("refused", "robots") else "fetch"
+                if isinstance(exc, AddressError):
+                    return _failure(ADDRESS_REFUSED, error, str(exc), url)
                 return _failure(f"Error: could not open {url}: {exc}", error, str(exc), url)
             except Exception as exc:  # a fetcher failing in a way nobody anticipated ends this call, not the run
                 reason = brief(f"{type(exc).__name__}: {exc}", 200)
                 return _failure(f"Error: could not open {url}: {reason}", "fetch", reason, url)
-        self.seen.add_page(page)  # its links may be opened now that the model has read it
         source = self._remember(page, title)
         text = format_page(source.title, page.final_url, page.text, self.page_max_tokens, self.truncate)
+        # Its links may be opened now that the model has read them: those it was shown, not those cut off.
+        local = is_local(page.final_url)
+        self.seen.add_text(text, base=page.final_url, inside=self._inside.get(page.final_url, False), local=local)
         return ToolResult(observation=text, ok=True, url=page.final_url, title=source.title, source_id=source.id)
 
+    # The run's scope, decided before any fetch: local documents only of the indexes searched (or one the question
+    # names) and, unless open_any_url, only those the model was shown; web pages only when the run searches the
+    # web or allow_web says so, within the domain lists, and only those shown (or on an allowed domain). With
+    # private addresses allowed, a fetch may reach one only if a private origin led to its URL: the question, an
+    # allowed domain, a private (or the caller's own) engine's results, or a page read from a private address; a
+    # public page, result or redirect never leads inside, and a prefetch never reaches inside.
     def _refusal(self, url: str, chosen: bool) -> str | None:
-        """Why the model may not open `url`, or None: the domain lists, other indexes, URLs it was never shown."""
+        """Why the model may not open `url`, or None: other indexes, the web, the domain lists, URLs never shown."""
         if is_local(url):
             index = (parse_local_url(url) or ("", 0))[0]
-            if index in self.local_indexes or self.open_any_url:
-                return None
-            return f"{url} is not a document of the indexes searched ({', '.join(sorted(self.local_indexes))})"
-        if self.local_only and not (self.open_any_url or self.allow_domains):
-            return f"{url} is a web page, and this run reads only local documents"
-        if not domain_allowed(url, [], self.deny_domains):
+            if index not in self.local_indexes and url_key(url) not in self._asked:
+                searched = ", ".join(sorted(self.local_indexes)) or "none"
+                return f"{url} is not a document of the indexes searched ({searched})"
+        elif not self.opens_web:
+            return f"{url} is a web page, and this run reads only local documents (--allow-web lets it open the web)"
+        elif not domain_allowed(url, [], self.deny_domains):
             return f"{url} is on a denied domain"
-        if not domain_allowed(url, self.allow_domains, []):
+        elif not domain_allowed(url, self.allow_domains, []):
             return f"{url} is outside the allowed domains ({', '.join(self.allow_domains)})"
-        if chosen or self.open_any_url or self.allow_domains:
+        elif self.allow_domains:
+            return None  # every page of a domain the user allowed may be opened
+        if chosen or self.open_any_url or url in self.seen:
             return None
-        if url not in self.seen:
-            return (
-                f"{url} did not appear in the search results, the pages you read or the question. "
-                "Search for it first, or open a link from a page you read."
-            )
-        return None
+        return (
+            f"{url} did not appear in the search results, the pages you read or the question. "
+            "Search for it first, or open a link from a page you read."
+        )
 
-    def _start_fetch(self, url: str) -> asyncio.Task[Page]:
-        """Fetch `url` once per run: later requests (and a click after a prefetch) share the same task."""
-        task = self._inflight.get(url)
-        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
-            task = self._inflight[url] = asyncio.ensure_future(self._fetch(url))
+    def _leads_inside(self, url: str) -> bool:
+        """Whether a fetch of `url` may reach private addresses: only where a private origin led to the URL."""
+        if not self.allow_private:
+            return False
+        return self.seen.leads_inside(url) or (bool(self.allow_domains) and domain_allowed(url, self.allow_domains, []))
+
+    async def _read(self, url: str, private: bool) -> Page:
+        """The page of `url`; a prefetch still running serves a fetch that may reach inside too, unless refused."""
+        shared = self._inflight.get((url, False)) if private else None
+        if shared is not None and not _failed(shared):
+            try:
+                return await shared
+            except FetchError as exc:
+                if exc.kind != "refused":
+                    raise
+        return await self._start_fetch(url, private)
+
+    def _start_fetch(self, url: str, private: bool) -> asyncio.Task[Page]:
+        """Fetch `url` once per run and reach: later requests (and a click after a prefetch) share the same task."""
+        task = self._inflight.get((url, private))
+        if task is None or _failed(task):
+            reach = Reach(private=private)
+            task = asyncio.get_running_loop().create_task(self._fetch(url, reach), context=within_reach(reach))
+            self._inflight[url, private] = task
         return task
 
-    async def _fetch(self, url: str) -> Page:
+    async def _fetch(self, url: str, reach: Reach) -> Page:
         page = await self.fetcher.fetch(url)
+        known = reach.inside if reach.inside is not None else names_inside(page.final_url)
+        self._inside[page.final_url] = is_local(page.final_url) or (reach.private and known)
         self._pages[url] = self._pages[page.final_url] = page
         return page
 
@@ -209,30 +267,37 @@ class Browser:
 
 
 class Provenance:
-    """The URLs the model has been shown: the question, search results and links in pages it read."""
+    """The URLs the model has been shown, each with whether what showed it may lead inside the private network."""
 
     def __init__(self) -> None:
-        self._urls: set[str] = set()
-        self._hosts: set[str] = set()
+        self._urls: dict[str, bool] = {}
+        self._hosts: dict[str, bool] = {}
 
-    def add(self, url: str) -> None:
-        """Remember one URL (and its host, so the site's home page may be opened)."""
+    def add(self, url: str, inside: bool = False) -> None:
+        """Remember one URL (and its host, so its home page may be opened); `inside`: a private origin showed it."""
         key = url_key(url)
-        self._urls.add(key)
-        self._hosts.add(key.split("/", 1)[0])
+        self._urls[key] = self._urls.get(key, False) or inside
+        if not is_local(url):
+            host = key.split("/", 1)[0]
+            self._hosts[host] = self._hosts.get(host, False) or inside
 
-    def add_text(self, text: str, base: str | None = None) -> None:
-        """Remember every URL written in `text`; relative Markdown links resolve against `base`."""
+    def add_text(self, text: str, base: str | None = None, *, inside: bool = False, local: bool = False) -> None:
+        """Remember the URLs written in `text` (Markdown links against `base`); local:// ones only if `local`."""
         for url in find_urls(text, base):
-            self.add(url)
+            if local or not is_local(url):
+                self.add(url, inside)
 
-    def add_page(self, page: Page) -> None:
-        """Remember a fetched page and its links."""
-        self.add(page.url)
-        self.add(page.final_url)
-        self.add_text(page.text, base=page.final_url)
+    def _shown(self, url: str) -> bool | None:
+        """None if never shown, else whether a private origin showed it."""
+        key = url_key(url)
+        if key in self._urls:
+            return self._urls[key]
+        host, _, path = key.partition("/")
+        return self._hosts.get(host) if path == "" and not is_local(url) else None
 
     def __contains__(self, url: str) -> bool:
-        key = url_key(url)
-        host, _, path = key.partition("/")
-        return key in self._urls or (path == "" and host in self._hosts)
+        return self._shown(url) is not None
+
+    def leads_inside(self, url: str) -> bool:
+        """Whether `url` was shown by a private origin (the question, a private engine, a private page)."""
+        return self._shown(url) is True

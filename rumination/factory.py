@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import weakref
+
 from rumination.config import Config
 from rumination.errors import ConfigError
 from rumination.registry import fetchers, search_engines
 from rumination.search.base import SearchEngine, SearchError, SearchHit
 from rumination.search.chain import DomainFilter, Fallback, Paced
 from rumination.snapshot import FetchRules, SnapshotEngine, SnapshotFetcher, WebSnapshot
-from rumination.urls import is_local, local_index
-from rumination.web.base import Fetcher, Page
+from rumination.urls import is_local, local_index, opens_web
+from rumination.web.base import Fetcher, FetchError, Page
+from rumination.web.fetch import current_reach
+from rumination.web.guard import resolves_inside
+
+# The setting that holds the endpoint of each built-in engine that has one; ddgs has none (the public web).
+_ENDPOINTS = {"searxng": "searxng_url", "brave": "brave_url", "tavily": "tavily_url"}
+_CONFIGURED: weakref.WeakKeyDictionary[SearchEngine, Config] = weakref.WeakKeyDictionary()
 
 
 def make_engine(config: Config) -> SearchEngine:
@@ -18,7 +26,25 @@ def make_engine(config: Config) -> SearchEngine:
     engines = [
         DomainFilter(_one(name, config, store), config.allow_domains, config.deny_domains) for name in config.engines
     ]
-    return engines[0] if len(engines) == 1 else Fallback(engines)
+    engine = engines[0] if len(engines) == 1 else Fallback(engines)
+    _CONFIGURED[engine] = config
+    return engine
+
+
+async def results_lead_inside(engine: SearchEngine) -> bool:
+    """Whether hits of `engine` may lead to private addresses: the caller's own engine, or only private endpoints."""
+    # A configured chain leads inside only if every engine is a local index or has its endpoint at a private address
+    # (an intranet SearXNG); ddgs, a plugin and an engine at a public address search the public web.
+    config = _CONFIGURED.get(engine)
+    if config is None:
+        return True
+    for name in config.engines:
+        if local_index(name) is not None:
+            continue
+        endpoint = getattr(config, _ENDPOINTS[name]) if name in _ENDPOINTS else None
+        if not endpoint or not await resolves_inside(str(endpoint)):
+            return False
+    return True
 
 
 def _snapshot(config: Config) -> WebSnapshot | None:
@@ -37,20 +63,46 @@ def _one(name: str, config: Config, store: WebSnapshot | None) -> SearchEngine:
         # its own allow/deny lists (a stricter deny list is never shown what it denies, a looser one sees what an
         # earlier list dropped); outside the pacing, so a replayed search never waits for the engine's turn.
         engine = SnapshotEngine(engine, store)
-    return engine
+    return WebHits(engine)
+
+
+class WebHits:
+    """A web engine's hits that are web pages: one naming a local document (or any other scheme) is dropped."""
+
+    def __init__(self, engine: SearchEngine):
+        self.engine = engine
+        self.name = engine.name
+
+    async def search(self, query: str, max_results: int) -> list[SearchHit]:
+        """The wrapped engine's http(s) hits."""
+        hits = await self.engine.search(query, max_results)
+        return [hit for hit in hits if hit.url.strip().lower().startswith(("http://", "https://"))]
+
+    async def aclose(self) -> None:
+        """Close the wrapped engine."""
+        await self.engine.aclose()
 
 
 class RoutingFetcher:
-    """local:// documents from the local indexes, everything else through the configured web fetcher."""
+    """local:// documents from the local indexes, the web through the configured web fetcher (if the run opens it)."""
 
     name = "web"
 
     def __init__(self, config: Config):
         self.config = config
         store = _snapshot(config)
-        self.web: Fetcher = fetchers.get(config.fetcher)(config)
-        if store is not None:  # local:// documents are on this machine: never recorded
-            self.web = SnapshotFetcher(self.web, store, fetch_rules(config))
+        self.web: Fetcher | None = None
+        self._recorded: dict[bool, Fetcher] = {}  # the snapshot, by whether a fetch may reach private addresses
+        if opens_web(config.engines, config.allow_web):
+            self.web = fetchers.get(config.fetcher)(config)
+            if store is not None:  # local:// documents are on this machine: never recorded
+                rules = fetch_rules(config)
+                public = rules.model_copy(update={"private_network": False})
+                # A fetch a public origin led to is never shown a page recorded where private addresses were allowed.
+                self._recorded = {
+                    True: SnapshotFetcher(self.web, store, rules),
+                    False: SnapshotFetcher(self.web, store, public),
+                }
         self.local: Fetcher | None = None
 
     async def fetch(self, url: str) -> Page:
@@ -61,11 +113,18 @@ class RoutingFetcher:
 
                 self.local = LocalFetcher(self.config)
             return await self.local.fetch(url)
+        if self.web is None:
+            raise FetchError(
+                "refused", "refused: this run reads only local documents (--allow-web lets it open the web)"
+            )
+        if self._recorded:
+            return await self._recorded[current_reach().private].fetch(url)
         return await self.web.fetch(url)
 
     async def aclose(self) -> None:
         """Close both."""
-        await self.web.aclose()
+        if self.web is not None:
+            await self.web.aclose()
         if self.local is not None:
             await self.local.aclose()
 

@@ -13,7 +13,8 @@ LOCAL_SCHEME = "local://"
 # A URL written in text ends at whitespace, quotes, brackets or the search-result markup.
 URL_PATTERN = re.compile(r"(?:https?|local)://[^\s<>\"')\]】]+")
 _MD_LINK_TARGET = re.compile(r"\]\(([^)\s]+)\)")
-_LOCAL_URL = re.compile(r"local://([A-Za-z0-9_-]+)/(\d+)/?")
+_LOCAL_URL = re.compile(r"local://([A-Za-z0-9_-]+)/([0-9]{1,19})/?")  # ASCII digits, at most SQLite's largest id
+MAX_LOCAL_ID = 2**63 - 1
 _TRAILING = ".,;:"  # sentence punctuation after a URL is not part of it
 
 
@@ -122,7 +123,14 @@ def local_index(engine: str) -> str | None:
     return name if kind == "local" else None
 
 
+def opens_web(engines: Iterable[str], allow_web: bool) -> bool:
+    """Whether a run searching `engines` may open web pages: it searches the web, or `allow_web` says so."""
+    return allow_web or any(local_index(engine) is None for engine in engines)
+
+
 def parse_local_url(url: str) -> tuple[str, int] | None:
-    """(index name, document id) of a local://NAME/ID address, or None when it is not one."""
+    """(index name, document id) of a local://NAME/ID address; None when it is not one or the id cannot exist."""
     match = _LOCAL_URL.fullmatch(url.strip())
-    return (match.group(1), int(match.group(2))) if match else None
+    if match is None or int(match.group(2)) > MAX_LOCAL_ID:
+        return None
+    return match.group(1), int(match.group(2))

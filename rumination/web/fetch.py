@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urljoin
@@ -16,11 +17,16 @@ from tenacity.wait import wait_exponential_jitter
 from rumination.neterrors import brief, network_reason
 from rumination.urls import domain_allowed
 from rumination.web.base import FetchError
-from rumination.web.guard import RefusedURL, Resolver, Unresolved, check_url
+from rumination.web.guard import RefusedAddress, RefusedURL, Resolver, Unresolved, check_url, is_inside
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 10.0
 _BACKOFF = wait_exponential_jitter(multiplier=0.5, max=4.0)
+OUTSIDE_HINT = "only the question, a private search engine, an allowed domain or an intranet page may lead inside"
+
+
+class AddressError(FetchError):
+    """A host whose address may not be opened ("refused"), or that did not resolve ("network")."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ class FetchPolicy:
     resolver: Resolver | None = None  # None: the system resolver
     deny_domains: tuple[str, ...] = ()  # checked on every hop, redirects included
     allow_domains: tuple[str, ...] = ()  # when set, every hop must be (under) one of them
+    private_hint: str | None = None  # why a private address is refused, when not for want of --allow-private-network
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,37 @@ class RawResponse:
     charset: str | None
     body: bytes
     truncated: bool
+    inside: bool = False  # read from a private or local address
+
+
+@dataclass
+class Reach:
+    """Whether one fetch may reach private addresses (its opener decides) and whether its page is on one."""
+
+    private: bool = True  # still only where the fetcher's own policy allows private addresses at all
+    inside: bool | None = None  # set by a fetcher that knows: the page was read from a private or local address
+
+
+_REACH: contextvars.ContextVar[Reach | None] = contextvars.ContextVar("rumination_reach", default=None)
+
+
+def current_reach() -> Reach:
+    """The reach of the fetch running in this context; without an opener's, private addresses are the policy's."""
+    return _REACH.get() or Reach()
+
+
+def reach_policy(policy: FetchPolicy) -> FetchPolicy:
+    """`policy` for the fetch running in this context: no private address where a public origin led to it."""
+    if policy.allow_private and not current_reach().private:
+        return replace(policy, allow_private=False, private_hint=OUTSIDE_HINT)
+    return policy
+
+
+def within_reach(reach: Reach) -> contextvars.Context:
+    """A copy of the current context in which fetches have `reach`: run a fetch's task in it."""
+    context = contextvars.copy_context()
+    context.run(_REACH.set, reach)
+    return context
 
 
 class _RetryableStatus(Exception):
@@ -73,7 +111,8 @@ def make_client(user_agent: str) -> httpx.AsyncClient:
 
 
 async def guarded_get(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> RawResponse:
-    """GET `url` under the egress guard, following at most `max_redirects` re-checked redirects."""
+    """GET `url` under the egress guard and the current reach, following up to `max_redirects` re-checked redirects."""
+    policy = reach_policy(policy)
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.retries + 1),
         wait=_wait,
@@ -87,10 +126,12 @@ async def guarded_get(client: httpx.AsyncClient, url: str, policy: FetchPolicy) 
                     return await _follow(client, url, policy)
     except TimeoutError:
         raise FetchError("timeout", f"timed out after {policy.timeout:g} s") from None
+    except RefusedAddress as exc:
+        raise AddressError("refused", str(exc)) from None
     except RefusedURL as exc:
         raise FetchError("refused", str(exc)) from None
     except Unresolved as exc:
-        raise FetchError("network", str(exc)) from None
+        raise AddressError("network", str(exc)) from None
     except _RetryableStatus as exc:
         raise FetchError("http", f"HTTP {exc.status} (after {policy.retries} retries)") from None
     except httpx.TimeoutException:
@@ -107,13 +148,17 @@ async def guarded_get(client: httpx.AsyncClient, url: str, policy: FetchPolicy) 
 
 
 async def _follow(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> RawResponse:
-    current = url
+    current, allow_private, hint = url, policy.allow_private, policy.private_hint
     for _ in range(policy.max_redirects + 1):
         if not domain_allowed(current, (), policy.deny_domains):
             raise RefusedURL(f"refused: {current} is on a denied domain")
         if not domain_allowed(current, policy.allow_domains, ()):
             raise RefusedURL(f"refused: {current} is outside the allowed domains")
-        address = await check_url(current, allow_private=policy.allow_private, resolver=policy.resolver)
+        hinted = {"private_hint": hint} if hint else {}  # only when set: stand-ins for check_url take no hint
+        address = await check_url(current, allow_private=allow_private, resolver=policy.resolver, **hinted)
+        inside = is_inside(address)
+        if not inside and allow_private:  # a public page's redirect never leads inside
+            allow_private, hint = False, f"a public page redirected there ({OUTSIDE_HINT})"
         response = await _send(client, _pinned_request(client, current, address))
         try:
             if response.is_redirect and "location" in response.headers:
@@ -124,7 +169,7 @@ async def _follow(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> R
                 continue
             if response.status_code >= 400:
                 raise FetchError("http", f"HTTP {response.status_code} {response.reason_phrase}".strip())
-            return await _read(response, url, current, policy)
+            return await _read(response, url, current, policy, inside)
         finally:
             await response.aclose()
     raise FetchError("redirects", f"too many redirects (more than {policy.max_redirects})")
@@ -164,7 +209,7 @@ def _retry_after(response: httpx.Response) -> float | None:
     return float(value) if value.isascii() and value.isdigit() else None
 
 
-async def _read(response: httpx.Response, url: str, final_url: str, policy: FetchPolicy) -> RawResponse:
+async def _read(response: httpx.Response, url: str, final_url: str, policy: FetchPolicy, inside: bool) -> RawResponse:
     """Read the raw body and decompress it ourselves, stopping both at the cap (no decompression bombs)."""
     declared = response.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > policy.max_bytes:
@@ -188,6 +233,7 @@ async def _read(response: httpx.Response, url: str, final_url: str, policy: Fetc
         response.charset_encoding,
         bytes(body[: policy.max_bytes]),
         truncated,
+        inside,
     )
 
 

@@ -19,7 +19,7 @@ from rumination.web.extract import (
     markdown_title,
     sniff_type,
 )
-from rumination.web.fetch import FetchPolicy, RawResponse, guarded_get, make_client
+from rumination.web.fetch import FetchPolicy, RawResponse, current_reach, guarded_get, make_client, reach_policy
 from rumination.web.robots import Robots
 
 PER_HOST = 2  # concurrent requests to one host
@@ -47,24 +47,20 @@ class WebFetcher:
     async def fetch(self, url: str) -> Page:
         """Fetch `url` and return its main text; raise FetchError on any failure."""
         url = normalize_url(url)
-        cached = self.cache.get(self._cache_key(url)) if self.cache else None
+        reach, policy, robots = current_reach(), reach_policy(self.policy), self.robots is not None
+        cached = self.cache.find(url, policy, robots) if self.cache else None
         if cached is not None:
-            return cached
+            reach.inside = cached.inside
+            return cached.page
         async with self._hosts[urlsplit(url).netloc.lower()]:
             if self.robots is not None and not await self.robots.allowed(url):
                 raise FetchError("robots", "the site's robots.txt asks crawlers not to fetch this page")
-            raw = await guarded_get(self.client, url, self.policy)
+            raw = await guarded_get(self.client, url, policy)
         page = await self._to_page(raw)
+        reach.inside = raw.inside
         if self.cache is not None:
-            await asyncio.to_thread(self.cache.put, page, self._cache_key)
+            await asyncio.to_thread(self.cache.keep, page, policy, robots, raw.inside)
         return page
-
-    def _cache_key(self, url: str) -> str:
-        # A page is served only to runs with the same egress rules it was read under: private addresses, the
-        # domain lists (checked on every redirect hop of the original fetch) and robots.txt.
-        p = self.policy
-        scope = "\0".join(["private" if p.allow_private else "public", *p.allow_domains, "|", *p.deny_domains])
-        return f"{scope}\0{'robots' if self.robots else 'any'}\0{url}"
 
     async def _to_page(self, raw: RawResponse) -> Page:
         kind = sniff_type(raw.content_type, raw.body)

@@ -28,6 +28,10 @@ class RefusedURL(Exception):
     """A URL the guard will not fetch; the message says why."""
 
 
+class RefusedAddress(RefusedURL):
+    """A URL whose host resolves to an address the guard will not connect to."""
+
+
 class Unresolved(Exception):
     """A host name that did not resolve: a network failure, not a refusal."""
 
@@ -53,6 +57,11 @@ def is_public_address(ip: IPAddress) -> bool:
     if ip in _SITE_LOCAL:
         return False
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local or ip.is_loopback)
+
+
+def is_inside(address: str) -> bool:
+    """Whether `address` (an IP address as text) is a private or local one: on the user's side of the network."""
+    return not is_public_address(ipaddress.ip_address(address.split("%", 1)[0]))
 
 
 def is_never_opened(ip: IPAddress) -> bool:
@@ -111,10 +120,16 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return [str(sockaddr[0]).split("%", 1)[0] for *_, sockaddr in infos]
 
 
-async def check_url(url: str, *, allow_private: bool, resolver: Resolver | None = None) -> str:
+PRIVATE_HINT = "pass --allow-private-network to allow intranet and local sites"
+
+
+async def check_url(
+    url: str, *, allow_private: bool, resolver: Resolver | None = None, private_hint: str = PRIVATE_HINT
+) -> str:
     """Resolve the host once and return the address to connect to; refuse unless every address is public.
 
-    Connecting to the returned address (not the name again) is what defeats DNS rebinding.
+    Connecting to the returned address (not the name again) is what defeats DNS rebinding. `private_hint` says
+    in the refusal of a private address why it is refused.
     """
     _, host, port = check_url_syntax(url)
     try:
@@ -127,10 +142,31 @@ async def check_url(url: str, *, allow_private: bool, resolver: Resolver | None 
         raise Unresolved(f"could not resolve host {host!r}")
     for ip in addresses:
         if is_never_opened(ip):
-            raise RefusedURL(f"refused: {host} resolves to a link-local or cloud metadata address ({ip})")
+            raise RefusedAddress(f"refused: {host} resolves to a link-local or cloud metadata address ({ip})")
         if not allow_private and not is_public_address(ip):
-            raise RefusedURL(
-                f"refused: {host} resolves to a private or local address ({ip}); "
-                "pass --allow-private-network to allow intranet and local sites"
-            )
+            raise RefusedAddress(f"refused: {host} resolves to a private or local address ({ip}); {private_hint}")
     return str(addresses[0])
+
+
+def names_inside(url: str) -> bool:
+    """Whether `url`'s host is written as a private or local address (or is localhost), without any DNS lookup."""
+    try:
+        host = (urlsplit(url.strip()).hostname or "").rstrip(".")
+    except ValueError:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return is_inside(host)
+    except ValueError:
+        return False
+
+
+async def resolves_inside(url: str, resolver: Resolver | None = None) -> bool:
+    """Whether every address `url`'s host resolves to is private or local (False when it does not resolve)."""
+    try:
+        _, host, port = check_url_syntax(url)
+        addresses = await (resolver or system_resolver)(host, port)
+        return bool(addresses) and all(is_inside(address) for address in addresses)
+    except (RefusedURL, OSError, UnicodeError, ValueError):
+        return False
