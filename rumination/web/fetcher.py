@@ -1,4 +1,4 @@
-"""The default fetcher: guarded HTTP GET, robots.txt, page cache, content routing, extraction off the loop."""
+"""The default fetcher: guarded HTTP GET, robots.txt, page cache, content routing, extraction in limited workers."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from rumination.web.extract import (
     MARKDOWN_TYPES,
     TEXT_TYPES,
     decode_body,
-    extract_html,
+    extract_page,
     markdown_title,
     sniff_type,
 )
@@ -64,19 +64,25 @@ class WebFetcher:
 
     async def _to_page(self, raw: RawResponse) -> Page:
         kind = sniff_type(raw.content_type, raw.body)
+        cut = False
         if kind == "application/pdf":
             from rumination.web.pdf import extract_pdf
 
             title, text = await extract_pdf(
                 raw.body, timeout=self.config.pdf_timeout, max_memory_mb=self.config.pdf_max_memory_mb
             )
-        elif kind in HTML_TYPES:
-            title, text = await asyncio.to_thread(extract_html, decode_body(raw.body, raw.charset), raw.final_url)
-        elif kind in MARKDOWN_TYPES:
-            text = decode_body(raw.body, raw.charset)
-            title = markdown_title(text)
-        elif kind in TEXT_TYPES or kind.startswith("text/"):
-            title, text = "", decode_body(raw.body, raw.charset)
+        elif kind in HTML_TYPES or kind in TEXT_TYPES or kind.startswith("text/"):
+            text = await asyncio.to_thread(decode_body, raw.body, raw.charset, self.config.fetch_max_bytes)
+            title = ""
+            if kind in HTML_TYPES:
+                title, text, cut = await extract_page(
+                    text,
+                    raw.final_url,
+                    timeout=self.config.extract_timeout,
+                    max_memory_mb=self.config.extract_max_memory_mb,
+                )
+            elif kind in MARKDOWN_TYPES:
+                title = markdown_title(text)
         else:
             raise FetchError("unsupported", f"binary content skipped ({kind})")
         if not text.strip():
@@ -84,7 +90,12 @@ class WebFetcher:
         if raw.truncated:
             text += "\n\n[truncated: the page is larger than the download limit]"
         return Page(
-            url=raw.url, final_url=raw.final_url, title=title, text=text, content_type=kind, truncated=raw.truncated
+            url=raw.url,
+            final_url=raw.final_url,
+            title=title,
+            text=text,
+            content_type=kind,
+            truncated=raw.truncated or cut,
         )
 
     async def aclose(self) -> None:

@@ -6,27 +6,20 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
+
+from rumination.web.worker import child_env, set_limits
 
 MAX_PAGES = 500
 MAX_CHARS = 2_000_000
 MAX_TITLE = 300
-_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def _command(timeout: float, max_memory_mb: int) -> list[str]:
     """The child's command line; the CPU limit is a backstop for a child whose parent died."""
     return [sys.executable, "-m", "rumination.web.pdf", str(max_memory_mb), str(math.ceil(timeout) + 1)]
-
-
-def _env() -> dict[str, str]:
-    """The child's environment: ours, with this package importable even when it is not installed."""
-    path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": _ROOT + (os.pathsep + path if path else "")}
 
 
 def _fail(message: str) -> Exception:
@@ -67,7 +60,7 @@ async def extract_pdf(data: bytes, *, timeout: float = 30.0, max_memory_mb: int 
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=_env(),
+        env=child_env(),
     )
     try:
         async with asyncio.timeout(timeout):
@@ -85,30 +78,11 @@ async def extract_pdf(data: bytes, *, timeout: float = 30.0, max_memory_mb: int 
 def extract_pdf_sync(data: bytes, *, timeout: float = 30.0, max_memory_mb: int = 1024) -> tuple[str, str]:
     """Blocking variant of extract_pdf, for callers running in a thread."""
     try:
-        done = subprocess.run(
-            _command(timeout, max_memory_mb), input=data, capture_output=True, timeout=timeout, env=_env(), check=False
-        )
+        command = _command(timeout, max_memory_mb)
+        done = subprocess.run(command, input=data, capture_output=True, timeout=timeout, env=child_env(), check=False)
     except subprocess.TimeoutExpired:  # run() has already killed and reaped the child
         raise _fail(f"PDF parsing timed out after {timeout:g} s") from None
     return _outcome(done.returncode, done.stdout, done.stderr, timeout, max_memory_mb)
-
-
-def _set_limits(max_memory_mb: int, cpu_seconds: int) -> None:
-    """Cap this process's address space at its current size plus `max_memory_mb`, its CPU time, and core dumps."""
-    import resource
-
-    try:
-        with open("/proc/self/statm") as f:
-            base = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        base = 0
-    limit = base + max_memory_mb * 2**20
-    for which, soft, hard in ((resource.RLIMIT_AS, limit, limit), (resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + 1)):
-        ceiling = resource.getrlimit(which)[1]
-        if ceiling != resource.RLIM_INFINITY:
-            soft, hard = min(soft, ceiling), min(hard, ceiling)
-        resource.setrlimit(which, (soft, hard))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def _parse(data: bytes) -> dict[str, str]:
@@ -166,7 +140,7 @@ def main() -> None:
     data = sys.stdin.buffer.read()
     import pypdf  # noqa: F401  (imported before the limits so that they cover parsing only)
 
-    _set_limits(max_memory_mb, cpu_seconds)
+    set_limits(max_memory_mb, cpu_seconds)
     try:
         result = _parse(data)
     except (MemoryError, RecursionError) as exc:
