@@ -162,10 +162,22 @@ class SearchSettings(BaseModel):
 class SourceSettings(BaseModel):
     """sources the model may use"""
 
-    allow_domains: Names = Field(default_factory=list, description="only use and open this domain and subdomains")
-    deny_domains: Names = Field(default_factory=list, description="never use or open this domain and subdomains")
-    allow_private_network: bool = Field(False, description="let the model open intranet and local addresses")
-    open_any_url: bool = Field(False, description="let the model open URLs it was never shown")
+    allow_domains: Names = Field(
+        default_factory=list,
+        description="only this domain and subdomains: in results, pages opened, every redirect and the page cache",
+    )
+    deny_domains: Names = Field(
+        default_factory=list,
+        description="never this domain or subdomains: in results, pages opened, any redirect or the page cache",
+    )
+    allow_private_network: bool = Field(
+        False,
+        description="let the model open intranet and local addresses a private origin led to (the question, an "
+        "allowed domain, a private engine, an intranet page)",
+    )
+    open_any_url: bool = Field(
+        False, description="let the model open URLs it was never shown (not other indexes, never the intranet)"
+    )
     allow_web: bool = Field(
         False, description="let a run that searches only local indexes open web pages (off: it never touches the web)"
     )

@@ -444,6 +444,7 @@ def _batch_process(site, tmp_path: Path) -> tuple[list[str], Path]:
     questions.write_text("First?\nSecond?\nThird?\nFourth?\n", encoding="utf-8")
     command = [sys.executable, "-m", "rumination", "batch", str(questions), "--script", str(script)]
     command += ["--searxng-url", site.base, "--allow-private-network", "--open-any-url", "--no-page-cache"]
+    command += ["--allow-domain", "127.0.0.1"]
     command += ["--no-robots-txt", "--prefetch", "0"]
     return command, tmp_path / "qs.results.jsonl"
 

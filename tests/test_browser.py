@@ -118,7 +118,8 @@ async def test_fetch_failures_carry_their_reason(web: LocalWeb) -> None:
     config = Config(allow_private_network=True, open_any_url=True, robots_txt=False, page_cache=False)
     fetcher = WebFetcher(config)
     try:
-        result = await Browser(config, ListEngine(HITS), fetcher, whole).open(web.url("/status/404"))
+        url = web.url("/status/404")
+        result = await Browser(config, ListEngine(HITS), fetcher, whole, question=f"see {url}").open(url)
     finally:
         await fetcher.aclose()
     assert (result.ok, result.error, result.detail) == (False, "fetch", "HTTP 404 Not Found")
@@ -226,7 +227,8 @@ async def test_a_redirect_out_of_the_allowed_domains_is_refused_at_that_hop(web:
 
 async def test_local_documents_only_of_the_indexes_searched() -> None:
     fetcher = PageFetcher()
-    browser = Browser(Config(search="local:papers", search_fallback=["ddgs"]), ListEngine(HITS), fetcher, whole)
+    config = Config(search="local:papers", search_fallback=["ddgs"])
+    browser = Browser(config, ListEngine(HITS), fetcher, whole, question="see local://papers/1")
     assert (await browser.open("local://papers/1")).ok
     other = await browser.open("local://diary/1")
     assert (other.ok, other.error) == (False, "refused") and "indexes searched (papers)" in other.observation
@@ -255,11 +257,14 @@ async def test_the_page_cache_never_serves_a_page_read_under_other_domain_rules(
 
 async def test_a_local_only_run_never_opens_a_web_page() -> None:
     fetcher = PageFetcher()
-    question = "compare with https://web.example/page"
+    question = "compare local://papers/1 with https://web.example/page"
     browser = Browser(Config(search="local:papers"), ListEngine(HITS), fetcher, whole, question=question)
     assert (await browser.open("local://papers/1")).ok
     refused = await browser.open("https://web.example/page")  # named in the question, and still not opened
     assert (refused.ok, refused.error) == (False, "refused") and "only local documents" in refused.observation
-    widened = Browser(Config(search="local:papers", allow_domains=["web.example"]), ListEngine(HITS), fetcher, whole)
-    assert (await widened.open("https://web.example/page")).ok  # the user named a web domain: that one may open
+    allowed = Config(search="local:papers", allow_domains=["web.example"])
+    assert not (await Browser(allowed, ListEngine(HITS), fetcher, whole, question=question).open(refused.url)).ok
+    widened = Config(search="local:papers", allow_web=True, allow_domains=["web.example"])
+    browser = Browser(widened, ListEngine(HITS), fetcher, whole, question=question)
+    assert (await browser.open("https://web.example/page")).ok  # --allow-web, and then the domain lists say which
     assert fetcher.fetched == ["local://papers/1", "https://web.example/page"]

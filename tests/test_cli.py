@@ -208,6 +208,8 @@ def _start_slow_run(web, tmp_path, *extra: str) -> subprocess.Popen:
             web.base,
             "--allow-private-network",
             "--open-any-url",
+            "--allow-domain",
+            "127.0.0.1",
             *extra,
         ],
         stdout=subprocess.PIPE,

@@ -153,7 +153,7 @@ async def test_page_injection_is_defused(web):
         turn({"name": "finish", "arguments": {}}),
         "\n<think>\nok\n</think>Report.",
     ]
-    cfg = config(web, open_any_url=True)
+    cfg = config(web, open_any_url=True, allow_domains=["127.0.0.1"])
     backend = ScriptedBackend(cfg, outputs=outputs)
     result = await Researcher(cfg, backend=backend).run("What did early presses print?")
     page = result.steps[0].observation

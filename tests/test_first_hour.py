@@ -151,6 +151,7 @@ def test_the_trace_lists_the_sources_and_the_links_never_read(web, tmp_path, cap
         [turn({"name": "open", "arguments": {"url": f"{web.base}/gutenberg.html"}}), turn({"name": "finish"}), report],
     )
     flags = ["--script", str(script), "--searxng-url", web.base, "--allow-private-network", "--open-any-url"]
+    flags += ["--allow-domain", "127.0.0.1"]
     assert main(["ask", "q", *flags]) == 0
     err = capsys.readouterr().err
     assert f"[1] Johannes Gutenberg and movable type · {web.base}/gutenberg.html (cited)" in err

@@ -19,6 +19,7 @@ REPORT = "\n<think>\nSummarise what I found.\n</think>\n# Report\n\nWhat was gat
 
 def _config(web, **extra) -> Config:
     extra.setdefault("open_any_url", True)  # these scripts open pages directly
+    extra.setdefault("allow_domains", ["127.0.0.1"])  # a made-up URL reaches a private address only when allowed
     return Config(backend="scripted", search="searxng", searxng_url=web.base, allow_private_network=True, **extra)
 
 
@@ -164,7 +165,7 @@ async def test_refused_and_failed_fetches_become_observations(web):
         REPORT,
     ]
     _, result, _ = await _run(web, outputs)
-    assert result.steps[0].error == "refused" and "only http and https" in result.steps[0].observation
+    assert result.steps[0].error == "refused" and "file:///etc/passwd" in result.steps[0].observation
     assert result.steps[1].error == "fetch" and "HTTP 404" in result.steps[1].observation
     assert result.stop_reason == "finished" and result.sources == []
 
@@ -179,7 +180,9 @@ async def test_private_addresses_are_refused_by_default(web):
     ]
     result = await Researcher(cfg, backend=ScriptedBackend(cfg, outputs=outputs)).run("q")
     assert result.steps[0].ok and result.steps[1].error == "refused"
-    assert "--allow-private-network" in result.steps[1].observation
+    # The model gets a plain refusal (nothing about what the name resolved to); the user's trace the reason.
+    assert result.steps[1].observation == "Error: this address may not be opened"
+    assert "127.0.0.1" in result.steps[1].detail
     assert web.hits["/gutenberg.html"] == 0
 
 

@@ -29,7 +29,13 @@ def tokenizer() -> Any:
 
 async def observe(web: LocalWeb, path: str, tokenizer: Any) -> str:
     """What the model reads after opening `path` of the local site."""
-    config = Config(search="searxng", searxng_url=web.base, allow_private_network=True, page_cache=False)
+    config = Config(
+        search="searxng",
+        searxng_url=web.base,
+        allow_private_network=True,
+        page_cache=False,
+        allow_domains=["127.0.0.1"],
+    )
     engine, fetcher = make_engine(config), make_fetcher(config)
     browser = Browser.from_config(config, engine, fetcher, tokenizer, open_any_url=True)
     try:

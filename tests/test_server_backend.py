@@ -49,6 +49,7 @@ def _config(server: Server | str, web=None, **extra) -> Config:
     extra.setdefault("model", TOKENIZER)
     if web is not None:
         extra.update(search="searxng", searxng_url=web.base, allow_private_network=True, open_any_url=True)
+        extra.update(allow_domains=["127.0.0.1"])  # a made-up URL reaches a private address only when allowed
     extra.setdefault("server_retries", 0)
     return Config(base_url=url, today=TODAY, **extra)
 
@@ -372,6 +373,7 @@ def test_a_failed_run_keeps_an_earlier_report_file_and_says_the_server_was_lost(
     server.served.generate = die_after_first
     args = ["ask", "q", "--base-url", server.url, "-m", TOKENIZER, "-o", str(report), "--server-retries", "0"]
     args += ["--search", "searxng", "--searxng-url", web.base, "--allow-private-network", "--open-any-url"]
+    args += ["--allow-domain", "127.0.0.1"]
     assert main(args) == 1
     assert report.read_text() == "yesterday's report\n"
     err = capsys.readouterr().err

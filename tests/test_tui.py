@@ -28,7 +28,12 @@ REPORT = "\n<think>\nSummarise.\n</think>\n# Partial report\n\nWhat was gathered
 
 def _config(web) -> Config:
     return Config(
-        backend="scripted", search="searxng", searxng_url=web.base, allow_private_network=True, open_any_url=True
+        backend="scripted",
+        search="searxng",
+        searxng_url=web.base,
+        allow_private_network=True,
+        open_any_url=True,
+        allow_domains=["127.0.0.1"],
     )
 
 
