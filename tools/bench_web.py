@@ -97,6 +97,16 @@ def serve(latency: float) -> ThreadingHTTPServer:
     return server
 
 
+def _loopback_plays_the_public_web() -> None:
+    """Prefetch never reaches a private address: the benchmark's loopback site stands in for the public web."""
+    import ipaddress
+
+    from rumination.web import guard
+
+    public, real = ipaddress.ip_address("127.0.0.1"), guard.is_public_address
+    guard.is_public_address = lambda ip: guard.unwrap(ip) == public or real(ip)
+
+
 async def click_latency(base: str, prefetch: int, rounds: int, think: float, offset: int, cache: Path) -> float:
     """Mean seconds from click to observation when the model thinks `think` s between search and click."""
     config = Config(searxng_url=base, allow_private_network=True, robots_txt=False, cache_dir=cache)
@@ -190,6 +200,7 @@ async def main() -> None:
     args = parser.parse_args()
     server = serve(args.latency)
     base = f"http://127.0.0.1:{server.server_address[1]}"
+    _loopback_plays_the_public_web()
     with tempfile.TemporaryDirectory() as tmp:
         without = await click_latency(base, 0, args.rounds, args.think, 0, Path(tmp) / "a")
         with_prefetch = await click_latency(base, 3, args.rounds, args.think, 1000, Path(tmp) / "b")
