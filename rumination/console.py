@@ -57,7 +57,9 @@ class Trace:
                 arg = next(iter(call.arguments.values()), "")
                 self._line(f"→ {call.name} {arg}".rstrip(), "36")
             case ev.ObservationEvent(ok=False):
-                self._line(f"✗ {event.observation.splitlines()[0]}", "31")
+                shown = event.observation.splitlines()[0]
+                why = f" ({event.detail})" if event.detail and event.detail not in shown else ""  # the user may know
+                self._line(f"✗ {shown}{why}", "31")
             case ev.ObservationEvent(results=int(n)):
                 self._line(f"← {plural(n, 'result')} ({event.seconds:.1f} s)", "32")
             case ev.ObservationEvent(source_id=int(n)):

@@ -308,3 +308,18 @@ async def test_the_time_budget_ends_a_long_prefill(web):
     result = await Researcher(cfg, backend=backend).run("What about printing?")
     assert time.monotonic() - started < 20 and result.stop_reason == "time_budget"
     assert result.report.startswith("# Report")
+
+
+async def test_the_trace_gives_the_user_the_reason_the_model_is_not_told(web):
+    import io
+
+    from rumination.console import Trace
+
+    cfg = Config(backend="scripted", search="searxng", searxng_url=web.base)
+    outputs = [_search("Gutenberg printing"), turn({"name": "click", "arguments": {"link_id": 0}}), REPORT]
+    out = io.StringIO()
+    trace = Trace(out)
+    async for event in Researcher(cfg, backend=ScriptedBackend(cfg, outputs=outputs)).stream("q"):
+        trace(event)
+    line = next(line for line in out.getvalue().splitlines() if line.startswith("✗"))
+    assert line.startswith("✗ Error: this address may not be opened (") and "127.0.0.1" in line
