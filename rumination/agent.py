@@ -31,7 +31,6 @@ from rumination.sanitize import clean_text, terminal_safe
 from rumination.search.base import SearchEngine
 from rumination.streaming import ThinkSplitter, split_thinking
 from rumination.system_prompt import PromptRenderer
-from rumination.tokens import count_tokens
 from rumination.web.base import Fetcher
 
 T = TypeVar("T")
@@ -174,7 +173,7 @@ class Researcher:
         while stop is None:
             turn = len(st.steps) + 1
             prompt = st.prompts.render(st.messages)
-            prompt_tokens = count_tokens(tok, prompt.text)
+            prompt_tokens = len(prompt.token_ids(tok))
             stop = self._budget_stop(st, turn, prompt_tokens)
             if stop:
                 break
@@ -374,11 +373,11 @@ class Researcher:
         """Generate the report after the (real or synthetic) finish call, and emit the result."""
         tok, turn = self.backend.tokenizer, len(st.steps) + 1
         prompt = st.prompts.render(st.messages)
-        prompt_tokens = count_tokens(tok, prompt.text)
+        prompt_tokens = len(prompt.token_ids(tok))
         room = min(self.config.max_new_tokens, REPORT_ROOM)
         while prompt_tokens > self.backend.context_window - room and _shrink_largest_observation(st):
             prompt = st.prompts.render(st.messages)
-            prompt_tokens = count_tokens(tok, prompt.text)
+            prompt_tokens = len(prompt.token_ids(tok))
         async for event in self._generate(st, turn, prompt, prompt_tokens, report=True):
             yield event
         text = st.outcome.text if st.outcome else ""

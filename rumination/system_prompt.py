@@ -124,4 +124,5 @@ class PromptRenderer:
     def render(self, messages: list[dict[str, str]]) -> Prompt:
         """The prompt for `messages`, ending with `<|assistant|>`, its system segment edited."""
         text = edit_system(render(self.tokenizer, messages), self.settings)[0]
-        return Prompt(text, tuple(dict(m) for m in messages))
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]  # counted once: the loop and the backend
+        return Prompt(text, tuple(dict(m) for m in messages), ids)

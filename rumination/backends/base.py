@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from rumination.errors import BackendError
@@ -40,11 +40,16 @@ class Prompt:
 
     text: str
     messages: tuple[dict[str, str], ...] = ()
+    ids: list[int] | None = field(default=None, compare=False, repr=False)  # the text's tokens, when counted already
 
     @classmethod
     def of(cls, tokenizer: Any, messages: list[dict[str, str]]) -> Prompt:
         """Render `messages` with the tokenizer's own template."""
         return cls(render(tokenizer, messages), tuple(dict(m) for m in messages))
+
+    def token_ids(self, tokenizer: Any) -> list[int]:
+        """The text's tokens (no special tokens added): those counted when it was rendered, else counted now."""
+        return self.ids if self.ids is not None else tokenizer(self.text, add_special_tokens=False)["input_ids"]
 
 
 @dataclass

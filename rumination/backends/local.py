@@ -244,7 +244,7 @@ class LocalBackend:
                 if text:
                     loop.call_soon_threadsafe(texts.put_nowait, text)
 
-        ids = self.tokenizer(prompt.text, add_special_tokens=False)["input_ids"]
+        ids = prompt.token_ids(self.tokenizer)
         if len(ids) >= self.context_window:
             raise BackendError(f"the prompt ({len(ids)} tokens) fills the {self.context_window}-token window")
         max_new = min(params.max_new_tokens, self.context_window - len(ids))

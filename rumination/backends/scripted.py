@@ -71,7 +71,7 @@ class ScriptedBackend:
         for i in range(0, len(text), self.chunk_chars):
             yield Chunk(text=text[i : i + self.chunk_chars])
             await asyncio.sleep(0)
-        prompt_tokens = len(self.tokenizer(prompt.text, add_special_tokens=False)["input_ids"])
+        prompt_tokens = len(prompt.token_ids(self.tokenizer))
         generated = len(ids) + (finish == "stop")  # the stop token is generated too
         seconds = time.perf_counter() - start
         outcome = Outcome(

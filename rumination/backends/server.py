@@ -172,7 +172,7 @@ class ServerBackend:
         """Stream one generation; a connection lost mid-stream is retried once from the start."""
         import openai
 
-        ids = self.tokenizer(prompt.text, add_special_tokens=False)["input_ids"]
+        ids = prompt.token_ids(self.tokenizer)
         room = self.context_window - len(ids) - 1  # SGLang refuses prompt + max_tokens == its context length
         if room < 1:
             raise PromptTooLong(f"the prompt ({len(ids):,} tokens) fills the {self.context_window:,}-token window")
