@@ -9,9 +9,9 @@ import socketserver
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import hypothesis.internal.observability  # noqa: F401
 import pytest
@@ -20,6 +20,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 ROOT = Path(__file__).resolve().parent.parent
 
 from localweb import LocalWeb  # noqa: E402
+
+if TYPE_CHECKING:
+    from rumination.web.fetcher import WebFetcher
 from loopback import Loopback, Route  # noqa: E402
 
 # Hypothesis is imported here, before any test starts a thread: its pytest plugin otherwise imports it at the
@@ -119,3 +122,22 @@ def wait_until_reading_stdin(pid: int, timeout: float = 60) -> None:
             pass
         time.sleep(0.02)
     raise AssertionError(f"process {pid} never started reading its stdin")
+
+
+@pytest.fixture
+async def make_fetcher() -> AsyncIterator[Callable[..., WebFetcher]]:
+    """Build WebFetchers (private addresses allowed, for the loopback sites); each is closed after the test."""
+    from rumination.config import Config
+    from rumination.web.fetcher import WebFetcher
+
+    made: list[WebFetcher] = []
+
+    def make(**settings: object) -> WebFetcher:
+        settings.setdefault("allow_private_network", True)
+        fetcher = WebFetcher(Config(**settings))
+        made.append(fetcher)
+        return fetcher
+
+    yield make
+    for fetcher in made:
+        await fetcher.aclose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -13,31 +13,14 @@ from localweb import LocalWeb
 from loopback import Exchange, Loopback, Reply
 
 import rumination.web.fetch as fetch_module
-from rumination.config import Config
 from rumination.web import guard
 from rumination.web.base import FetchError
 from rumination.web.fetch import FetchPolicy, guarded_get, make_client
-from rumination.web.fetcher import WebFetcher
 
 
 def cookies_sent(server: Loopback, path: str) -> list[str | None]:
     """The Cookie header of each request for `path` (None where there was none)."""
     return [request.headers.get("Cookie") for request in server.requests_to(path)]
-
-
-@pytest.fixture
-async def make_fetcher() -> AsyncIterator[Callable[..., WebFetcher]]:
-    made: list[WebFetcher] = []
-
-    def make(**settings: object) -> WebFetcher:
-        settings.setdefault("allow_private_network", True)
-        fetcher = WebFetcher(Config(**settings))
-        made.append(fetcher)
-        return fetcher
-
-    yield make
-    for fetcher in made:
-        await fetcher.aclose()
 
 
 @pytest.fixture

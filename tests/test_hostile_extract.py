@@ -10,7 +10,7 @@ import os
 import signal
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psutil
@@ -19,7 +19,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from loopback import Loopback, Reply
 
-from rumination.config import Config
 from rumination.web import extract
 from rumination.web.base import Page
 from rumination.web.extract import MAX_HTML_CHARS, decode_body, plain_text, web_codec
@@ -70,20 +69,9 @@ def bomb(codec: str) -> bytes:
 
 
 @pytest.fixture
-async def make_fetcher() -> AsyncIterator[Callable[..., WebFetcher]]:
-    made: list[WebFetcher] = []
-
-    def make(**settings: object) -> WebFetcher:
-        settings.setdefault("allow_private_network", True)
-        settings.setdefault("robots_txt", False)
-        settings.setdefault("page_cache", False)
-        fetcher = WebFetcher(Config(**settings))
-        made.append(fetcher)
-        return fetcher
-
-    yield make
-    for fetcher in made:
-        await fetcher.aclose()
+def make_fetcher(make_fetcher: Callable[..., WebFetcher]) -> Callable[..., WebFetcher]:
+    """conftest's fetcher factory, without robots.txt or the page cache unless asked."""
+    return lambda **settings: make_fetcher(**{"robots_txt": False, "page_cache": False, **settings})
 
 
 async def with_lag(work: Awaitable[Any]) -> tuple[Any, float, float]:
@@ -125,13 +113,19 @@ def test_a_compression_bomb_named_as_charset_decodes_to_at_most_its_own_size(nam
         assert isinstance(text, str) and len(text) <= len(body) + 30
 
 
-@pytest.mark.parametrize("place", ["header", "meta", "http-equiv"])
-@pytest.mark.parametrize("name", DANGEROUS)
+# A NUL cannot be sent in a header (the HTTP client refuses it before any page is read): that pair is not a case.
+NAMED = [
+    (place, name)
+    for place in ("header", "meta", "http-equiv")
+    for name in DANGEROUS
+    if place != "header" or "\x00" not in name
+]
+
+
+@pytest.mark.parametrize(("place", "name"), NAMED)
 async def test_a_page_naming_a_non_text_codec_is_read_as_text(loopback, make_fetcher, place: str, name: str) -> None:
     meta = {"meta": f'<meta charset="{name}">', "http-equiv": f'<meta http-equiv="Content-Type" content="text/html; '
             f'charset={name}">'}.get(place, "")  # fmt: skip
-    if place == "header" and "\x00" in name:
-        pytest.skip("the HTTP client refuses a NUL in a header before any page is read")
     content_type = f"text/html; charset={name}" if place == "header" else "text/html"
     server: Loopback = loopback({"/": Reply(200, PAGE.format(meta=meta).encode(), content_type)})
     page = await make_fetcher().fetch(server.url("/"))
