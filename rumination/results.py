@@ -117,6 +117,36 @@ class Step(ToolResult):
         return self.call.name if self.call else None
 
 
+CitationForm = Literal["mark", "number", "footnote", "link", "url"]
+
+
+class Citation(BaseModel):
+    """One citation in a report, resolved against the pages the run read (see citations.py for the rules)."""
+
+    text: str = Field(description="the citation as written, e.g. 【3†source】, [2], [^1], a Markdown link or a URL")
+    start: int = Field(description="its offset in the report")
+    end: int
+    form: CitationForm
+    target: str = Field(description="what it names: a URL, a title, or a number")
+    source_id: int | None = Field(None, description="the page read that it points at; None: unverified")
+    missing: list[str] = Field(
+        default_factory=list,
+        description="numbers, dates and quoted phrases of the cited sentence that the cited page's text lacks",
+    )
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def verified(self) -> bool:
+        """Whether it points at a page the run read."""
+        return self.source_id is not None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def supported(self) -> bool:
+        """Whether it points at a page read whose text holds every number, date and quote of its sentence."""
+        return self.source_id is not None and not self.missing
+
+
 class Message(BaseModel):
     """One chat message as given to the chat template."""
 
@@ -143,3 +173,17 @@ class ResearchResult(BaseModel):
         default_factory=list, description="URLs in the report that the run never fetched"
     )
     messages: list[Message] = Field(default_factory=list)
+    run_id: str | None = Field(None, description="the run's journal id (rumination show/resume/replay ID)")
+    citations: list[Citation] = Field(default_factory=list, description="every citation in the report, resolved")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def unverified_citations(self) -> int:
+        """Citations that point at nothing the run read."""
+        return sum(not c.verified for c in self.citations)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def unsupported_citations(self) -> int:
+        """Citations of a page read whose sentence has numbers, dates or quotes the page's text lacks."""
+        return sum(c.verified and not c.supported for c in self.citations)
