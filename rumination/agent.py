@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from rumination import events as ev
+from rumination import journal as jr
 from rumination.backends.base import Chunk, ModelBackend, Outcome, OutOfMemory, Prompt, SamplingParams
 from rumination.browser import Browser
 from rumination.citations import mark_cited, unverified_urls
@@ -27,6 +28,7 @@ from rumination.parser import ToolCallError, parse_tool_call
 from rumination.protocol import FINISH_CALL, THINK_CLOSE, THINK_OPEN
 from rumination.registry import backends
 from rumination.results import Message, ResearchResult, Step, StopReason, ToolCall, ToolResult, TurnUsage, Usage
+from rumination.runs import Run, config_for
 from rumination.sanitize import clean_text, terminal_safe
 from rumination.search.base import SearchEngine
 from rumination.streaming import ThinkSplitter, split_thinking
@@ -56,6 +58,23 @@ class _State:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     outcome: Outcome | None = None
     interrupted: StopReason | None = None
+    stop: StopReason | None = None  # research is over: the report comes next (set before the last checkpoint)
+    run: Run | None = None  # the run's journal, when it keeps one
+    outputs: dict[int, str] = field(default_factory=dict)  # the model's raw output of each turn not checkpointed yet
+    saved: tuple[int, int, int] = (0, 0, 0)  # messages, steps and generations already in the journal
+
+    def restore(self, state: jr.RunState) -> None:
+        """Continue from a journal's last checkpoint: the budgets count what was spent."""
+        if state.browser is None:  # interrupted before its first turn ended: it starts afresh
+            return
+        self.messages, self.steps = [dict(m) for m in state.messages], list(state.steps)
+        for generation in state.usage:
+            self.usage.add(generation)
+        self.browser.restore(state.browser)
+        self.format_errors, self.actions = state.format_errors, Counter(state.actions)
+        self.started = time.monotonic() - state.elapsed
+        self.stop = state.stop
+        self.saved = (len(self.messages), len(self.steps), len(self.usage.generations))
 
 
 class Researcher:
@@ -71,6 +90,7 @@ class Researcher:
     ):
         self.config = config or Config()
         self.backend: ModelBackend = backend or backends.get(self.config.backend)(self.config)
+        self._backend_given = backend is not None
         self._engine, self._fetcher = engine, fetcher
         self._finish = threading.Event()
         self._wake: Callable[[], None] = lambda: None
@@ -92,29 +112,98 @@ class Researcher:
         """Blocking wrapper around `run`."""
         return asyncio.run(self.run(question))
 
-    async def stream(self, question: str) -> AsyncIterator[ev.Event]:
-        """Research `question`, yielding every event; the last one is RunFinished (or a fatal error)."""
+    async def stream(self, question: str, *, replay_of: str | None = None) -> AsyncIterator[ev.Event]:
+        """Research `question`, yielding every event; the last one is RunFinished (or a fatal error).
+
+        `replay_of` names the run this one replays (its journal's header says so).
+        """
         question = question.strip()
         if not question:
             raise RuminationError("the question is empty")
-        engine = fetcher = None
+        async with contextlib.aclosing(self._stream(question, None, replay_of)) as events:
+            async for event in events:
+                yield event
+
+    async def resume_stream(self, run_id: str) -> AsyncIterator[ev.Event]:
+        """Continue the interrupted run `run_id` (or a unique prefix) from its last complete turn, yielding events.
+
+        The run's recorded settings apply, except those this Researcher's config sets explicitly; the backend is
+        made anew from them unless one was given to the constructor or is loaded already.
+        """
+        log = jr.load(self.config.data_dir, run_id)
+        if not log.resumable:
+            raise RuminationError(f"run {log.id} is {log.status}: there is nothing to resume")
+        self.config = config_for(log, self.config)
+        if not self._backend_given and self.backend.tokenizer is None:
+            self.backend = backends.get(self.config.backend)(self.config)
+        async with contextlib.aclosing(self._stream(log.header.question, log)) as events:
+            async for event in events:
+                yield event
+
+    async def resume(self, run_id: str) -> ResearchResult:
+        """Continue the interrupted run `run_id` and return its result."""
+        async with contextlib.aclosing(self.resume_stream(run_id)) as events:
+            async for event in events:
+                if isinstance(event, ev.RunFinished):
+                    return event.result
+        raise RuminationError("the run ended without a result")  # pragma: no cover
+
+    def resume_sync(self, run_id: str) -> ResearchResult:
+        """Blocking wrapper around `resume`."""
+        return asyncio.run(self.resume(run_id))
+
+    async def _stream(
+        self, question: str, log: jr.RunLog | None, replay_of: str | None = None
+    ) -> AsyncIterator[ev.Event]:
+        engine = fetcher = run = None
         try:
             engine = self._engine or make_engine(self.config)
             fetcher = self._fetcher or make_fetcher(self.config)
-            if self.backend.tokenizer is None:
-                async for event in self._load_backend():
-                    yield event
-            async for event in self._research(question, engine, fetcher):
+            if self.config.journal:
+                run = Run.resume(log) if log is not None else Run.start(question, self.config, replay_of)
+            async for event in self._journaled(run, self._run(question, engine, fetcher, run, log)):
                 yield event
         except RuminationError as exc:
-            yield ev.ErrorEvent(message=str(exc), fatal=True)
+            event = ev.ErrorEvent(message=str(exc), fatal=True)
+            if run is not None:
+                run.journal.event(event)
+            yield event
             raise
         finally:
             self._finish.clear()  # cleared at the end, so a request made as the run starts is not lost
+            if run is not None:
+                run.close()
             if engine is not None and self._engine is None:
                 await engine.aclose()
             if fetcher is not None and self._fetcher is None:
                 await fetcher.aclose()
+
+    @staticmethod
+    async def _journaled(run: Run | None, events: AsyncIterator[ev.Event]) -> AsyncIterator[ev.Event]:
+        """The events, each appended to the run's journal first; a journal that fails is said once, the run goes on."""
+        async with contextlib.aclosing(events):
+            async for event in events:
+                failure = run.journal.event(event) if run is not None else None
+                yield event
+                if failure is None and run is not None and run.journal.broken and not run.warned:
+                    failure = run.journal.broken
+                if failure is not None and run is not None and not run.warned:
+                    run.warned = True
+                    yield ev.ErrorEvent(
+                        message=f"the run's journal cannot be written ({failure}); the run goes on, but it cannot "
+                        "be resumed or replayed"
+                    )
+
+    async def _run(
+        self, question: str, engine: SearchEngine, fetcher: Fetcher, run: Run | None, log: jr.RunLog | None
+    ) -> AsyncIterator[ev.Event]:
+        if self.backend.tokenizer is None:
+            async for event in self._load_backend():
+                yield event
+        if run is not None:
+            engine, fetcher = run.recording(engine, fetcher, self.config)
+        async for event in self._research(question, engine, fetcher, run, log):
+            yield event
 
     async def _load_backend(self) -> AsyncIterator[ev.Event]:
         """Load the model in a daemon thread, passing on its progress lines as status events."""
@@ -136,12 +225,18 @@ class Researcher:
             yield ev.StatusEvent(message=note)
         yield ev.StatusEvent(message=f"model loaded in {time.monotonic() - start:.1f} s")
 
-    async def _research(self, question: str, engine: SearchEngine, fetcher: Fetcher) -> AsyncIterator[ev.Event]:
+    async def _research(
+        self, question: str, engine: SearchEngine, fetcher: Fetcher, run: Run | None, log: jr.RunLog | None
+    ) -> AsyncIterator[ev.Event]:
         cfg, tok = self.config, self.backend.tokenizer
         browser = Browser.from_config(cfg, engine, fetcher, tok, question=question)
         st = _State(question, [{"role": "user", "content": question}], browser, PromptRenderer.for_run(tok, cfg))
+        st.run = run
+        if log is not None:
+            st.restore(log.state)
+            st.started_at = log.header.started_at
         try:
-            async for event in self._run_browser(st, engine):
+            async for event in self._run_browser(st, engine, resumed=log is not None):
                 yield event
         except BackendError as exc:  # the model went away mid-run (a server lost twice): keep what was read
             yield ev.ErrorEvent(message=f"{exc}; the run ends with what it read", fatal=True)
@@ -149,9 +244,11 @@ class Researcher:
         finally:
             await browser.aclose()
 
-    async def _run_browser(self, st: _State, engine: SearchEngine) -> AsyncIterator[ev.Event]:
+    async def _run_browser(self, st: _State, engine: SearchEngine, resumed: bool) -> AsyncIterator[ev.Event]:
         cfg, tok, question = self.config, self.backend.tokenizer, st.question
         yield ev.RunStarted(
+            run_id=st.run.id if st.run else None,
+            resumed_after=len(st.steps) if resumed else None,
             question=question,
             backend=self.backend.name,
             model=self.backend.model_id,
@@ -169,10 +266,10 @@ class Researcher:
                 f"research once {window - self._context_limit():,} are kept for the report: too little for more "
                 "than a turn or two (a longer context, or a lower --max-new-tokens, leaves more)"
             )
-        stop: StopReason | None = None
+        stop = st.stop
         while stop is None:
             turn = len(st.steps) + 1
-            prompt = st.prompts.render(st.messages)
+            prompt = st.prompts.render(st.messages, turn)
             prompt_tokens = len(prompt.token_ids(tok))
             stop = self._budget_stop(st, turn, prompt_tokens)
             if stop:
@@ -185,13 +282,42 @@ class Researcher:
             async for event in self._act(st, turn):
                 yield event
             stop = self._loop_stop(st)
-        if stop != "finished":
-            turns = len(st.steps)
-            detail = f"stopped after {turns} tool turn{'' if turns == 1 else 's'}: {stop.replace('_', ' ')}"
-            yield ev.ForcedFinish(reason=stop, detail=detail)
-            st.messages.append({"role": "assistant", "content": FINISH_CALL})
+            if stop is None:
+                self._checkpoint(st)
+        if st.stop is None:  # research ended in this process (a resumed run may have ended it before)
+            if stop != "finished":
+                turns = len(st.steps)
+                detail = f"stopped after {turns} tool turn{'' if turns == 1 else 's'}: {stop.replace('_', ' ')}"
+                yield ev.ForcedFinish(reason=stop, detail=detail)
+                st.messages.append({"role": "assistant", "content": FINISH_CALL})
+            st.stop = stop
+            self._checkpoint(st)
         async for event in self._report(st, stop):
             yield event
+
+    @staticmethod
+    def _checkpoint(st: _State) -> None:
+        """Close a turn in the journal: what it added, and the state a resume starts from (made durable)."""
+        if st.run is None:
+            return
+        messages, steps, generations = st.saved
+        st.run.checkpoint(
+            jr.Checkpoint(
+                turn=len(st.steps),
+                messages_from=messages,
+                messages=[Message.model_validate(m) for m in st.messages[messages:]],
+                steps=st.steps[steps:],
+                usage=st.usage.generations[generations:],
+                outputs=st.outputs,
+                browser=st.browser.state(),
+                format_errors=st.format_errors,
+                actions=dict(st.actions),
+                elapsed=time.monotonic() - st.started,
+                stop=st.stop,
+            )
+        )
+        st.outputs = {}
+        st.saved = (len(st.messages), len(st.steps), len(st.usage.generations))
 
     def _context_limit(self) -> int:
         """Prompt tokens above which the report is forced: the setting, capped below the window."""
@@ -266,6 +392,7 @@ class Researcher:
             await gen.aclose()
         if st.outcome is not None:
             o = st.outcome
+            st.outputs[turn] = o.text
             usage = TurnUsage(turn=turn, report=report, **o.model_dump(exclude={"text", "decode_tokens_per_second"}))
             st.usage.add(usage)
             yield ev.TurnFinished(
@@ -372,11 +499,11 @@ class Researcher:
     async def _report(self, st: _State, stop: StopReason) -> AsyncIterator[ev.Event]:
         """Generate the report after the (real or synthetic) finish call, and emit the result."""
         tok, turn = self.backend.tokenizer, len(st.steps) + 1
-        prompt = st.prompts.render(st.messages)
+        prompt = st.prompts.render(st.messages, turn)
         prompt_tokens = len(prompt.token_ids(tok))
         room = min(self.config.max_new_tokens, REPORT_ROOM)
         while prompt_tokens > self.backend.context_window - room and _shrink_largest_observation(st):
-            prompt = st.prompts.render(st.messages)
+            prompt = st.prompts.render(st.messages, turn)
             prompt_tokens = len(prompt.token_ids(tok))
         async for event in self._generate(st, turn, prompt, prompt_tokens, report=True):
             yield event
@@ -406,6 +533,7 @@ class Researcher:
             finished_at=datetime.now(UTC),
             unverified_urls=unverified_urls(sources, report),
             messages=[Message.model_validate(m) for m in st.messages],
+            run_id=st.run.id if st.run else None,
         )
 
 
@@ -441,6 +569,7 @@ async def call_tool(browser: Browser, call: ToolCall) -> tuple[ToolResult, str |
 def _shrink_last_observation(st: _State) -> None:
     if st.messages and st.messages[-1]["role"] == "observation":
         st.messages[-1]["content"] = OMITTED
+        st.saved = (min(st.saved[0], len(st.messages) - 1), *st.saved[1:])  # the journal has it in full
 
 
 def _shrink_largest_observation(st: _State) -> bool:

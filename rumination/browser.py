@@ -7,6 +7,8 @@ import time
 from functools import partial
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from rumination.config import Config
 from rumination.factory import results_lead_inside
 from rumination.formatting import Truncator, format_page, format_search_results
@@ -47,6 +49,17 @@ def _failed(task: asyncio.Task[Page]) -> bool:
     return task.done() and (task.cancelled() or task.exception() is not None)
 
 
+class BrowserState(BaseModel):
+    """What a browser knows after a turn (pages themselves excepted): a resumed run's browser starts from it."""
+
+    results: list[SearchHit] = Field(default_factory=list)
+    sources: list[Source] = Field(default_factory=list)
+    inside: dict[str, bool] = Field(default_factory=dict)
+    hits_inside: bool | None = None
+    seen_urls: dict[str, bool] = Field(default_factory=dict)
+    seen_hosts: dict[str, bool] = Field(default_factory=dict)
+
+
 class Browser:
     """Keeps the latest result list and the pages read; every page comes through the fetcher, in the run's scope."""
 
@@ -80,6 +93,24 @@ class Browser:
         self.seen = Provenance()
         self.seen.add_text(question, inside=True, local=True)
         self._asked = {url_key(url) for url in find_urls(question) if is_local(url)}
+
+    def state(self) -> BrowserState:
+        """What this browser knows, for the journal."""
+        return BrowserState(
+            results=list(self.results),
+            sources=list(self.sources),
+            inside=dict(self._inside),
+            hits_inside=self._hits_inside,
+            seen_urls=dict(self.seen._urls),
+            seen_hosts=dict(self.seen._hosts),
+        )
+
+    def restore(self, state: BrowserState) -> None:
+        """Know what `state` says (a resumed run); pages are read again through the fetcher, which has them."""
+        self.results, self.sources = list(state.results), list(state.sources)
+        self._inside, self._hits_inside = dict(state.inside), state.hits_inside
+        self.seen._urls.update(state.seen_urls)
+        self.seen._hosts.update(state.seen_hosts)
 
     async def run(self, call: ToolCall) -> ToolResult:
         """Execute search, click or open and time it."""

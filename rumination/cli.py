@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rumination.flags import EXIT_USAGE, Parser, add_settings, load_config
+from rumination.flags import EXIT_USAGE, Parser, add_settings, given_settings, load_config
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 
@@ -46,12 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ask.add_argument("question", nargs="?", default="-", help="the question; '-' or omitted reads stdin")
     add_settings(ask, "ask")
-    out = ask.add_argument_group("output")
-    fmt = out.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    fmt.add_argument("--jsonl", action="store_true", help="print every event as one JSON line")
-    out.add_argument("-o", "--output", type=Path, metavar="FILE", help="also write the report to FILE")
-    out.add_argument("-q", "--quiet", action="store_true", help="no thinking trace or progress on stderr")
+    _add_output(ask, live=True)
 
     tui = command(
         "tui",
@@ -121,9 +116,67 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--name", required=True, help="the index name (letters, digits, - and _)")
     add_settings(index, "index")
 
+    sessions = command("sessions", "list the journaled runs: id, start, status, turns, question")
+    sessions.add_argument("--json", action="store_true", help="one JSON object per run, a line each")
+    add_settings(sessions, "sessions")
+
+    show = command("show", "print a past run's report and references", args="ID")
+    show.add_argument("run_id", metavar="ID", help="a run id, or its first digits (rumination sessions lists them)")
+    add_settings(show, "show")
+    _add_output(show, live=False)
+
+    resume = command(
+        "resume",
+        "continue an interrupted run from its last complete turn",
+        "Continue run ID (killed, crashed, stopped by Ctrl-C twice, out of memory, or left by a failing server) from "
+        "its last complete turn, with its own settings; options given here change them. Nothing it fetched is "
+        "fetched again, and its budgets count what it spent.",
+        "ID",
+    )
+    resume.add_argument("run_id", metavar="ID", help="a run id, or its first digits (rumination sessions lists them)")
+    add_settings(resume, "resume")
+    _add_output(resume, live=True)
+
+    replay = command(
+        "replay",
+        "run a past run again over its recorded web, offline",
+        "Run ID again from its recorded searches and pages, with no network. By default the model's recorded "
+        "outputs are played back, which must reproduce the report exactly (exit 1 if it differs); with --live "
+        "the model runs afresh (a new run over a frozen web). Options given here change the recorded settings.",
+        "ID",
+    )
+    replay.add_argument("run_id", metavar="ID", help="a run id, or its first digits (rumination sessions lists them)")
+    replay.add_argument("--live", action="store_true", help="run the model instead of its recorded outputs")
+    add_settings(replay, "replay")
+    _add_output(replay, live=True)
+
     cfg = command("config", "print the effective configuration and where its file lives")
     cfg.add_argument("--path", action="store_true", help="print only the config file's path")
     return parser
+
+
+def _add_output(parser: argparse.ArgumentParser, *, live: bool) -> None:
+    """The output options of a command that prints a report (`live`: one that runs research, with a trace)."""
+    out = parser.add_argument_group("output")
+    fmt = out.add_mutually_exclusive_group()
+    fmt.add_argument(
+        "--format",
+        choices=["md", "html", "json"],
+        help="md: the report and its references (default); html: one self-contained page; json: the whole result",
+    )
+    fmt.add_argument("--json", action="store_true", help="the same as --format json")
+    if live:
+        fmt.add_argument("--jsonl", action="store_true", help="print every event as one JSON line")
+    out.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="also write the report to FILE (in --format, else by its extension: .html, .json, otherwise md)",
+    )
+    out.add_argument("--no-references", action="store_true", help="leave the checked reference list out")
+    if live:
+        out.add_argument("-q", "--quiet", action="store_true", help="no thinking trace or progress on stderr")
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -166,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             "search": _search,
             "fetch": _fetch,
             "index": _index,
+            "sessions": _sessions,
+            "show": _show,
+            "resume": _resume,
+            "replay": _replay,
         }
         return commands[args.command](args)
     except KeyboardInterrupt:
@@ -307,35 +364,166 @@ def _tui(args: argparse.Namespace) -> int:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from rumination.errors import ConfigError, RuminationError
-
     question = _read_question(args.question)
-    if args.output and not args.output.expanduser().parent.is_dir():
-        raise ConfigError(f"cannot write the report to {args.output}: its directory does not exist")
+    _check_output(args)
     config = load_config(args)
-    import asyncio
-
     from rumination.agent import Researcher
 
     researcher = Researcher(config)
+    return _research(researcher, lambda: researcher.stream(question), args)[0]
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from rumination import journal
+    from rumination.agent import Researcher
+    from rumination.runs import config_for
+
+    _check_output(args)
+    base = load_config(args)
+    log = journal.load(base.data_dir, args.run_id)
+    config = config_for(log, base, **given_settings(args))
+    researcher = Researcher(config)
+    return _research(researcher, lambda: researcher.resume_stream(log.id), args)[0]
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from rumination import journal
+    from rumination.agent import Researcher
+    from rumination.backends.scripted import ScriptedBackend
+    from rumination.errors import RuminationError
+    from rumination.runs import config_for, recorded_outputs, recorded_web, replay_config
+
+    _check_output(args)
+    base = load_config(args)
+    log = journal.load(base.data_dir, args.run_id)
+    if log.status == "running":
+        raise RuminationError(f"run {log.id} is still running; replay it once it has ended")
+    if args.live:
+        config = config_for(log, base, **given_settings(args))
+        backend = None
+    else:
+        config = replay_config(log, base)
+        outputs = recorded_outputs(log)
+        if not outputs:
+            raise RuminationError(f"run {log.id} has no recorded model output to replay (try --live)")
+        backend = ScriptedBackend(config, outputs=outputs)
+    engine, fetcher = recorded_web(log, config)
+    researcher = Researcher(config, backend=backend, engine=engine, fetcher=fetcher)
+    code, result = _research(researcher, lambda: researcher.stream(log.header.question, replay_of=log.id), args)
+    if not args.live and log.result is not None:
+        same = result.report == log.result.report
+        print(
+            f"replay of {log.id}: the report is {'identical' if same else 'DIFFERENT'}"
+            + ("" if same else " (the recorded outputs no longer lead to the same report)"),
+            file=sys.stderr,
+        )
+        code = code or (EXIT_OK if same else EXIT_ERROR)
+    return code
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    from rumination.errors import ConfigError
+
+    if args.output and not args.output.expanduser().parent.is_dir():
+        raise ConfigError(f"cannot write the report to {args.output}: its directory does not exist")
+
+
+def _research(researcher: Any, events: Any, args: argparse.Namespace) -> tuple[int, Any]:
+    """Run a research stream with the ask command's output rules; the exit code and the result."""
+    import asyncio
+
     try:
-        result = asyncio.run(_consume(researcher, question, args))
+        result = asyncio.run(_consume(researcher, events, args))
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
-    _snapshot_note(config, args.quiet)
-    if args.json:
-        print(result.model_dump_json(indent=2))
-    if args.output and not result.error:  # a failed run has no report: an earlier file there is kept
-        try:
-            args.output.expanduser().write_text(result.report + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise RuminationError(f"cannot write the report to {args.output}: {exc.strerror}") from None
+    _snapshot_note(researcher.config, args.quiet)
+    _finish_output(result, args, printed=True)
     if result.stop_reason == "error":  # the backend failed mid-run: the partial result is out, the exit says so
         if args.quiet:
             from rumination.sanitize import terminal_safe
 
             print(f"rumination: error: {terminal_safe(result.error or 'the backend failed')}", file=sys.stderr)
-        return EXIT_ERROR
+        if result.run_id:
+            print(f"rumination resume {result.run_id} continues this run", file=sys.stderr)
+        return EXIT_ERROR, result
+    return EXIT_OK, result
+
+
+def _format(args: argparse.Namespace, path: Path | None = None) -> str:
+    """The output format: --format (or --json), else the file's extension, else md."""
+    if args.json:
+        return "json"
+    if args.format:
+        return args.format
+    if path is not None and path.suffix.lower() in (".html", ".htm", ".json"):
+        return "json" if path.suffix.lower() == ".json" else "html"
+    return "md"
+
+
+def _finish_output(result: Any, args: argparse.Namespace, *, printed: bool) -> None:
+    """After a run (or for `show`): stdout in the chosen format, the -o file, citation warnings on stderr."""
+    from rumination.errors import RuminationError
+    from rumination.export import render, warnings
+    from rumination.sanitize import terminal_safe
+
+    references = not args.no_references
+    fmt = _format(args)
+    if fmt != "md" and not getattr(args, "jsonl", False):  # md was printed as the run went
+        sys.stdout.write(render(result, fmt, references=references) + "\n")
+    elif not printed:
+        text = render(result, "md", references=references)
+        sys.stdout.write((terminal_safe(text) if sys.stdout.isatty() else text) + "\n")
+    if args.output and not (result.error and not result.report):  # no report: an earlier file there is kept
+        path = args.output.expanduser()
+        try:
+            path.write_text(render(result, _format(args, path), references=references) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise RuminationError(f"cannot write the report to {args.output}: {exc.strerror}") from None
+    if getattr(args, "quiet", True) or not printed:  # the trace has said them otherwise
+        for line in warnings(result):
+            print(f"rumination: warning: {terminal_safe(line)}", file=sys.stderr)
+
+
+def _sessions(args: argparse.Namespace) -> int:
+    import json
+
+    from rumination import journal
+    from rumination.sanitize import terminal_safe
+
+    config = load_config(args)
+    runs, problems = journal.summaries(config.data_dir)
+    for problem in problems:
+        print(f"rumination: warning: {terminal_safe(problem)}", file=sys.stderr)
+    if args.json:
+        for run in runs:
+            print(json.dumps({**vars(run), "started_at": run.started_at.isoformat()}, ensure_ascii=False))
+        return EXIT_OK
+    if not runs:
+        print(f"no runs yet in {config.data_dir / journal.RUNS}", file=sys.stderr)
+        return EXIT_OK
+    print(f"{'ID':8}  {'STARTED':16}  {'STATUS':11}  {'TURNS':>5}  QUESTION")
+    for run in runs:
+        started = run.started_at.astimezone().strftime("%Y-%m-%d %H:%M")
+        question = " ".join(run.question.split())
+        question = question if len(question) <= 80 else question[:79] + "…"
+        print(terminal_safe(f"{run.id:8}  {started:16}  {run.status:11}  {run.turns:>5}  {question}"))
+    return EXIT_OK
+
+
+def _show(args: argparse.Namespace) -> int:
+    from rumination import journal
+    from rumination.runs import partial_result
+
+    config = load_config(args)
+    log = journal.load(config.data_dir, args.run_id)
+    result = log.result or partial_result(log)
+    if log.result is None or log.status == "running":
+        print(
+            f"rumination: run {log.id} is {log.status} after {log.state.turn} tool turns"
+            + (f"; rumination resume {log.id} continues it" if log.resumable else ""),
+            file=sys.stderr,
+        )
+    _finish_output(result, args, printed=False)
     return EXIT_OK
 
 
@@ -410,20 +598,20 @@ def _handle_ctrl_c(researcher: Any, started: list[bool]) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, on_sigint)
 
 
-async def _consume(researcher: Any, question: str, args: argparse.Namespace) -> Any:
+async def _consume(researcher: Any, events: Any, args: argparse.Namespace) -> Any:
     from rumination import events as ev
     from rumination.console import Trace
     from rumination.sanitize import terminal_safe
 
     trace = None if args.quiet else Trace(sys.stderr)
-    print_report = not (args.json or args.jsonl)
+    print_report = _format(args) == "md" and not args.jsonl
     # Live to a terminal; to a pipe or file, the final report only (a streamed one may restart, see ReportDelta).
     live = print_report and sys.stdout.isatty()
     shown, ends_in_newline = "", True
     result = None
     started = [False]
     _handle_ctrl_c(researcher, started)
-    async for event in researcher.stream(question):
+    async for event in events():
         started[0] = started[0] or isinstance(event, ev.RunStarted)
         if trace is not None:
             trace(event)
@@ -441,12 +629,15 @@ async def _consume(researcher: Any, question: str, args: argparse.Namespace) -> 
             ends_in_newline = text.endswith("\n") if text else ends_in_newline
         if isinstance(event, ev.RunFinished):
             result = event.result
-    if print_report:
-        if not shown and result is not None:
-            sys.stdout.write(terminal_safe(result.report) if live else result.report)
-            ends_in_newline = result.report.endswith("\n")
-        if not ends_in_newline:
-            sys.stdout.write("\n")
+    if print_report and result is not None:
+        from rumination.export import references, render
+
+        if shown:  # streamed as written: the checked references follow it
+            tail = references(result) if not args.no_references else ""
+            sys.stdout.write(("" if ends_in_newline else "\n") + (f"\n{terminal_safe(tail)}\n" if tail else ""))
+        else:
+            text = render(result, "md", references=not args.no_references)
+            sys.stdout.write((terminal_safe(text) if live else text) + "\n")
     return result
 
 

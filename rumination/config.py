@@ -218,7 +218,10 @@ class StorageSettings(BaseModel):
     web_snapshot: Path | None = Field(
         None, description="record searches and pages in this folder on first use, replay them later (no network)"
     )
-    data_dir: Path = Field(default_factory=lambda: _user_dir("data"), description="where local indexes live")
+    data_dir: Path = Field(
+        default_factory=lambda: _user_dir("data"), description="where local indexes and run journals live"
+    )
+    journal: bool = Field(True, description="journal the run in the data dir (rumination sessions, resume, replay)")
     cache_dir: Path = Field(default_factory=lambda: _user_dir("cache"), description="where the page cache lives")
 
 

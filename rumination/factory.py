@@ -9,10 +9,9 @@ from rumination.errors import ConfigError
 from rumination.registry import fetchers, search_engines
 from rumination.search.base import SearchEngine, SearchError, SearchHit
 from rumination.search.chain import DomainFilter, Fallback, Paced
-from rumination.snapshot import FetchRules, SnapshotEngine, SnapshotFetcher, WebSnapshot
+from rumination.snapshot import FetchRules, ReachingSnapshotFetcher, SnapshotEngine, WebSnapshot
 from rumination.urls import is_local, local_index, opens_web
 from rumination.web.base import Fetcher, FetchError, Page
-from rumination.web.fetch import current_reach
 from rumination.web.guard import resolves_inside
 
 # The setting that holds the endpoint of each built-in engine that has one; ddgs has none (the public web).
@@ -45,6 +44,12 @@ async def results_lead_inside(engine: SearchEngine) -> bool:
         if not endpoint or not await resolves_inside(str(endpoint)):
             return False
     return True
+
+
+def same_origin(outer: SearchEngine, inner: SearchEngine) -> None:
+    """Let `outer`, which wraps `inner`, lead where `inner`'s results lead (see results_lead_inside)."""
+    if inner in _CONFIGURED:
+        _CONFIGURED[outer] = _CONFIGURED[inner]
 
 
 def _snapshot(config: Config) -> WebSnapshot | None:
@@ -92,17 +97,11 @@ class RoutingFetcher:
         self.config = config
         store = _snapshot(config)
         self.web: Fetcher | None = None
-        self._recorded: dict[bool, Fetcher] = {}  # the snapshot, by whether a fetch may reach private addresses
+        self._recorded: Fetcher | None = None
         if opens_web(config.engines, config.allow_web):
             self.web = fetchers.get(config.fetcher)(config)
             if store is not None:  # local:// documents are on this machine: never recorded
-                rules = fetch_rules(config)
-                public = rules.model_copy(update={"private_network": False})
-                # A fetch a public origin led to is never shown a page recorded where private addresses were allowed.
-                self._recorded = {
-                    True: SnapshotFetcher(self.web, store, rules),
-                    False: SnapshotFetcher(self.web, store, public),
-                }
+                self._recorded = ReachingSnapshotFetcher(self.web, store, fetch_rules(config))
         self.local: Fetcher | None = None
 
     async def fetch(self, url: str) -> Page:
@@ -117,9 +116,7 @@ class RoutingFetcher:
             raise FetchError(
                 "refused", "refused: this run reads only local documents (--allow-web lets it open the web)"
             )
-        if self._recorded:
-            return await self._recorded[current_reach().private].fetch(url)
-        return await self.web.fetch(url)
+        return await (self._recorded or self.web).fetch(url)
 
     async def aclose(self) -> None:
         """Close both."""

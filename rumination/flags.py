@@ -36,6 +36,10 @@ _COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "fetch": ("model", "BrowsingSettings", "-prefetch", "SourceSettings", "-open_any_url", "StorageSettings"),
     "index": ("pdf_timeout", "pdf_max_memory_mb", "data_dir"),
     "config": (),
+    "sessions": ("data_dir",),
+    "show": ("data_dir",),
+    "resume": _RUN,
+    "replay": _RUN,
 }
 
 
@@ -132,10 +136,15 @@ def _option_kind(field: str) -> dict[str, Any]:
     return {"type": kind if kind in (int, float) else str, "metavar": metavar, "help": help_text}
 
 
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags on this command line (not the file's or the environment's)."""
+    given = {f: getattr(args, f, None) for _, fields in settings_of(args.command) for f in fields}
+    return {field: value for field, value in given.items() if value is not None}
+
+
 def load_config(args: argparse.Namespace) -> Config:
     """The configuration with this command's flags applied on top of the file and the environment."""
-    given = {f: getattr(args, f, None) for _, fields in settings_of(args.command) for f in fields}
-    given = {field: value for field, value in given.items() if value is not None}
+    given = given_settings(args)
     flags = {field: flag_name(field) for field in given}
     for old, (field, const) in _OLD_NAMES.items():
         value = getattr(args, f"old:{old}", None)

@@ -26,7 +26,7 @@ from rumination.search.base import SearchEngine, SearchError, SearchHit
 from rumination.search.errors import RateLimited, Unreachable
 from rumination.urls import domain_allowed, normalize_url, url_key
 from rumination.web.base import Fetcher, FetchError, FetchErrorKind, Page
-from rumination.web.fetch import RETRY_STATUSES
+from rumination.web.fetch import RETRY_STATUSES, current_reach
 
 # A snapshot folder holds one JSON record per file, so a human can read it and runs (and processes) can share it:
 #   snapshot.json             the manifest: format version, when it was made
@@ -394,13 +394,15 @@ def _reason(exc: Exception) -> str:
 class SnapshotEngine:
     """A search engine served from a snapshot: the wrapped engine is asked only for searches not recorded yet."""
 
-    def __init__(self, engine: SearchEngine, store: WebSnapshot):
+    def __init__(self, engine: SearchEngine, store: WebSnapshot, key_name: str | None = None):
+        """`key_name` names the engine in the records' keys (by default the engine's own name)."""
         self.engine, self.store = engine, store
         self.name = engine.name
+        self._key_name = key_name or engine.name
 
     async def search(self, query: str, max_results: int) -> list[SearchHit]:
         """The recorded hits (or error) of this search; on a miss, the engine's, recorded first."""
-        key = search_key(self.name, query, max_results)
+        key = search_key(self._key_name, query, max_results)
         async with self.store.exclusive(key):
             record = await asyncio.to_thread(self.store.get_search, key)
             if record is not None and record.lasting:
@@ -461,3 +463,37 @@ class SnapshotFetcher:
     async def aclose(self) -> None:
         """Close the wrapped fetcher."""
         await self.fetcher.aclose()
+
+
+class ReachingSnapshotFetcher:
+    """A SnapshotFetcher per reach: a fetch a public origin led to is never shown a page recorded with private reach."""
+
+    def __init__(self, fetcher: Fetcher, store: WebSnapshot, rules: FetchRules):
+        public = rules.model_copy(update={"private_network": False})
+        self.by_reach = {True: SnapshotFetcher(fetcher, store, rules), False: SnapshotFetcher(fetcher, store, public)}
+        self.fetcher, self.name = fetcher, fetcher.name
+
+    async def fetch(self, url: str) -> Page:
+        """The recorded page of `url` under the rules of this fetch's reach, else the wrapped fetcher's, recorded."""
+        return await self.by_reach[current_reach().private].fetch(url)
+
+    async def aclose(self) -> None:
+        """Close the wrapped fetcher."""
+        await self.fetcher.aclose()
+
+
+class Offline:
+    """The engine and fetcher behind a replay: only the recording answers; a miss is an error, never a request."""
+
+    name = "offline"
+
+    async def search(self, query: str, max_results: int) -> list[SearchHit]:
+        """Refuse: the replayed run never made this search."""
+        raise SearchError("this search is not in the recorded web (a replay makes no new searches)")
+
+    async def fetch(self, url: str) -> Page:
+        """Refuse: the replayed run never read this page."""
+        raise FetchError("refused", f"{url} is not in the recorded web (a replay reads no new pages)")
+
+    async def aclose(self) -> None:
+        """Nothing to close."""

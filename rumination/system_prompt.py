@@ -121,8 +121,8 @@ class PromptRenderer:
         """The renderer of one run with this configuration."""
         return cls(tokenizer, SystemSettings.from_config(config))
 
-    def render(self, messages: list[dict[str, str]]) -> Prompt:
-        """The prompt for `messages`, ending with `<|assistant|>`, its system segment edited."""
+    def render(self, messages: list[dict[str, str]], turn: int = 0) -> Prompt:
+        """The prompt for `messages` (for generation `turn`), ending with `<|assistant|>`, its system segment edited."""
         text = edit_system(render(self.tokenizer, messages), self.settings)[0]
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]  # counted once: the loop and the backend
-        return Prompt(text, tuple(dict(m) for m in messages), ids)
+        return Prompt(text, tuple(dict(m) for m in messages), ids, turn)

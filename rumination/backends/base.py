@@ -41,6 +41,7 @@ class Prompt:
     text: str
     messages: tuple[dict[str, str], ...] = ()
     ids: list[int] | None = field(default=None, compare=False, repr=False)  # the text's tokens, when counted already
+    turn: int = 0  # the run's generation it is for: tool turn n, or the report's (tool turns + 1); 0: not a run's
 
     @classmethod
     def of(cls, tokenizer: Any, messages: list[dict[str, str]]) -> Prompt:

@@ -18,12 +18,13 @@ from rumination.protocol import DEFAULT_MODEL
 
 
 class ScriptedBackend:
-    """Each generation returns the next string of a JSON array, cut at the first stop token.
+    """Each generation returns a string of a JSON array, cut at the first stop token.
 
-    A string longer than `max_new_tokens` is cut there and ends with finish_reason "length", as a
-    real engine would. Every prompt is kept in `prompts` so tests can assert on it. The script is
-    replayed once across all calls; `for_run()` gives a copy that replays it from its start (a batch
-    takes one per question).
+    A run's prompt for turn n gets output n (the report's prompt, after n tool turns, gets output n + 1), so a
+    resumed run continues its script where it stopped; a prompt that names no turn gets the next output. A string
+    longer than `max_new_tokens` is cut there and ends with finish_reason "length", as a real engine would. Every
+    prompt is kept in `prompts` so tests can assert on it. `for_run()` gives a copy with no prompts recorded and the
+    script from its start (a batch takes one per question).
     """
 
     name = "scripted"
@@ -55,15 +56,16 @@ class ScriptedBackend:
 
     async def generate(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Chunk]:
         """Stream the next scripted output."""
-        if len(self.prompts) >= len(self.outputs):
+        index = prompt.turn - 1 if prompt.turn else len(self.prompts)
+        if index >= len(self.outputs):
             raise BackendError(
-                f"the script ran out of outputs: all {len(self.outputs)} were used. A script is replayed once "
-                "(start a new run with a new --script), and a run needs one output per tool turn plus one for "
-                "the report after the finish call"
+                f"the script ran out of outputs: generation {index + 1} was asked for and the script has "
+                f"{len(self.outputs)}. A run needs one output per tool turn plus one for the report after the finish "
+                "call"
             )
         start = time.perf_counter()
         self.prompts.append(prompt.text)
-        text, finish = cut_at_stop(self.outputs[len(self.prompts) - 1]), "stop"
+        text, finish = cut_at_stop(self.outputs[index]), "stop"
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) > params.max_new_tokens:
             ids = ids[: params.max_new_tokens]
