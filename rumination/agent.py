@@ -18,7 +18,7 @@ from rumination import events as ev
 from rumination import journal as jr
 from rumination.backends.base import Chunk, ModelBackend, Outcome, OutOfMemory, Prompt, SamplingParams
 from rumination.browser import Browser
-from rumination.citations import mark_cited, unverified_urls
+from rumination.citations import check_citations, mark_cited, unverified_urls
 from rumination.config import Config
 from rumination.errors import BackendError, RuminationError
 from rumination.factory import make_engine, make_fetcher
@@ -159,8 +159,13 @@ class Researcher:
         try:
             engine = self._engine or make_engine(self.config)
             fetcher = self._fetcher or make_fetcher(self.config)
-            if self.config.journal:
-                run = Run.resume(log) if log is not None else Run.start(question, self.config, replay_of)
+            if log is not None:
+                run = Run.resume(log)
+            elif self.config.journal:
+                try:
+                    run = Run.start(question, self.config, replay_of)
+                except jr.JournalError as exc:  # a read-only or full disk costs the journal, not the research
+                    yield ev.ErrorEvent(message=f"{exc}; the run goes on without one (--no-journal: do not try)")
             async for event in self._journaled(run, self._run(question, engine, fetcher, run, log)):
                 yield event
         except RuminationError as exc:
@@ -517,7 +522,8 @@ class Researcher:
         yield ev.RunFinished(result=self._result(st, report, stop))
 
     def _result(self, st: _State, report: str, stop: StopReason, error: str | None = None) -> ResearchResult:
-        sources = mark_cited(st.browser.sources, report)
+        citations = check_citations(report, st.browser.sources, st.steps)
+        sources = mark_cited(st.browser.sources, citations)
         return ResearchResult(
             question=st.question,
             report=report,
@@ -531,8 +537,9 @@ class Researcher:
             model=self.backend.model_id,
             started_at=st.started_at,
             finished_at=datetime.now(UTC),
-            unverified_urls=unverified_urls(sources, report),
+            unverified_urls=unverified_urls(citations),
             messages=[Message.model_validate(m) for m in st.messages],
+            citations=citations,
             run_id=st.run.id if st.run else None,
         )
 

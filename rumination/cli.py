@@ -432,9 +432,12 @@ def _research(researcher: Any, events: Any, args: argparse.Namespace) -> tuple[i
     """Run a research stream with the ask command's output rules; the exit code and the result."""
     import asyncio
 
+    run_id: list[str] = []
     try:
-        result = asyncio.run(_consume(researcher, events, args))
-    except asyncio.CancelledError:
+        result = asyncio.run(_consume(researcher, events, args, run_id))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        if run_id:
+            print(f"\nrumination resume {run_id[0]} continues this run from its last complete turn", file=sys.stderr)
         raise KeyboardInterrupt from None
     _snapshot_note(researcher.config, args.quiet)
     _finish_output(result, args, printed=True)
@@ -598,7 +601,7 @@ def _handle_ctrl_c(researcher: Any, started: list[bool]) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, on_sigint)
 
 
-async def _consume(researcher: Any, events: Any, args: argparse.Namespace) -> Any:
+async def _consume(researcher: Any, events: Any, args: argparse.Namespace, run_id: list[str]) -> Any:
     from rumination import events as ev
     from rumination.console import Trace
     from rumination.sanitize import terminal_safe
@@ -613,6 +616,8 @@ async def _consume(researcher: Any, events: Any, args: argparse.Namespace) -> An
     _handle_ctrl_c(researcher, started)
     async for event in events():
         started[0] = started[0] or isinstance(event, ev.RunStarted)
+        if isinstance(event, ev.RunStarted) and event.run_id:
+            run_id[:] = [event.run_id]
         if trace is not None:
             trace(event)
         if args.jsonl:

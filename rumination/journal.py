@@ -170,7 +170,8 @@ class Journal:
         """A new run folder under `data_dir` and its journal, the header written."""
         folder = run_folder(data_dir, header.id)
         try:
-            folder.mkdir(parents=True)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700)  # questions and what was read are the user's own business
         except FileExistsError:
             raise JournalError(f"run {header.id} exists already") from None
         except OSError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from rumination import journal as jr
@@ -15,6 +16,7 @@ from rumination.snapshot import Offline, ReachingSnapshotFetcher, SnapshotEngine
 from rumination.web.base import Fetcher
 
 RECORDED_ENGINE = "run"  # the engine's name in the keys of a run's recorded searches, whatever engines it used
+PATHS = ("script", "web_snapshot", "data_dir", "cache_dir")
 REPLAY_UNLIMITED = 1 << 30  # a replay of recorded outputs is never stopped by a token budget the original passed
 
 
@@ -79,6 +81,9 @@ def recorded_web(log: jr.RunLog, config: Config) -> tuple[SearchEngine, Fetcher]
 def recorded_config(config: Config, started: datetime) -> dict[str, Any]:
     """The settings as the journal keeps them: no secrets, and the year the model is told pinned to the start's."""
     values = config.model_dump(mode="json", exclude=set(SECRETS))
+    for name in PATHS:  # a resume may start in another working directory
+        if values.get(name) is not None:
+            values[name] = str(Path(values[name]).expanduser().absolute())
     if values.get("current_year") and values.get("today") is None:
         values["today"] = started.date().isoformat()
     return values
