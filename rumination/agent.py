@@ -28,7 +28,7 @@ from rumination.parser import ToolCallError, parse_tool_call
 from rumination.protocol import FINISH_CALL, THINK_CLOSE, THINK_OPEN
 from rumination.registry import backends
 from rumination.results import Message, ResearchResult, Step, StopReason, ToolCall, ToolResult, TurnUsage, Usage
-from rumination.runs import Run, config_for
+from rumination.runs import Run, config_for, journaled
 from rumination.sanitize import clean_text, terminal_safe
 from rumination.search.base import SearchEngine
 from rumination.streaming import ThinkSplitter, split_thinking
@@ -165,8 +165,8 @@ class Researcher:
                 try:
                     run = Run.start(question, self.config, replay_of)
                 except jr.JournalError as exc:  # a read-only or full disk costs the journal, not the research
-                    yield ev.ErrorEvent(message=f"{exc}; the run goes on without one (--no-journal: do not try)")
-            async for event in self._journaled(run, self._run(question, engine, fetcher, run, log)):
+                    yield ev.ErrorEvent(message=f"{exc}; the run goes on without a journal (so it cannot be resumed)")
+            async for event in journaled(run, self._run(question, engine, fetcher, run, log)):
                 yield event
         except RuminationError as exc:
             event = ev.ErrorEvent(message=str(exc), fatal=True)
@@ -182,22 +182,6 @@ class Researcher:
                 await engine.aclose()
             if fetcher is not None and self._fetcher is None:
                 await fetcher.aclose()
-
-    @staticmethod
-    async def _journaled(run: Run | None, events: AsyncIterator[ev.Event]) -> AsyncIterator[ev.Event]:
-        """The events, each appended to the run's journal first; a journal that fails is said once, the run goes on."""
-        async with contextlib.aclosing(events):
-            async for event in events:
-                failure = run.journal.event(event) if run is not None else None
-                yield event
-                if failure is None and run is not None and run.journal.broken and not run.warned:
-                    failure = run.journal.broken
-                if failure is not None and run is not None and not run.warned:
-                    run.warned = True
-                    yield ev.ErrorEvent(
-                        message=f"the run's journal cannot be written ({failure}); the run goes on, but it cannot "
-                        "be resumed or replayed"
-                    )
 
     async def _run(
         self, question: str, engine: SearchEngine, fetcher: Fetcher, run: Run | None, log: jr.RunLog | None

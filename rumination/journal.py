@@ -172,8 +172,6 @@ class Journal:
         try:
             folder.parent.mkdir(parents=True, exist_ok=True)
             folder.mkdir(mode=0o700)  # questions and what was read are the user's own business
-        except FileExistsError:
-            raise JournalError(f"run {header.id} exists already") from None
         except OSError as exc:
             raise JournalError(f"cannot create the run journal in {folder.parent}: {exc.strerror or exc}") from None
         journal = cls(folder / JOURNAL)
@@ -183,32 +181,28 @@ class Journal:
             raise JournalError(f"cannot write the run journal {journal.path}: {journal.broken}")
         return journal
 
-    def write(self, record: BaseModel) -> str | None:
-        """Append one record; on a write error (a full disk), stop journaling and return the reason once."""
+    def write(self, record: BaseModel) -> None:
+        """Append one record; after a write error (a full disk), `broken` says why and nothing more is written."""
         if self.broken:
-            return None
+            return
         try:
             self._file.write(record.model_dump_json().encode() + b"\n")
             self._file.flush()
         except (OSError, ValueError) as exc:
             self.broken = getattr(exc, "strerror", None) or str(exc)
-            return self.broken
-        return None
 
-    def event(self, event: ev.Event) -> str | None:
+    def event(self, event: ev.Event) -> None:
         """Append one event."""
-        return self.write(EventRecord(event=event))
+        self.write(EventRecord(event=event))
 
-    def sync(self) -> str | None:
+    def sync(self) -> None:
         """Make what was written durable (a turn's end)."""
         if self.broken:
-            return None
+            return
         try:
             os.fsync(self._file.fileno())
         except OSError as exc:
             self.broken = exc.strerror or str(exc)
-            return self.broken
-        return None
 
     def close(self) -> None:
         """Sync, unlock and close."""

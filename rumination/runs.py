@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rumination import events as ev
 from rumination import journal as jr
 from rumination.config import SECRETS, Config
 from rumination.factory import fetch_rules, same_origin
@@ -61,6 +64,21 @@ class Run:
     def close(self) -> None:
         """Close the journal (the run's lock goes with it)."""
         self.journal.close()
+
+
+async def journaled(run: Run | None, events: AsyncIterator[ev.Event]) -> AsyncIterator[ev.Event]:
+    """`events`, each appended to the run's journal first; a journal that fails is said once, and the run goes on."""
+    async with contextlib.aclosing(events):
+        async for event in events:
+            if run is not None:
+                run.journal.event(event)
+            yield event
+            if run is not None and run.journal.broken and not run.warned:
+                run.warned = True
+                yield ev.ErrorEvent(
+                    message=f"the run's journal cannot be written ({run.journal.broken}); the run goes on, but it "
+                    "cannot be resumed or replayed"
+                )
 
 
 def record_into(

@@ -28,12 +28,11 @@ def main() -> int:
 
     write, fetch = journal.Journal.write, SnapshotFetcher.fetch
 
-    def killing_write(self: journal.Journal, record: Any) -> str | None:
-        failure = write(self, record)
+    def killing_write(self: journal.Journal, record: Any) -> None:
+        write(self, record)
         kind = record.kind if record.kind != "event" else f"event:{record.event.type}"
         if kind == point:
             hit()
-        return failure
 
     async def killing_fetch(self: SnapshotFetcher, url: str) -> Any:
         page = await fetch(self, url)

@@ -180,26 +180,32 @@ def test_foreign_damaged_and_newer_journals_say_what_they_are(tmp_path):
 
 async def test_a_journal_that_cannot_be_written_warns_once_and_the_run_goes_on(web, monkeypatch):
     settings = cfg(web)
+    write = jr.Journal.write
     failures = []
 
     def full_disk(self, record):
-        if record.kind != "header":
-            self.broken = self.broken or "No space left on device"
-            failures.append(record.kind)
-            return None if len(failures) > 1 else self.broken
-        return None
+        if record.kind == "header":
+            return write(self, record)
+        failures.append(record.kind)
+        self.broken = "No space left on device"
 
-    original = jr.Journal.write
-    monkeypatch.setattr(jr.Journal, "write", lambda self, record: original(self, record) or full_disk(self, record))
-    events = [
-        e
-        async for e in Researcher(settings, backend=ScriptedBackend(settings, outputs=script(web.base))).stream(
-            QUESTION
-        )
-    ]
+    monkeypatch.setattr(jr.Journal, "write", full_disk)
+    researcher = Researcher(settings, backend=ScriptedBackend(settings, outputs=script(web.base)))
+    events = [e async for e in researcher.stream(QUESTION)]
     warnings = [e for e in events if isinstance(e, ev.ErrorEvent) and "journal cannot be written" in e.message]
-    assert len(warnings) == 1 and not warnings[0].fatal
-    assert events[-1].result.stop_reason == "finished"
+    assert len(warnings) == 1 and not warnings[0].fatal and "No space left on device" in warnings[0].message
+    assert events[-1].result.stop_reason == "finished" and events[-1].result.report.startswith("# Gutenberg")
+    assert len(failures) > 10
+
+
+async def test_a_data_dir_that_cannot_be_written_costs_the_journal_not_the_run(web, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    settings = cfg(web, data_dir=blocked)
+    researcher = Researcher(settings, backend=ScriptedBackend(settings, outputs=script(web.base)))
+    events = [e async for e in researcher.stream(QUESTION)]
+    assert any(isinstance(e, ev.ErrorEvent) and "without a journal" in e.message for e in events)
+    assert events[-1].result.stop_reason == "finished" and events[-1].result.run_id is None
 
 
 async def test_replay_with_recorded_outputs_is_byte_identical_with_the_web_gone(web, capsys):
