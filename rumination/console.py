@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from rumination import events as ev
+from rumination import export
 from rumination.sanitize import terminal_safe
 
 
@@ -87,10 +88,8 @@ class Trace:
                     self._line(f"  [{source.id}] {source.title} · {source.final_url}{cited}", "2")
                 if not r.sources:
                     self._line("warning: no page was read; the report rests on the model's own knowledge", "33")
-                if r.unverified_urls:
-                    self._line("warning: the report links to pages the run never read:", "33")
-                    for url in r.unverified_urls:
-                        self._line(f"  {url}", "33")
+                for problem in export.warnings(r):  # unverified and unsupported citations
+                    self._line(f"warning: {problem}", "33")
 
 
 def plural(count: int, noun: str) -> str:

@@ -155,7 +155,7 @@ def test_the_trace_lists_the_sources_and_the_links_never_read(web, tmp_path, cap
     assert main(["ask", "q", *flags]) == 0
     err = capsys.readouterr().err
     assert f"[1] Johannes Gutenberg and movable type · {web.base}/gutenberg.html (cited)" in err
-    assert "the report links to pages the run never read:\n  https://never.example/read" in err
+    assert "warning: 1 citation points at a page the run never read: https://never.example/read\n" in err
 
 
 def test_small_messages_say_what_to_do(tmp_path, monkeypatch, capsys, web):

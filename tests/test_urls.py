@@ -146,12 +146,14 @@ def test_domain_lists_do_not_filter_local_documents():
 def test_reports_citing_local_documents_are_checked_like_web_pages():
     from datetime import UTC, datetime
 
-    from rumination.citations import mark_cited, unverified_urls
+    from rumination.citations import check_citations, mark_cited, unverified_urls
     from rumination.results import Source
     from rumination.urls import url_key
 
     read = Source(id=1, url="local://papers/1", final_url="local://papers/1", title="t", fetched_at=datetime.now(UTC))
-    report = "See [1](local://papers/1) and [2](local://papers/99), and https://papers/1."
-    assert mark_cited([read], report)[0].cited
-    assert unverified_urls([read], report) == ["https://papers/1", "local://papers/99"]
+    report = "See [1](local://papers/1) and [2](local://papers/99), and https://papers/1, and local://papers/1."
+    citations = check_citations(report, [read], [])
+    assert [(c.form, c.source_id) for c in citations] == [("link", 1), ("link", None), ("url", None), ("url", 1)]
+    assert mark_cited([read], citations)[0].cited
+    assert unverified_urls(citations) == ["https://papers/1", "local://papers/99"]
     assert url_key("local://papers/1/") != url_key("https://papers/1")
