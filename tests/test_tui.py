@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import webbrowser
 from collections.abc import Callable
@@ -13,14 +14,16 @@ from test_e2e import QUESTION, script
 from textual.widgets import Collapsible, Input, Markdown, Static, TabbedContent
 
 from rumination import events as ev
+from rumination import journal
 from rumination.agent import Researcher
 from rumination.backends.scripted import ScriptedBackend
 from rumination.config import Config
 from rumination.errors import BackendError
-from rumination.results import ToolCall, TurnUsage
+from rumination.journal import RunSummary
+from rumination.results import Citation, ResearchResult, Source, ToolCall, TurnUsage, Usage
 from rumination.search.base import SearchHit
 from rumination.tui.app import CONFIG_ADVICE, SEARCH_ADVICE, ResearchApp, model_label
-from rumination.tui.panels import SourcesTable, ThinkingLog, Timeline
+from rumination.tui.panels import SessionsScreen, SessionsTable, SourcesTable, ThinkingLog, Timeline
 from rumination.web.base import Page
 
 REPORT = "\n<think>\nSummarise.\n</think>\n# Partial report\n\nWhat was gathered."
@@ -188,7 +191,8 @@ async def test_a_failing_backend_is_shown_in_the_app(web):
         await pilot.press("l")
         await pilot.pause()
         assert _error(app).startswith("The run failed: the script ran out of outputs")
-        assert "replayed once" in _error(app) and "Press n to try again" in _error(app)
+        assert "generation 2 was asked for and the script has 1" in _error(app)
+        assert "Press n to try again" in _error(app)
         assert app.query_one("#error").region.height >= 4  # message and advice, not one cut-off line
         await pilot.press("escape")
         assert _error(app) == ""
@@ -207,7 +211,7 @@ async def test_a_config_error_is_shown_with_its_advice():
 async def test_a_failing_search_engine_stays_on_screen(web):
     cfg = Config(backend="scripted", search="searxng", searxng_url=f"http://127.0.0.1:{closed_port()}")
     finish = turn({"name": "finish", "arguments": {}})
-    outputs = [turn({"name": "search", "arguments": {"query": "Gutenberg"}}), finish, REPORT, finish, REPORT]
+    outputs = [turn({"name": "search", "arguments": {"query": "Gutenberg"}}), finish, REPORT]
     app = ResearchApp(cfg, researcher=Researcher(cfg, backend=ScriptedBackend(cfg, outputs=outputs)))
     async with app.run_test(size=(80, 24)) as pilot:
         app.start("q")
@@ -216,6 +220,8 @@ async def test_a_failing_search_engine_stays_on_screen(web):
         error = _error(app)
         assert error.startswith("Search failed (turn 1): search failed: ")
         assert "unreachable" in error and error.endswith(SEARCH_ADVICE)
+        # The scripted backend gives turn n its output n: the next run's script has no search.
+        app._researcher = Researcher(cfg, backend=ScriptedBackend(cfg, outputs=[finish, REPORT]))
         app.start("again")  # a new run starts with a clean slate
         await _until(pilot, lambda: app.result is not None)
         assert app.result.question == "again" and _error(app) == ""
@@ -229,6 +235,7 @@ PAGES = {
     f"{BASE}/spread": ("How printing spread across Europe", "By 1500 presses worked in more than 250 cities."),
 }
 T0 = datetime(2026, 1, 2, 12, 0, 0, tzinfo=UTC)
+RUN_ID = "5f3a9c21"
 
 
 class _Engine:
@@ -272,7 +279,8 @@ def _recorded_events() -> list[ev.Event]:
                 raise FetchError("http", "HTTP 404 Not Found")
             return await super().fetch(url)
 
-    cfg = Config(backend="scripted")
+    # No journal: a module-scoped fixture runs before the autouse one that points the data dir at a temporary folder.
+    cfg = Config(backend="scripted", journal=False)
     researcher = Researcher(cfg, backend=ScriptedBackend(cfg, outputs=outputs), engine=_Engine(), fetcher=_Missing())
     import asyncio
 
@@ -282,13 +290,16 @@ def _recorded_events() -> list[ev.Event]:
     events = []
     for i, event in enumerate(asyncio.run(collect())):
         update: dict = {"at": T0 + timedelta(seconds=i)}
+        if isinstance(event, ev.RunStarted):
+            update["run_id"] = RUN_ID
         if isinstance(event, ev.ObservationEvent):
             update["seconds"] = 0.4
         if isinstance(event, ev.TurnFinished):
             usage = event.usage.model_copy(update={"seconds": 2.0, "first_token_seconds": 0.5})
             update.update(usage=usage, elapsed=10.0 * event.usage.turn)
         if isinstance(event, ev.RunFinished):
-            result = event.result.model_copy(update={"started_at": T0, "finished_at": T0 + timedelta(seconds=83)})
+            times = {"started_at": T0, "finished_at": T0 + timedelta(seconds=83), "run_id": RUN_ID}
+            result = event.result.model_copy(update=times)
             update["result"] = result
         events.append(event.model_copy(update=update))
     return events
@@ -633,8 +644,12 @@ async def test_long_cells_end_in_an_ellipsis_at_80_columns():
         await pilot.pause()
         sources = app.query_one(SourcesTable)
         header, row = _line_texts(sources)
-        assert header.split() == ["[n]", "title", "host", "read"]
-        assert row.split("  ")[:3] == [" [1]", " Johannes Gutenberg, the forty-two-l…", "www.an-unusually-long…"]
+        assert header.split() == ["[n]", "cited", "title", "host", "read"]
+        assert [part.strip() for part in row.split("  ") if part.strip()][:3] == [
+            "[1]",
+            "Johannes Gutenberg, the fort…",
+            "www.an-unusually-long…",
+        ]
         assert row.endswith("12:00:14")
 
 
@@ -799,3 +814,281 @@ async def test_quitting_while_the_report_streams_hands_back_what_was_written():
         app.on_research_event(ev.ReportDelta(text=" and its second half", at=T0))
         await app.action_quit()
     assert app.return_value == "# Half a report and its second half"
+
+
+# --- run ids, the sessions list, resuming, citation marks (issue 12) -------------------------------------------------
+
+
+async def _open_sessions(pilot) -> SessionsScreen:
+    await pilot.press("h")
+    await _until(pilot, lambda: isinstance(pilot.app.screen, SessionsScreen) and pilot.app.screen.loaded)
+    await pilot.pause()
+    return pilot.app.screen
+
+
+def _rows(screen: SessionsScreen) -> list[tuple[str, str]]:
+    """(id, status) of each run listed, top to bottom."""
+    table = screen.query_one(SessionsTable)
+    return [(str(row.key.value), str(table.get_cell(row.key, "status"))) for row in table.ordered_rows]
+
+
+async def _pick(pilot, screen: SessionsScreen, run_id: str) -> None:
+    """Move to run `run_id` in the list and press Enter."""
+    table = screen.query_one(SessionsTable)
+    table.move_cursor(row=table.get_row_index(run_id))
+    await pilot.press("enter")
+    await pilot.pause()
+
+
+async def test_the_run_id_is_shown_from_run_started_on():
+    app = ResearchApp(Config(backend="scripted"))
+    app.clock = lambda: 42.0  # the spinner's first frame
+    async with app.run_test(size=(100, 30)) as pilot:
+        started = _events_with_long_cells()[0]
+        app.on_research_event(started)
+        await pilot.pause()
+        assert "run " not in _status(app)  # journaling off: no id to show
+        app.on_research_event(started.model_copy(update={"run_id": "1a2b3c4d"}))
+        await pilot.pause()
+        assert _status(app).startswith("⠋ run 1a2b3c4d │ turn 0/35")
+        app.on_research_event(started.model_copy(update={"run_id": "1a2b3c4d", "resumed_after": 3}))
+        await pilot.pause()
+        assert _status(app).startswith("⠋ resumed run 1a2b3c4d after 3 turns │ turn 0/35")
+
+
+async def test_sessions_list_resumes_a_failed_run_with_its_id(web):
+    cfg = _config(web)
+    full = script(web.base)
+    app = ResearchApp(cfg, researcher=Researcher(cfg, backend=ScriptedBackend(cfg, outputs=full)))
+    statuses: list[str] = []
+    shown = app.on_research_event
+
+    def watch(event: ev.Event) -> None:
+        shown(event)
+        if isinstance(event, ev.RunStarted):
+            statuses.append(_status(app))
+
+    app.on_research_event = watch  # type: ignore[method-assign]
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.start(QUESTION)
+        await _until(pilot, lambda: app.result is not None)
+        finished = app.result
+        assert re.fullmatch("[0-9a-f]{8}", finished.run_id or "")
+        assert f"run {finished.run_id} │ done: finished" in _status(app)  # still there once the run has ended
+
+        # A run whose script runs out after two turns: it fails, with the turns done kept for a resume.
+        app._researcher = Researcher(cfg, backend=ScriptedBackend(cfg, outputs=full[:2]))
+        app.start("How fast did printing spread?")
+        await _until(pilot, lambda: app.phase == "failed")
+        failed = app.result.run_id
+        assert failed and failed != finished.run_id and f"run {failed} │ failed: " in _status(app)
+        unreadable = cfg.data_dir / "runs" / "deadbeef"
+        unreadable.mkdir()
+        (unreadable / "journal.jsonl").write_text("not a journal\n")
+
+        screen = await _open_sessions(pilot)
+        assert _rows(screen) == [(failed, "failed"), (finished.run_id, "finished")]  # newest first
+        table = screen.query_one(SessionsTable)
+        assert str(table.get_cell(failed, "question")) == "How fast did printing spread?"
+        assert str(table.get_cell(failed, "turns")) == "2"
+        note = str(screen.query_one("#sessions-note", Static).content)
+        assert note.startswith("1 journal could not be read") and "deadbeef" in note
+
+        app._researcher = Researcher(cfg, backend=ScriptedBackend(cfg, outputs=full))  # now with the whole script
+        await _pick(pilot, screen, failed)
+        assert not isinstance(app.screen, SessionsScreen)
+        await _until(pilot, lambda: app.result is not None)
+        await pilot.pause()
+        result = app.result
+        assert result.run_id == failed and result.stop_reason == "finished" and result.turns == 4
+        assert result.report == finished.report
+        assert app.query_one("#report-md", Markdown).source == result.report
+        assert statuses[-1][2:].startswith(f"resumed run {failed} after 2 turns │ turn 2/35")  # after a spinner
+        assert f"run {failed} │ done: finished" in _status(app)
+        # The turns done before the resume are shown too, then the ones done after it.
+        assert app.query_one(Timeline).row_count == 4 and app.query_one(SourcesTable).row_count == 2
+        titles = [b.title.split(" · ")[0] for b in app.query(Collapsible)]
+        assert titles == ["Turn 1", "Turn 2", "Turn 3", "Turn 4", "Report"]
+        assert app.query_one("#question", Input).value == "How fast did printing spread?"
+
+        screen = await _open_sessions(pilot)
+        assert _rows(screen) == [(failed, "finished"), (finished.run_id, "finished")]
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, SessionsScreen)
+
+
+async def test_sessions_list_shows_a_finished_run_without_running_it(web):
+    cfg = _config(web)
+    first = ResearchApp(cfg, researcher=Researcher(cfg, backend=ScriptedBackend(cfg, outputs=script(web.base))))
+    async with first.run_test(size=(100, 30)) as pilot:
+        first.start(QUESTION)
+        await _until(pilot, lambda: first.result is not None)
+    finished = first.result
+
+    backend = ScriptedBackend(cfg, outputs=[])
+    app = ResearchApp(cfg, researcher=Researcher(cfg, backend=backend))
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.query_one(ThinkingLog).focus()
+        held = journal.Journal(journal.find(cfg.data_dir, finished.run_id))  # as another process running it would
+        try:
+            screen = await _open_sessions(pilot)
+            assert _rows(screen) == [(finished.run_id, "running")]
+            await _pick(pilot, screen, finished.run_id)
+            assert app.screen is screen  # nothing to open yet
+            assert any("is running in another rumination process" in note for note in _notes(app))
+            await pilot.press("escape")
+        finally:
+            held.close()
+
+        screen = await _open_sessions(pilot)
+        await _pick(pilot, screen, finished.run_id)
+        await _until(pilot, lambda: app.result is not None)
+        await pilot.pause()
+        assert app.result.run_id == finished.run_id and app.phase == "done"
+        assert app.query_one(TabbedContent).active == "report"
+        assert app.query_one("#report-md", Markdown).source == finished.report
+        assert app.query_one("#question", Input).value == QUESTION
+        assert app.query_one(SourcesTable).row_count == 2 and app.query_one(Timeline).row_count == 4
+        first_turn = app.query(Collapsible).first().query_one(".thinking", Static)
+        assert str(first_turn.content) == "I should search first."
+        assert f"run {finished.run_id} │ done: finished" in _status(app)
+        assert backend.prompts == []  # shown from the journal: nothing ran
+
+
+def _cited_result() -> ResearchResult:
+    """A report citing one page in support, one page for a number it lacks, and a page the run never read."""
+    unread = "[3](https://never.example/[b]read[/b])"
+    report = (
+        "# Printing\n\nGutenberg printed with movable type around 1440 [1]. By 1500 presses worked in 1450 "
+        f"[link=https://evil.example]cities[/link] [2]. A [bold red]claim[/] cites {unread}."
+    )
+
+    def cited(text: str, source_id: int | None, missing: list[str], target: str) -> Citation:
+        start = report.index(text)
+        form = "link" if text.endswith(")") else "number"
+        return Citation(
+            text=text,
+            start=start,
+            end=start + len(text),
+            form=form,
+            target=target,
+            source_id=source_id,
+            missing=missing,
+        )
+
+    sources = [
+        Source(id=n, url=url, final_url=url, title=title, fetched_at=T0, cited=True)
+        for n, (url, (title, _)) in enumerate(PAGES.items(), 1)
+    ]
+    return ResearchResult(
+        question=QUESTION,
+        report=report,
+        sources=sources,
+        steps=[],
+        turns=2,
+        stop_reason="finished",
+        usage=Usage(),
+        backend="scripted",
+        model="scripted",
+        started_at=T0,
+        finished_at=T0 + timedelta(seconds=30),
+        run_id="1a2b3c4d",
+        citations=[
+            cited("[1]", 1, [], "1"),
+            cited("[2]", 2, ["1450", '"[red]forty-two lines[/red]"'], "2"),
+            cited(unread, None, [], "https://never.example/[b]read[/b]"),
+        ],
+    )
+
+
+async def test_citation_marks_show_what_to_check():
+    app = ResearchApp(Config(backend="scripted"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.on_research_event(ev.RunFinished(result=_cited_result(), at=T0))
+        await pilot.pause()
+        sources = app.query_one(SourcesTable)
+        assert str(sources.get_cell("1", "cited")) == "✓"
+        assert str(sources.get_cell("2", "cited")) == "⚠ 1/1"
+
+        notes = str(app.query_one("#citations", Static).content)
+        assert notes.startswith("Citations to check (1 never read, 1 unsupported by the page cited)")
+        assert "✗ [3](https://never.example/[b]read[/b]) never read" in notes
+        assert '⚠ [2] lacks 1450, "[red]forty-two lines[/red]": “By 1500 presses worked in 1450 ' in notes
+        screen = app.export_screenshot()
+        assert "[b]read[/b]" in screen and "[red]forty-two" in screen  # as written, never read as markup
+        assert _error(app).startswith("Citations to check: ✗ [3](https://never.example/[b]read[/b]) never read\n⚠ [2]")
+
+        app.action_show_tab("sources")
+        sources.move_cursor(row=1)
+        await pilot.pause()
+        detail = str(app.query_one("#source-detail", Static).content)
+        assert detail.startswith(f"[2] {BASE}/spread  cited 1×\n⚠ [2] lacks 1450")
+        assert app.query_one("#source-detail").region.height == 3  # its border and two lines, whatever they hold
+        sources.move_cursor(row=0)
+        await pilot.pause()
+        assert str(app.query_one("#source-detail", Static).content) == f"[1] {BASE}/gutenberg  cited 1×"
+
+
+SESSIONS = [
+    RunSummary(
+        "5f3a9c21",
+        T0 + timedelta(hours=5),
+        "How did paper making reach Europe, and through which cities?",
+        6,
+        "running",
+        None,
+    ),
+    RunSummary("0b7e4d19", T0 + timedelta(hours=3), QUESTION, 4, "finished", "finished"),
+    RunSummary(
+        "c41d2a88",
+        T0 + timedelta(hours=1),
+        "[bold red]Who[/] printed the first book in English?",
+        3,
+        "interrupted",
+        None,
+    ),
+    RunSummary("9e8f7a60", T0, "Why did movable type spread less in China?", 2, "failed", "error"),
+]
+PROBLEMS = ["the journal /data/rumination/runs/deadbeef/journal.jsonl is damaged at line 3: event: Field required"]
+
+
+def test_snapshot_sessions_80x24(snap_compare):
+    async def run_before(pilot) -> None:
+        pilot.app.open_sessions(lambda: (SESSIONS, PROBLEMS))
+        await _until(pilot, lambda: isinstance(pilot.app.screen, SessionsScreen) and pilot.app.screen.loaded)
+        await pilot.pause()
+
+    app = ResearchApp(Config(backend="scripted", data_dir="/data/rumination"))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+async def test_a_stopped_run_is_resumed_from_its_last_complete_turn(web):
+    cfg = _config(web)
+    search = turn({"name": "search", "arguments": {"query": "Gutenberg printing"}})
+    finish = turn({"name": "finish", "arguments": {}})
+    slow = turn({"name": "open", "arguments": {"url": f"{web.base}/slow?delay=10"}})
+    app = ResearchApp(cfg, researcher=Researcher(cfg, backend=ScriptedBackend(cfg, outputs=[search, slow])))
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.start(QUESTION)
+        await _until(pilot, lambda: web.hits["/slow"] == 1)
+        run_id = app._run_label.removeprefix("run ")
+        await pilot.press("x")
+        await _until(pilot, lambda: app.phase == "stopped", timeout=8)
+        assert f"run {run_id} │ stopped by the user; no report; h lists the runs to resume it" in _status(app)
+
+        click = turn({"name": "click", "arguments": {"link_id": 0}})
+        app._researcher = Researcher(cfg, backend=ScriptedBackend(cfg, outputs=[search, click, finish, REPORT]))
+        screen = await _open_sessions(pilot)
+        assert _rows(screen) == [(run_id, "interrupted")]
+        await _pick(pilot, screen, run_id)
+        await _until(pilot, lambda: app.result is not None)
+        await pilot.pause()
+        assert app.result.run_id == run_id and app.result.turns == 3
+        timeline = app.query_one(Timeline)
+        assert [str(timeline.get_cell_at((row, 1))) for row in range(timeline.row_count)] == [
+            "search",
+            "click",
+            "finish",
+        ]
+        assert app.result.report.startswith("# Partial report")

@@ -7,7 +7,7 @@ import contextlib
 import os
 import time
 import webbrowser
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -22,10 +22,21 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Markdown, Static, TabbedContent, TabPane
 
 from rumination import events as ev
+from rumination import journal
 from rumination.config import Config
 from rumination.errors import BackendError, ConfigError, RuminationError
 from rumination.results import ResearchResult
-from rumination.tui.panels import SaveReport, SourcesTable, ThinkingLog, Timeline
+from rumination.tui.panels import (
+    Listing,
+    SaveReport,
+    SessionsScreen,
+    SourcesTable,
+    ThinkingLog,
+    Timeline,
+    citation_notes,
+    unsupported_line,
+    unverified_line,
+)
 from rumination.urls import is_local
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
@@ -52,6 +63,7 @@ class ResearchApp(App[str | None]):
         Binding("ctrl+s", "save_report", "Save"),
         Binding("y", "copy_report", "Copy"),
         Binding("n", "new_question", "New"),
+        Binding("h", "sessions", "Sessions"),
         Binding("t", "show_tab('thinking')", "Thinking", show=False),
         Binding("l", "show_tab('timeline')", "Timeline", show=False),
         Binding("s", "show_tab('sources')", "Sources", show=False),
@@ -75,7 +87,10 @@ class ResearchApp(App[str | None]):
         self._report = self._pending_report = ""
         self._kept: str | None = None  # the report text last saved or copied
         self._redraw_report = False
-        self._run_id = 0
+        self._run_id = 0  # counts the runs started (and finished runs shown) here: a stale worker's posts are dropped
+        self._run_label = ""  # "run <journal id>" once RunStarted names it
+        self._replaying = False  # showing recorded events: no toasts or warning boxes for what happened then
+        self._fresh_config: Any = None  # the researcher's own settings; a resume replaces them with the run's
         self._stop_requested = False
         self._elapsed_final = 0.0
         self._load_progress = False  # the backend reports loading progress: a real model is loading
@@ -94,9 +109,11 @@ class ResearchApp(App[str | None]):
                 yield Timeline()
             with TabPane("Sources", id="sources"):
                 yield SourcesTable()
+                yield Static("", id="source-detail", markup=False)
             with TabPane("Report", id="report"), VerticalScroll(id="report-scroll"):
                 yield Static("The report appears here as it is written.", id="empty-report")
                 yield Markdown("", id="report-md")
+                yield Static("", id="citations", markup=False)
         yield Static("", id="error", markup=False)
         with Horizontal(id="status-bar"):
             yield Static("", id="status", markup=False)
@@ -141,47 +158,85 @@ class ResearchApp(App[str | None]):
         if not question:
             self.notify("Type a question first.", severity="warning")
             return
+        self._clear()
+        self.phase, self._status_message, self._run_started = "running", "starting", self.clock()
+        researcher = self._prepared_researcher()
+        if researcher is None:
+            return
+        self.query_one(TabbedContent).active = "thinking"
+        self.query_one(ThinkingLog).focus()
+        self._research(researcher, question, self._run_id)
+
+    def resume(self, run_id: str, question: str = "") -> None:
+        """Continue the interrupted or failed run `run_id` in a thread worker, its events shown like a fresh run's."""
+        if self.running:
+            self.notify("A run is in progress: press f to finish it now, or x to stop it.", severity="warning")
+            return
+        self._clear(question)
+        self.phase, self._status_message, self._run_started = "running", f"resuming run {run_id}", self.clock()
+        self._run_label = f"run {run_id}"
+        researcher = self._prepared_researcher()
+        if researcher is None:
+            return
+        self.query_one(TabbedContent).active = "thinking"
+        self.query_one(ThinkingLog).focus()
+        self._research(researcher, question, self._run_id, resume=run_id)
+
+    def _clear(self, question: str | None = None) -> None:
+        """Forget the last run: a clean slate in every panel (`question` goes in the question box)."""
         self._run_id += 1
         self.result, self._report, self._pending_report, self._tokens_per_s = None, "", "", None
-        self._kept = None
+        self._kept, self._run_label = None, ""
         self._backend, self._model, self._elapsed_final, self._stop_requested = "", "", 0.0, False
         self._load_progress = False
         self._show_error(None)
         self._turn = self._ctx_tokens = self._max_turns = self._window = 0
         self.query_one(ThinkingLog).clear()
         self.query_one(Timeline).clear()
-        self.query_one(SourcesTable).clear()
-        self.query_one(SourcesTable).urls.clear()
+        self.query_one(SourcesTable).reset()
+        self.query_one("#source-detail", Static).display = False
         self.query_one("#report-md", Markdown).update("")
+        self.query_one("#citations", Static).display = False
         self.query_one("#empty-report").display = True
-        self.query_one("#question", Input).cursor_position = 0  # show the question's start, not its end
-        self.phase, self._status_message, self._run_started = "running", "starting", self.clock()
+        box = self.query_one("#question", Input)
+        if question is not None:
+            box.value = question
+        box.cursor_position = 0  # show the question's start, not its end
+
+    def _prepared_researcher(self) -> Any:
+        """The researcher with its own settings back (a resume adopts the run's); None when it cannot be built."""
         try:
             researcher = self.researcher  # built here, on the UI thread
         except RuminationError as exc:  # e.g. an unknown backend, or the scripted one without a script
             self._ended("failed", str(exc), _advice(exc))
-            return
-        self.query_one(TabbedContent).active = "thinking"
-        self.query_one(ThinkingLog).focus()
-        self._research(researcher, question, self._run_id)
+            return None
+        if hasattr(researcher, "config"):
+            if self._fresh_config is None:
+                self._fresh_config = researcher.config
+            researcher.config = self._fresh_config
+        return researcher
 
     @work(thread=True, exclusive=True, group="research")
-    def _research(self, researcher: Any, question: str, run_id: int) -> None:
-        """Run the async research loop on this worker thread's own event loop."""
+    def _research(self, researcher: Any, question: str, run_id: int, resume: str | None = None) -> None:
+        """Run the async research loop (or resume run `resume`) on this worker thread's own event loop."""
 
         async def consume() -> None:
             task = asyncio.current_task()
             self._worker_loop, self._worker_task = asyncio.get_running_loop(), task
             if self._stop_requested:  # "stop" was pressed before the loop existed
                 raise asyncio.CancelledError
-            async with contextlib.aclosing(researcher.stream(question)) as events:
+            if resume is not None:  # the turns done before: shown first, as they were
+                log = journal.load(self.config.data_dir, resume)
+                self._post(run_id, self._show_before_resume, log)
+            stream = researcher.resume_stream(resume) if resume is not None else researcher.stream(question)
+            async with contextlib.aclosing(stream) as events:
                 async for event in events:
                     self._post(run_id, self.on_research_event, event)
 
         try:
             asyncio.run(consume())
         except asyncio.CancelledError:
-            self._post(run_id, self._ended, "stopped", "stopped by the user; no report")
+            self._post(run_id, self._ended, "stopped", "stopped by the user; no report" + self._resume_hint())
         except RuminationError as exc:
             self._post(run_id, self._ended, "failed", str(exc), _advice(exc))
         except Exception as exc:  # shown in the app, never as a traceback over the screen
@@ -202,6 +257,9 @@ class ResearchApp(App[str | None]):
         report = self.result.report if self.result is not None else self._report
         self.action_stop_now()
         self.exit(report if report.strip() and report != self._kept else None)
+
+    def _resume_hint(self) -> str:
+        return "; h lists the runs to resume it" if self._run_label else ""
 
     def _ended(self, state: str, message: str, advice: str = "") -> None:
         self._show_pending_report()
@@ -244,6 +302,10 @@ class ResearchApp(App[str | None]):
                 self.phase, self._status_message = "running", ""  # the spinner and the turn say it
                 self._max_turns, self._window = event.max_turns, event.context_window
                 self._backend, self._model = event.backend, event.model
+                self._run_label = f"run {_flat(event.run_id)}" if event.run_id else self._run_label
+                if event.resumed_after is not None:  # says so until the report or the end replaces it
+                    self._status_message = f"resumed {self._run_label or 'the run'} after {event.resumed_after} turns"
+                    self.query_one("#question", Input).value = event.question
             case ev.TurnStarted():
                 thinking.start_turn(event.turn, event.prompt_tokens, event.report)
                 self._ctx_tokens = event.prompt_tokens
@@ -257,7 +319,7 @@ class ResearchApp(App[str | None]):
                 timeline.call(event)
             case ev.ObservationEvent():
                 timeline.observed(event)
-                if event.error == "search":
+                if event.error == "search" and not self._replaying:
                     reason = event.observation.removeprefix("Error: ")
                     self._show_error(f"Search failed (turn {event.turn})", reason, SEARCH_ADVICE, "warning")
                 if event.ok and event.source_id is not None:
@@ -272,7 +334,8 @@ class ResearchApp(App[str | None]):
                     self._tokens_per_s = usage.generated_tokens / usage.seconds
             case ev.ForcedFinish():
                 timeline.forced(event)
-                self.notify(f"Writing the report now: {event.detail}", severity="warning")
+                if not self._replaying:
+                    self.notify(f"Writing the report now: {event.detail}", severity="warning")
             case ev.ReportDelta(text=text):
                 if event.reset:  # what was streamed so far turned out to be thinking: start the report again
                     self._report = self._pending_report = ""
@@ -295,6 +358,8 @@ class ResearchApp(App[str | None]):
     def _finish(self, result: ResearchResult) -> None:
         self._stop_clock()
         self.result, self.phase = result, "done"
+        if result.run_id:
+            self._run_label = f"run {_flat(result.run_id)}"
         self._status_message = f"done: {result.stop_reason.replace('_', ' ')}"
         if result.error:
             self.phase, self._status_message = "failed", f"failed: {result.error}"
@@ -302,14 +367,128 @@ class ResearchApp(App[str | None]):
         self.query_one(ThinkingLog).flush()
         self.query_one("#report-md", Markdown).update(result.report or "*The model wrote no report.*")
         self.query_one("#empty-report").display = False
-        self.query_one(SourcesTable).sync(result.sources)
-        if result.unverified_urls and not result.error:
+        sources = self.query_one(SourcesTable)
+        sources.sync(result.sources, result.citations, result.report)
+        self._show_source_detail()
+        notes = self.query_one("#citations", Static)
+        notes.display = (text := citation_notes(result)) is not None
+        notes.update(text or "")
+        if result.error:
+            pass
+        elif result.citations:
+            self._warn_citations(result)
+        elif result.unverified_urls:  # a result whose citations were not checked: the links it never read
             links = "\n".join(result.unverified_urls[:8]) + ("\n…" if len(result.unverified_urls) > 8 else "")
             advice = "Check them before you trust those parts of the report."
             self._show_error("Links the run never read", links, advice, "warning")
         self.query_one(TabbedContent).active = "report"
         if not isinstance(self.focused, Input):  # never pull focus from someone typing the next question
             self.query_one("#report-scroll").focus()
+
+    def _warn_citations(self, result: ResearchResult) -> None:
+        """The citations to check, in the warning box: those that point at nothing read, then those unsupported."""
+        lines = [unverified_line(c).plain for c in result.citations if not c.verified]
+        lines += [unsupported_line(c, "").plain for c in result.citations if c.verified and not c.supported]
+        if not lines:
+            return
+        shown = "\n".join(lines[:4]) + (f"\n… and {len(lines) - 4} more" if len(lines) > 4 else "")
+        advice = "Check them before you trust those parts of the report: its end lists them; Sources (s) marks them."
+        self._show_error("Citations to check", shown, advice, "warning")
+
+    def _show_source_detail(self) -> None:
+        """Under the sources: the selected one's address and its unsupported citations."""
+        sources, detail = self.query_one(SourcesTable), self.query_one("#source-detail", Static)
+        key = sources.selected_key()
+        detail.display = key is not None
+        if key is not None:
+            detail.update(sources.detail(key))
+
+    def on_data_table_row_highlighted(self, event: SourcesTable.RowHighlighted) -> None:
+        if isinstance(event.data_table, SourcesTable):
+            self._show_source_detail()
+
+    # --- recorded runs ----------------------------------------------------------------------------
+
+    def _replay(self, events: Iterable[ev.Event]) -> None:
+        """Show recorded events through the panels as a run showed them, quietly and with thinking merged per turn."""
+        self._replaying = True
+        try:
+            for event in _merged(events):
+                self.on_research_event(event)
+        finally:
+            self._replaying = False
+
+    def _show_before_resume(self, log: journal.RunLog) -> None:
+        """The turns a resumed run had completed, shown before it continues."""
+        done = log.state.turn
+        self._replay(e for e in log.events if isinstance(e, ev.RunStarted) or 0 < (_turn_of(e) or 0) <= done)
+        self.phase, self._status_message = "running", f"resuming run {log.id} after {done} turns"
+        self._backend = self._model = ""  # RunStarted says them again, after any loading of the model
+
+    def open_run(self, run_id: str) -> None:
+        """Show the finished run `run_id` from its journal: its report, sources and turns; nothing runs."""
+        if self.running:
+            self.notify("A run is in progress: press f to finish it now, or x to stop it.", severity="warning")
+            return
+        self._run_id += 1
+        self._read_run(run_id, self._run_id)
+
+    @work(thread=True, exclusive=True, group="journal")
+    def _read_run(self, run_id: str, token: int) -> None:
+        try:
+            log = journal.load(self.config.data_dir, run_id)
+        except RuminationError as exc:
+            self._post(token, partial(self.notify, severity="error"), f"Cannot show run {run_id}: {exc}")
+            return
+        self._post(token, self.show_run, log)
+
+    def show_run(self, log: journal.RunLog) -> None:
+        """Show a recorded run that ended (the panels as they were when it finished)."""
+        result = log.result
+        if result is None:
+            self.notify(f"Run {log.id} has not finished: it is {log.status}.", severity="warning")
+            return
+        self._clear(log.header.question)
+        self._run_started = self.clock()
+        self._replay(e for e in log.events if not isinstance(e, ev.RunFinished))
+        self.phase = "running"  # so that _finish stops the clock it then sets from the result's times
+        self._finish(result)
+        self._elapsed_final = max(0.0, (result.finished_at - result.started_at).total_seconds())
+        self._run_label = f"run {_flat(log.id)}"
+        self._refresh_status()
+        self.refresh_bindings()
+
+    def action_sessions(self) -> None:
+        """List the journaled runs: resume an interrupted one, or look at a finished one."""
+        self.open_sessions()
+
+    def open_sessions(self, listing: Listing | None = None) -> None:
+        """Open the sessions list (`listing` replaces reading the data dir, e.g. in tests)."""
+        data_dir = self.config.data_dir
+        screen = SessionsScreen(
+            Path(data_dir).expanduser() / journal.RUNS,
+            listing or partial(journal.summaries, data_dir),
+            self._session_refusal,
+        )
+        self.push_screen(screen, self._session_chosen)
+
+    def _session_refusal(self, run: journal.RunSummary) -> str | None:
+        """Why the run picked in the sessions list cannot be opened now, or None."""
+        if run.status == "running":
+            if self.running and self._run_label == f"run {run.id}":
+                return f"Run {run.id} is the one running here now."
+            return f"Run {run.id} is running in another rumination process: it can be opened here once it ends."
+        if self.running:
+            return "A run is in progress here: press f to finish it now, or x to stop it, then pick this one."
+        return None
+
+    def _session_chosen(self, run: journal.RunSummary | None) -> None:
+        if run is None:
+            return
+        if run.status == "finished":
+            self.open_run(run.id)
+        elif run.status in ("interrupted", "failed"):
+            self.resume(run.id, run.question)
 
     def _tick(self) -> None:
         """Redraw streaming text and the status line at a steady rate."""
@@ -340,7 +519,8 @@ class ResearchApp(App[str | None]):
             )
         self.query_one("#status-bar").set_class(self.phase == "failed", "-error")
         # The left part ends in an ellipsis when the line is too long; the right part (clock, model) never does.
-        parts = [self._status_message] if self._status_message else []
+        parts = [self._run_label] if self._run_label and self._run_label not in self._status_message else []
+        parts += [self._status_message] if self._status_message else []
         if self._max_turns:
             parts.append(f"turn {self._turn}/{self._max_turns}")
         if self._window:
@@ -479,6 +659,7 @@ class ResearchApp(App[str | None]):
         yield SystemCommand("Copy report", "Copy the report to the clipboard", self.action_copy_report)
         yield SystemCommand("New question", "Ask another question", self.action_new_question)
         yield SystemCommand("Open source", "Open the selected source in the browser", self.action_open_source)
+        yield SystemCommand("Sessions", "The journaled runs: resume one, or show a finished one", self.action_sessions)
         for tab, what in (
             ("thinking", "the model's thinking, turn by turn"),
             ("timeline", "the tool calls and their results"),
@@ -486,6 +667,33 @@ class ResearchApp(App[str | None]):
             ("report", "the report"),
         ):
             yield SystemCommand(f"Show {tab.title()}", f"Show {what}", partial(self.action_show_tab, tab))
+
+
+def _merged(events: Iterable[ev.Event]) -> Iterator[ev.Event]:
+    """Recorded events to show again: a turn's thinking as one delta; no statuses, errors or report deltas."""
+    thinking: list[ev.ThinkingDelta] = []
+    for event in events:
+        if thinking and not (isinstance(event, ev.ThinkingDelta) and event.turn == thinking[0].turn):
+            yield thinking[0].model_copy(update={"text": "".join(delta.text for delta in thinking)})
+            thinking = []
+        if isinstance(event, ev.ThinkingDelta):
+            thinking.append(event)
+        elif not isinstance(event, ev.StatusEvent | ev.ErrorEvent | ev.ReportDelta):
+            yield event
+    if thinking:
+        yield thinking[0].model_copy(update={"text": "".join(delta.text for delta in thinking)})
+
+
+def _turn_of(event: ev.Event) -> int | None:
+    """The tool turn an event belongs to, if it belongs to one."""
+    if isinstance(event, ev.TurnFinished):
+        return event.usage.turn
+    return getattr(event, "turn", None)
+
+
+def _flat(text: str) -> str:
+    """An id from a journal, as one short line."""
+    return " ".join(text.split())[:40]
 
 
 def model_label(backend: str, model: str) -> str:
