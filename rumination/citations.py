@@ -64,7 +64,10 @@ _QUOTES = (
     re.compile(r"「([^「」\n]{1,300})」"),
     re.compile(r"『([^『』\n]{1,300})』"),
 )
+# Full-width digits and the spaces that group digits, as ASCII (one character for one: offsets hold).
+_DIGITS = str.maketrans({**{chr(0xFF10 + d): str(d) for d in range(10)}, "\u00a0": " ", "\u202f": " ", "\u2009": " "})
 _ELLIPSIS = re.compile(r"\[?\.\.\.\]?")
+_GROUP_SEPARATOR = re.compile(r"[,' ]")
 _GROUPING = re.compile(r"(?<=[0-9])[,' ](?=[0-9]{3}(?![0-9]))")
 _SPACES = re.compile(r"\s+")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
@@ -95,6 +98,7 @@ _REFERENCE_HEADINGS = re.compile(
     r"|(?:信息|资料|数据)?来源|文献)\s*[:：]?"
 )
 _MAX_CLAIM = 2000  # characters of text before a citation that can be its claim
+_STEPS_BACK = 4  # empty sentences (a full stop, blank lines) passed over to find the one a citation follows
 _MAX_RANGE = 20  # [3-9] cites seven pages; a wider range cites its two ends
 
 
@@ -138,7 +142,7 @@ def check_citations(report: str, sources: list[Source], steps: list[Step]) -> li
     """Every citation in `report`, in order, resolved to the page read that it names and checked against its text."""
     pages = _Pages(sources)
     code = code_regions(report)
-    definitions, taken = _definitions(report, code, pages)
+    definitions, taken = _definitions(report, code)
     found = _scan(report, sorted(code + taken), definitions, pages)
     for definition in definitions.values():
         if definition.url is not None and definition.url_span is not None and not definition.used:
@@ -230,6 +234,7 @@ class _Pages:
 
 
 def _title_key(title: str) -> str:
+    """A title compared without case or spacing."""
     return " ".join(unicodedata.normalize("NFKC", title).casefold().split())
 
 
@@ -318,9 +323,7 @@ def _reference_section(text: str, lines: list[tuple[int, str]]) -> int:
     return trailing
 
 
-def _definitions(
-    report: str, code: list[tuple[int, int]], pages: _Pages
-) -> tuple[dict[str, _Definition], list[tuple[int, int]]]:
+def _definitions(report: str, code: list[tuple[int, int]]) -> tuple[dict[str, _Definition], list[tuple[int, int]]]:
     """The report's own reference definitions by label ("3", "^3", "^note"), and the spans they take from the text."""
     lines = list(_lines(report))
     section = _reference_section(report, lines)
@@ -337,17 +340,18 @@ def _definitions(
             continue
         if not markdown and not (ordinal or label.isdigit()):
             continue
+        taken.append((offset + m.start(), offset + m.end()))  # the label is no citation
         key = (("^" if caret else "") + (label or ordinal)).casefold()
+        if key in definitions:
+            continue  # the first definition of a label counts, as in Markdown; a later one's URL is a link
         end = offset + len(line)
         url = _first_url(report, offset + m.end(), end)
-        rest = report[offset + m.end() : end]
+        rest = report[offset + m.end() : end].strip()
         if url is None:
-            definition = _Definition(None, None, "url", rest.strip())
+            definitions[key] = _Definition(None, None, "url", rest)
         else:
-            definition = _Definition(url[2], (url[0], url[1]), url[3], rest.strip())
+            definitions[key] = _Definition(url[2], (url[0], url[1]), url[3], rest)
             taken.append((url[0], url[1]))
-        taken.append((offset + m.start(), offset + m.end()))
-        definitions.setdefault(key, definition)  # the first definition of a label counts, as in Markdown
     return definitions, taken
 
 
@@ -382,14 +386,30 @@ def _scan(
     found: list[_Found] = []
     occupied = _merge(taken)
     for finder in (_marks, _links, _autolinks, _footnotes, _numbers, _bare_urls):
-        new = [f for f in finder(report, definitions, pages) if not _overlaps(occupied, f.start, f.end)]
+        # A finder resolves what it finds (and marks the definitions it uses) only outside `occupied`.
+        new = list(finder(report, _Free(occupied), definitions, pages))
         found += new
         occupied = _merge(occupied + [(f.start, f.end) for f in new])
     return found
 
 
-def _marks(report: str, definitions: dict[str, _Definition], pages: _Pages) -> Iterator[_Found]:
-    for m in _MARK.finditer(report):
+class _Free:
+    """Whether a span is clear of the citations (and code, and definition labels) found so far."""
+
+    def __init__(self, occupied: list[tuple[int, int]]):
+        self.occupied = occupied
+
+    def __call__(self, start: int, end: int) -> bool:
+        return not _overlaps(self.occupied, start, end)
+
+    def match(self, m: re.Match[str]) -> bool:
+        """Whether a match is clear."""
+        return self(m.start(), m.end())
+
+
+def _marks(report: str, free: _Free, definitions: dict[str, _Definition], pages: _Pages) -> Iterator[_Found]:
+    """【n†title†url】 by its URL, else 【n†title】 by its title, else 【n】 by id."""
+    for m in filter(free.match, _MARK.finditer(report)):
         number, inside = m.group(1), m.group(2) or ""
         parts = [p.strip() for p in inside.split("†")]
         urls = [u for p in parts for u in _urls_in(p)]
@@ -403,37 +423,42 @@ def _marks(report: str, definitions: dict[str, _Definition], pages: _Pages) -> I
             yield _Found(m.start(), m.end(), "mark", number.lstrip("0") or "0", pages.by_id(number))
 
 
-def _links(report: str, definitions: dict[str, _Definition], pages: _Pages) -> Iterator[_Found]:
-    for m in MARKDOWN_LINK.finditer(report):
+def _links(report: str, free: _Free, definitions: dict[str, _Definition], pages: _Pages) -> Iterator[_Found]:
+    """[text](url) and ![alt](url) to a web page or local document, by URL."""
+    for m in filter(free.match, MARKDOWN_LINK.finditer(report)):
         target = _link_target(m)
         if target:
             yield _Found(m.start(), m.end(), "link", target, pages.by_url(target), label=m.group(2))
 
 
-def _autolinks(report: str, definitions: dict[str, _Definition], pages: _Pages) -> Iterator[_Found]:
-    for m in _AUTOLINK.finditer(report):
+def _autolinks(report: str, free: _Free, definitions: dict[str, _Definition], pages: _Pages) -> Iterator[_Found]:
+    """<https://…>, by URL."""
+    for m in filter(free.match, _AUTOLINK.finditer(report)):
         yield _Found(m.start(), m.end(), "url", m.group(1), pages.by_url(m.group(1)))
 
 
-def _footnotes(report: str, definitions: dict[str, _Definition], pages: _Pages) -> Iterator[_Found]:
-    for m in _FOOTNOTE.finditer(report):
+def _footnotes(report: str, free: _Free, definitions: dict[str, _Definition], pages: _Pages) -> Iterator[_Found]:
+    """[^n], through its definition, else by id."""
+    for m in filter(free.match, _FOOTNOTE.finditer(report)):
         label = m.group(1)
         target, sid = _resolve_label(label, ("^" + label, label), definitions, pages)
         yield _Found(m.start(), m.end(), "footnote", target, sid)
 
 
-def _numbers(report: str, definitions: dict[str, _Definition], pages: _Pages) -> Iterator[_Found]:
-    for m in _NUMBERS.finditer(report):
+def _numbers(report: str, free: _Free, definitions: dict[str, _Definition], pages: _Pages) -> Iterator[_Found]:
+    """[n], [n, m], [n-m]: each number through its definition, else by id."""
+    for m in filter(free.match, _NUMBERS.finditer(report)):
         for n in _expand(m.group(1)):
             target, sid = _resolve_label(n, (n, "^" + n), definitions, pages)
             yield _Found(m.start(), m.end(), "number", target, sid)
 
 
-def _bare_urls(report: str, definitions: dict[str, _Definition], pages: _Pages) -> Iterator[_Found]:
+def _bare_urls(report: str, free: _Free, definitions: dict[str, _Definition], pages: _Pages) -> Iterator[_Found]:
+    """http(s):// and local:// URLs written out, by URL."""
     for m in URL_PATTERN.finditer(report):
         start, end = _bare_url(m)
         url = report[start:end]
-        if len(url) > url.index("://") + 3:
+        if len(url) > url.index("://") + 3 and free(start, end):
             yield _Found(start, end, "url", url, pages.by_url(url))
 
 
@@ -443,7 +468,7 @@ def _resolve_label(
     """(target, page id) of a cited label: through the report's definition of it, else as a page id."""
     definition = next((d for k in keys if (d := definitions.get(k.casefold())) is not None), None)
     if definition is None:
-        number = label.lstrip("0") or "0" if label.isdigit() else label
+        number = (label.lstrip("0") or "0") if label.isdigit() else label
         return number, pages.by_id(label)
     definition.used = True
     if definition.url is not None:
@@ -484,6 +509,7 @@ def _bare_url(m: re.Match[str]) -> tuple[int, int]:
 
 
 def _urls_in(text: str) -> list[str]:
+    """The URLs written in `text`."""
     spans = (_bare_url(m) for m in URL_PATTERN.finditer(text))
     return [text[s:e] for s, e in spans if e > s]
 
@@ -508,10 +534,12 @@ def _overlaps(spans: list[tuple[int, int]], start: int, end: int) -> bool:
 
 
 def _first(span: tuple[int, int]) -> int:
+    """A span's start (a bisect key)."""
     return span[0]
 
 
 def _inside(spans: list[tuple[int, int]], starts: list[int], pos: int) -> bool:
+    """Whether `pos` lies in one of the sorted, disjoint `spans` (whose starts are `starts`)."""
     i = bisect.bisect_right(starts, pos) - 1
     return i >= 0 and spans[i][0] <= pos < spans[i][1]
 
@@ -556,6 +584,7 @@ def _groups(report: str, spans: Sequence[_S]) -> list[list[_S]]:
 
 
 def _page(cache: dict[int, _PageText], texts: dict[int, str], sid: int) -> _PageText:
+    """Page `sid`'s text, normalised once."""
     if sid not in cache:
         cache[sid] = _PageText(texts[sid])
     return cache[sid]
@@ -571,7 +600,9 @@ def _claim(
     i = bisect.bisect_right(sentence_starts, first.start) - 1
     start = max(sentence_starts[i], previous_end, first.start - _MAX_CLAIM)
     claim = _masked(report, spans, start, first.start)
-    while not any(ch.isalnum() for ch in claim) and i > 0 and sentence_starts[i] > first.start - _MAX_CLAIM:
+    for _ in range(_STEPS_BACK):
+        if any(ch.isalnum() for ch in claim) or i == 0 or sentence_starts[i] <= first.start - _MAX_CLAIM:
+            break
         end, i = sentence_starts[i], i - 1
         claim = _masked(report, spans, max(sentence_starts[i], first.start - _MAX_CLAIM), end)
     if first.form == "link" and len(first.label.split()) >= 2:  # [the 1455 Bible](url) says something itself
@@ -609,10 +640,11 @@ class _PageText:
     def __init__(self, text: str):
         text = unicodedata.normalize("NFKC", text)
         self.numbers: set[str] = set()
-        for m in _NUMBER.finditer(text):
-            self.numbers.add(_number_value(m.group()))
-            self.numbers.update(_number_value(p) for p in re.split(r"[,' ]", m.group()))
-        self.numbers.update(_NUMBER_WORDS[w] for w in _WORD.findall(text.casefold()) if w in _NUMBER_WORDS)
+        for written in set(_NUMBER.findall(text)):
+            self.numbers.add(_number_value(written))
+            if not written.isdigit():  # "page 12 345" may be two numbers: the parts count too
+                self.numbers.update(_number_value(p) for p in _GROUP_SEPARATOR.split(written))
+        self.numbers.update(_NUMBER_WORDS[w] for w in set(_WORD.findall(text.casefold())) if w in _NUMBER_WORDS)
         self.text = _normalise(text)
 
     def has(self, item: _Item) -> bool:
@@ -628,9 +660,8 @@ def _missing(claim: str, pages: list[_PageText]) -> list[str]:
 
 
 def _items(claim: str) -> list[_Item]:
-    """The numbers (outside quotes) and quoted phrases of two or more words in `claim`."""
-    claim = unicodedata.normalize("NFKC", claim)
-    items: dict[str, _Item] = {}
+    """The quoted phrases of two or more words and the numbers (outside quotes) of `claim`, in order."""
+    found: list[tuple[int, _Item]] = []
     quoted: list[tuple[int, int]] = []
     for pattern in _QUOTES:
         for m in pattern.finditer(claim):
@@ -638,26 +669,31 @@ def _items(claim: str) -> list[_Item]:
             if len(phrase.split()) >= 2 or len(_CJK.findall(phrase)) >= 2:
                 fragments = tuple(f for f in (_fragment(p) for p in _ELLIPSIS.split(_normalise(phrase))) if f)
                 if fragments:
-                    items.setdefault("q" + "\x00".join(fragments), _Item(f'"{phrase}"', phrases=fragments))
+                    found.append((m.start(), _Item(f'"{phrase}"', phrases=fragments)))
             quoted.append(m.span())
     quoted = _merge(quoted)
-    for m in _NUMBER.finditer(claim):
-        if _overlaps(quoted, m.start(), m.end()):
-            continue
-        parts = tuple(_number_value(p) for p in m.group().split(" ")) if " " in m.group() else ()
-        value = _number_value(m.group())
-        items.setdefault("n" + value, _Item(m.group(), number=value, parts=parts))
+    digits = claim.translate(_DIGITS)  # same length: offsets hold
+    for m in _NUMBER.finditer(digits):
+        if not _overlaps(quoted, m.start(), m.end()):
+            parts = tuple(_number_value(p) for p in m.group().split(" ")) if " " in m.group() else ()
+            found.append((m.start(), _Item(m.group(), number=_number_value(m.group()), parts=parts)))
+    items: dict[tuple[str | None, tuple[str, ...]], _Item] = {}
+    for _, item in sorted(found, key=lambda f: f[0]):
+        items.setdefault((item.number, item.phrases), item)
     return list(items.values())
 
 
 def _fragment(text: str) -> str:
+    """A piece of a quote without the punctuation around it; "" when no word is left."""
     text = text.strip(" .,;:!?'\"-")
     return text if any(ch.isalnum() for ch in text) else ""
 
 
 def _number_value(written: str) -> str:
     """A number without its grouping, leading zeros or trailing decimal zeros: 1,234.50 → 1234.5."""
-    whole, _, fraction = re.sub(r"[,' ]", "", written).partition(".")
+    if written.isdigit():
+        return written.lstrip("0") or "0"
+    whole, _, fraction = _GROUP_SEPARATOR.sub("", written).partition(".")
     whole, fraction = whole.lstrip("0") or "0", fraction.rstrip("0")
     return f"{whole}.{fraction}" if fraction else whole
 

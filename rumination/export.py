@@ -29,7 +29,9 @@ _Replacement = tuple[int, int, str]  # start, end, new text
 
 _THINK_TAG = re.compile(r"</?think\s*>", re.I)
 _THINK_CLOSE = re.compile(r"</think\s*>", re.I)
-_IMAGE_REFERENCE = re.compile(r"!\[([^\[\]\n]{0,1000})\]\[([^\[\]\n]{0,200})\]")
+_BANG = re.compile(r"!\[")  # what starts any image, reference-style ones included
+# A link reference definition ([x]: target); one whose target has a scheme other than _MD_SCHEMES is defused.
+_DEFINITION = re.compile(r"^[ \t]{0,3}(\[)[^\[\]\n]{1,999}\]:[ \t]*<?([A-Za-z][A-Za-z0-9+.-]{0,31}):", re.M)
 # "<" that may open raw HTML, or an autolink; an http(s), local:// or mailto autolink stays as it is.
 _ANGLE = re.compile(r"<(?=[A-Za-z/!?])")
 _SAFE_AUTOLINK = re.compile(r"<(?:(?:https?|local)://|mailto:)[^\s<>]*>", re.I)
@@ -80,7 +82,7 @@ def warnings(result: ResearchResult) -> list[str]:
         unsupported = [c for c in group if c.verified and not c.supported]
         if unsupported:
             label = "".join(dict.fromkeys(_shown(c, target=False) for c in unsupported))
-            sentences.append(f"{label} {', '.join(_short(m, 40) for m in _missing(unsupported))}")
+            sentences.append(f"{label} {_items(_missing(unsupported))}")
     if sentences:
         n = len(sentences)
         what = "1 cited sentence has" if n == 1 else f"{n:,} cited sentences have"
@@ -148,7 +150,7 @@ def _cuts(deletions: list[_Span], replacements: list[_Replacement]) -> list[tupl
     """(start, end, new text, deleted) in order: the deletions (disjoint), and each replacement that overlaps none."""
     deleted = sorted(deletions)
     kept, last_end = [], 0
-    for start, end, new in sorted(replacements):
+    for start, end, new in sorted(replacements, key=lambda r: (r[0], -r[1])):  # the longest of those at one spot
         i = bisect.bisect_left(deleted, (end,))
         if start >= last_end and not (i > 0 and deleted[i - 1][1] > start):
             kept.append((start, end, new, False))
@@ -157,19 +159,28 @@ def _cuts(deletions: list[_Span], replacements: list[_Replacement]) -> list[tupl
 
 
 def _neutralised(report: str) -> list[_Replacement]:
-    """Markdown replacements that keep a viewer from loading anything: images as text, raw HTML as text, links to
-    anything but web pages, local documents and mail addresses as their text. Code is left alone."""
+    """Markdown replacements that keep a viewer from loading or running anything. Code is left alone.
+
+    Inline images become text and any other `![` is escaped; raw HTML and autolinks other than web, local and mail
+    addresses are escaped; links and reference definitions to other schemes (javascript:, data:, file:) lose their
+    target.
+    """
     code = code_regions(report)
     starts = [s for s, _ in code]
     edits = []
     for m in MARKDOWN_LINK.finditer(report):
         target = (m.group(3) if m.group(3) is not None else m.group(4) or "").strip()
         if m.group(1):
-            edits.append((m.start(), m.end(), _inert(_image_text(m.group(2), target))))
+            shown = _inert(_image_text(m.group(2), target))
+            if report[m.end() : m.end() + 1] in ("(", "[", ":"):  # it must not become a link's text
+                shown = shown[:-1] + "\\]"
+            edits.append((m.start(), m.end(), shown))
         elif (scheme := _SCHEME.match(target)) and scheme.group()[:-1].lower() not in _MD_SCHEMES:
             edits.append((m.start(), m.end(), _inert(m.group(2))))
-    for m in _IMAGE_REFERENCE.finditer(report):
-        edits.append((m.start(), m.end(), _inert(_image_text(m.group(1), ""))))
+    edits += [(m.start(), m.end(), "!\\[") for m in _BANG.finditer(report)]  # an inline image's text wins
+    for m in _DEFINITION.finditer(report):
+        if m.group(2).lower() not in _MD_SCHEMES:
+            edits.append((m.start(1), m.end(1), "\\["))
     for m in _ANGLE.finditer(report):
         if not _SAFE_AUTOLINK.match(report, m.start()):
             edits.append((m.start(), m.end(), "\\<"))
@@ -181,12 +192,14 @@ def _inert(text: str) -> str:
     return _ANGLE.sub(r"\\<", text)
 
 
-def _in_code(code: list[tuple[int, int]], starts: list[int], pos: int) -> bool:
+def _in_code(code: list[_Span], starts: list[int], pos: int) -> bool:
+    """Whether `pos` lies in code (`code` sorted, `starts` their starts)."""
     i = bisect.bisect_right(starts, pos) - 1
     return i >= 0 and code[i][0] <= pos < code[i][1]
 
 
 def _image_text(alt: str, url: str) -> str:
+    """What an image becomes: `[image: alt — url]`."""
     alt = " ".join(alt.split())
     return f"[image: {alt} — {url}]" if url else f"[image: {alt}]"
 
@@ -211,8 +224,7 @@ def _flag_text(group: list[Citation]) -> str:
     if what is not None:
         text += " [unverified" + (f": {_md_escape(what)}" if what else "") + "]"
     if missing:
-        text += " [unsupported: " + _md_escape(", ".join(_short(m, 40) for m in missing[:_SHOWN]))
-        text += (", …" if len(missing) > _SHOWN else "") + "]"
+        text += f" [unsupported: {_md_escape(_items(missing))}]"
     return text
 
 
@@ -224,12 +236,17 @@ def _flag_html(group: list[Citation]) -> str:
         label = "unverified" + (f": {what}" if what else "")
         text += f' <span class="flag unverified">[{html.escape(label)}]</span>'
     if missing:
-        items = ", ".join(_short(m, 40) for m in missing[:_SHOWN]) + (", …" if len(missing) > _SHOWN else "")
-        text += f' <span class="flag unsupported">[unsupported: {html.escape(items)}]</span>'
+        text += f' <span class="flag unsupported">[unsupported: {html.escape(_items(missing))}]</span>'
     return text
 
 
+def _items(missing: list[str]) -> str:
+    """The first few missing items, each short."""
+    return ", ".join(_short(m, 40) for m in missing[:_SHOWN]) + (", …" if len(missing) > _SHOWN else "")
+
+
 def _missing(citations: list[Citation]) -> list[str]:
+    """What the citations' pages lack, each once."""
     return list(dict.fromkeys(m for c in citations for m in c.missing))
 
 
@@ -245,10 +262,15 @@ def _shown(c: Citation, *, target: bool = True) -> str:
 
 
 def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """`text` in at most `limit` characters: its middle left out (URLs differ at their ends)."""
+    if len(text) <= limit:
+        return text
+    tail = (limit - 1) // 3
+    return text[: limit - 1 - tail] + "…" + text[len(text) - tail :]
 
 
 def _listing(items: list[str], sep: str = ", ") -> str:
+    """The first few items, and how many more there are."""
     shown = sep.join(items[:_SHOWN])
     return shown + (f"{sep}and {len(items) - _SHOWN:,} more" if len(items) > _SHOWN else "")
 
@@ -257,6 +279,7 @@ def _listing(items: list[str], sep: str = ", ") -> str:
 
 
 def _markdown(result: ResearchResult, *, listed: bool) -> str:
+    """The report flagged and made inert (else what went wrong), then the references when `listed`."""
     report, citations = _checked(result)
     inserts = [_Insert(group[-1].end, 1, _flag_text(group)) for group in citation_groups(report, citations)]
     body = _apply(report, _thinking(report), _neutralised(report), [i for i in inserts if i.text]).strip()
@@ -274,21 +297,32 @@ def _split_sources(result: ResearchResult) -> tuple[list[Source], list[Source]]:
 
 
 def _md_reference(source: Source) -> str:
-    url = source.final_url or source.url
-    if not _PLAIN_URL.fullmatch(url):
-        url = f"<{url}>" if not re.search(r"[\s<>]", url) else _md_escape(url)
-    return f"- [{source.id}] {_md_escape(_one_line(source.title))} — {url} (read {_when(source.fetched_at)})"
+    """`- [id] Title — URL (read …)`."""
+    title, url = _md_escape(_one_line(source.title)), _md_url(source.final_url or source.url)
+    return f"- [{source.id}] {title} — {url} (read {_when(source.fetched_at)})"
+
+
+def _md_url(url: str) -> str:
+    """A web or local address as Markdown shows it (bare, else in <>); anything else as plain text, never a link."""
+    if not re.match(r"(?:https?|local)://", url, re.I):
+        return _md_escape(url)
+    if _PLAIN_URL.fullmatch(url):
+        return url
+    return f"<{url}>" if not re.search(r"[\s<>]", url) else _md_escape(url)
 
 
 def _md_escape(text: str) -> str:
+    """Text that Markdown shows as it is."""
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 def _one_line(text: str) -> str:
+    """`text` on one line, with single spaces."""
     return " ".join(text.split()) or "(untitled)"
 
 
 def _when(moment: datetime) -> str:
+    """A moment in UTC, to the minute."""
     moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
@@ -368,11 +402,13 @@ def _html_document(result: ResearchResult, *, listed: bool) -> str:
 
 
 def _meta(result: ResearchResult) -> str:
+    """The line under the question: model, time, pages read, stop reason."""
     read = f"{len(result.sources)} page{'' if len(result.sources) == 1 else 's'} read"
     return f"{result.model} · {_when(result.finished_at)} · {read} · stop reason {result.stop_reason}"
 
 
 def _html_reference(source: Source, *, anchor: bool) -> str:
+    """One reference as a list item; `anchor` gives it the id citations link to."""
     url = source.final_url or source.url
     link = f'<a href="{_escape(url)}" rel="noreferrer noopener">{_escape(url)}</a>' if _web(url) else _escape(url)
     ident = f' id="ref-{source.id}"' if anchor else ""
@@ -381,6 +417,7 @@ def _html_reference(source: Source, *, anchor: bool) -> str:
 
 
 def _escape(text: str) -> str:
+    """Text, attribute-safe."""
     return html.escape(text, quote=True)
 
 
@@ -443,7 +480,7 @@ def _html_report(result: ResearchResult, *, linked: set[int]) -> str:
 
 def _by_span(group: list[Citation]) -> list[Citation]:
     """One citation per distinct span ([1, 2] is one span with two citations)."""
-    return list({(c.start, c.end): c for c in reversed(group)}.values())[::-1]
+    return list({(c.start, c.end): c for c in group}.values())
 
 
 def _inline(children: list[Token], markup: dict[str, str]) -> list[Token]:
@@ -493,6 +530,7 @@ def _split_markers(text: str, markup: dict[str, str]) -> list[Token]:
 
 
 def _unmark(text: str, markup: dict[str, str]) -> str:
+    """`text` without markers."""
     return text.translate(dict.fromkeys(map(ord, markup))) if markup else text
 
 

@@ -118,6 +118,13 @@ async def test_result_sources_and_citations(web):
     ]
     assert all(s.cited for s in result.sources)
     assert result.unverified_urls == [f"{web.base}/never-read.html"]
+    # Both claims (1440; 1500 and 250) are in the pages they cite; the page never read is unverified.
+    assert [(c.form, c.source_id, c.supported) for c in result.citations] == [
+        ("link", 1, True),
+        ("link", 2, True),
+        ("url", None, False),
+    ]
+    assert (result.unverified_citations, result.unsupported_citations) == (1, 0)
     assert result.usage.generated_tokens == sum(t.generated_tokens for t in result.usage.generations) > 0
     assert len(result.usage.generations) == 5
 
