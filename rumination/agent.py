@@ -127,18 +127,24 @@ class Researcher:
     async def resume_stream(self, run_id: str) -> AsyncIterator[ev.Event]:
         """Continue the interrupted run `run_id` (or a unique prefix) from its last complete turn, yielding events.
 
-        The run's recorded settings apply, except those this Researcher's config sets explicitly; the backend is
-        made anew from them unless one was given to the constructor or is loaded already.
+        The run's recorded settings apply, except those this Researcher's config sets explicitly (for this stream
+        only); the backend is made from them unless one was given to the constructor or is loaded already.
         """
         log = jr.load(self.config.data_dir, run_id)
         if not log.resumable:
             raise RuminationError(f"run {log.id} is {log.status}: there is nothing to resume")
+        own = self.config, self.backend  # the run's settings hold for this stream only
         self.config = config_for(log, self.config)
         if not self._backend_given and self.backend.tokenizer is None:
             self.backend = backends.get(self.config.backend)(self.config)
-        async with contextlib.aclosing(self._stream(log.header.question, log)) as events:
-            async for event in events:
-                yield event
+        try:
+            async with contextlib.aclosing(self._stream(log.header.question, log)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            self.config = own[0]
+            if self.backend.tokenizer is None:  # a backend loaded for the run is kept: loading is the slow part
+                self.backend = own[1]
 
     async def resume(self, run_id: str) -> ResearchResult:
         """Continue the interrupted run `run_id` and return its result."""

@@ -520,12 +520,12 @@ def _show(args: argparse.Namespace) -> int:
     config = load_config(args)
     log = journal.load(config.data_dir, args.run_id)
     result = log.result or partial_result(log)
-    if log.result is None or log.status == "running":
-        print(
-            f"rumination: run {log.id} is {log.status} after {log.state.turn} tool turns"
-            + (f"; rumination resume {log.id} continues it" if log.resumable else ""),
-            file=sys.stderr,
-        )
+    turns = f"after {log.state.turn} tool turn{'' if log.state.turn == 1 else 's'}"
+    if log.status == "running":
+        print(f"rumination: run {log.id} is still running ({turns} so far)", file=sys.stderr)
+    elif log.resumable:
+        why = "was interrupted" if log.result is None else f"failed ({log.result.error})"
+        print(f"rumination: run {log.id} {why} {turns}; rumination resume {log.id} continues it", file=sys.stderr)
     _finish_output(result, args, printed=False)
     return EXIT_OK
 

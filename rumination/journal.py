@@ -120,7 +120,8 @@ class RunLog:
 
     path: Path
     header: Header
-    events: list[ev.Event]
+    events: list[ev.Event]  # every event, a turn cut short included
+    checkpointed: int  # how many of `events` came before the last checkpoint (what a resume starts from)
     state: RunState
     result: ResearchResult | None
     resumes: int = 0
@@ -330,7 +331,7 @@ def read(path: Path) -> RunLog:
                 resumes += 1
             case Header():
                 raise JournalError(f"the journal {path} is damaged at line {number}: a second header")
-    return RunLog(path, header, events + pending, state, result, resumes)
+    return RunLog(path, header, events + pending, len(events), state, result, resumes)
 
 
 def find(data_dir: Path, run_id: str) -> Path:
@@ -371,7 +372,11 @@ def summaries(data_dir: Path) -> tuple[list[RunSummary], list[str]]:
     """Every run under `data_dir`, newest first, and a line for each folder that could not be read."""
     runs = Path(data_dir).expanduser() / RUNS
     found, problems = [], []
-    for folder in sorted(runs.iterdir()) if runs.is_dir() else []:
+    try:
+        folders = sorted(runs.iterdir()) if runs.is_dir() else []
+    except OSError as exc:
+        return [], [f"cannot list the runs in {runs}: {exc.strerror or exc}"]
+    for folder in folders:
         path = folder / JOURNAL
         if not path.is_file():
             continue
