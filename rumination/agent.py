@@ -102,11 +102,7 @@ class Researcher:
 
     async def run(self, question: str) -> ResearchResult:
         """Research `question` and return the result."""
-        async with contextlib.aclosing(self.stream(question)) as events:
-            async for event in events:
-                if isinstance(event, ev.RunFinished):
-                    return event.result
-        raise RuminationError("the run ended without a result")  # pragma: no cover
+        return await _result_of(self.stream(question))
 
     def run_sync(self, question: str) -> ResearchResult:
         """Blocking wrapper around `run`."""
@@ -148,11 +144,7 @@ class Researcher:
 
     async def resume(self, run_id: str) -> ResearchResult:
         """Continue the interrupted run `run_id` and return its result."""
-        async with contextlib.aclosing(self.resume_stream(run_id)) as events:
-            async for event in events:
-                if isinstance(event, ev.RunFinished):
-                    return event.result
-        raise RuminationError("the run ended without a result")  # pragma: no cover
+        return await _result_of(self.resume_stream(run_id))
 
     def resume_sync(self, run_id: str) -> ResearchResult:
         """Blocking wrapper around `resume`."""
@@ -561,6 +553,15 @@ async def call_tool(browser: Browser, call: ToolCall) -> tuple[ToolResult, str |
         text, kind = "Error: the page could not be read (internal error). Try another source.", "fetch"
     url = call.arguments.get("url") if call.name == "open" else None
     return ToolResult(observation=text, ok=False, error=kind, detail=reason, url=url), reason
+
+
+async def _result_of(stream: AsyncIterator[ev.Event]) -> ResearchResult:
+    """The result a run's event stream ends with."""
+    async with contextlib.aclosing(stream) as events:
+        async for event in events:
+            if isinstance(event, ev.RunFinished):
+                return event.result
+    raise RuminationError("the run ended without a result")  # pragma: no cover
 
 
 def _shrink_last_observation(st: _State) -> None:

@@ -120,35 +120,31 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.add_argument("--json", action="store_true", help="one JSON object per run, a line each")
     add_settings(sessions, "sessions")
 
-    show = command("show", "print a past run's report and references", args="ID")
-    show.add_argument("run_id", metavar="ID", help="a run id, or its first digits (rumination sessions lists them)")
-    add_settings(show, "show")
-    _add_output(show, live=False)
+    def past_run(name: str, summary: str, description: str | None = None) -> argparse.ArgumentParser:
+        """A command about a journaled run: its ID, its settings and the report's output options."""
+        parser = command(name, summary, description, "ID")
+        parser.add_argument("run_id", metavar="ID", help="a run id or a prefix (rumination sessions lists them)")
+        if name == "replay":
+            parser.add_argument("--live", action="store_true", help="run the model instead of its recorded outputs")
+        add_settings(parser, name)
+        _add_output(parser, live=name != "show")
+        return parser
 
-    resume = command(
+    past_run("show", "print a past run's report and references")
+    past_run(
         "resume",
         "continue an interrupted run from its last complete turn",
         "Continue run ID (killed, crashed, stopped by Ctrl-C twice, out of memory, or left by a failing server) from "
         "its last complete turn, with its own settings; options given here change them. Nothing it fetched is "
         "fetched again, and its budgets count what it spent.",
-        "ID",
     )
-    resume.add_argument("run_id", metavar="ID", help="a run id, or its first digits (rumination sessions lists them)")
-    add_settings(resume, "resume")
-    _add_output(resume, live=True)
-
-    replay = command(
+    past_run(
         "replay",
         "run a past run again over its recorded web, offline",
         "Run ID again from its recorded searches and pages, with no network. By default the model's recorded "
         "outputs are played back, which must reproduce the report exactly (exit 1 if it differs); with --live "
         "the model runs afresh (a new run over a frozen web). Options given here change the recorded settings.",
-        "ID",
     )
-    replay.add_argument("run_id", metavar="ID", help="a run id, or its first digits (rumination sessions lists them)")
-    replay.add_argument("--live", action="store_true", help="run the model instead of its recorded outputs")
-    add_settings(replay, "replay")
-    _add_output(replay, live=True)
 
     cfg = command("config", "print the effective configuration and where its file lives")
     cfg.add_argument("--path", action="store_true", help="print only the config file's path")
@@ -402,7 +398,7 @@ def _replay(args: argparse.Namespace) -> int:
         config = config_for(log, base, **given_settings(args))
         backend = None
     else:
-        config = replay_config(log, base)
+        config = replay_config(log, base, **given_settings(args))
         outputs = recorded_outputs(log)
         if not outputs:
             raise RuminationError(f"run {log.id} has no recorded model output to replay (try --live)")

@@ -44,8 +44,13 @@ class Trace:
             case ev.StatusEvent(message=message):
                 self._line(f"· {message}", "2")
             case ev.RunStarted():
-                self._line(f"Researching: {event.question}", "1")
-                self._line(f"  backend: {event.backend} · model: {event.model} · search: {event.search}", "2")
+                if event.resumed_after is not None:
+                    turns = plural(event.resumed_after, "tool turn")
+                    self._line(f"Resuming run {event.run_id} after {turns}: {event.question}", "1")
+                else:
+                    self._line(f"Researching: {event.question}", "1")
+                run = f"run {event.run_id} · " if event.run_id else ""
+                self._line(f"  {run}backend: {event.backend} · model: {event.model} · search: {event.search}", "2")
             case ev.TurnStarted(report=True):
                 self._line(f"── writing the report · {event.prompt_tokens:,} tokens of context ──", "2", gap=True)
             case ev.TurnStarted():

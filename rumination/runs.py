@@ -113,7 +113,7 @@ def config_for(log: jr.RunLog, config: Config, **overrides: Any) -> Config:
     return Config(**{**log.header.config, **explicit, **overrides})
 
 
-def replay_config(log: jr.RunLog, config: Config) -> Config:
+def replay_config(log: jr.RunLog, config: Config, **given: Any) -> Config:
     """Settings to replay `log` with its recorded outputs: the scripted backend, stopping where the original did."""
     overrides: dict[str, Any] = {
         "backend": "scripted",
@@ -127,7 +127,7 @@ def replay_config(log: jr.RunLog, config: Config) -> Config:
     original = log.result.stop_reason if log.result else log.state.stop
     if original not in (None, "finished", "format_errors", "repeated_action"):  # a budget: stop where it stopped
         overrides["max_turns"] = max(1, log.state.turn)
-    return Config(**{**log.header.config, **overrides})
+    return Config(**{**log.header.config, **given, **overrides})
 
 
 def recorded_outputs(log: jr.RunLog) -> list[str]:

@@ -79,7 +79,9 @@ def _hinted_options() -> set[str]:
 def test_every_hint_names_an_option_the_parser_has():
     parser = build_parser()
     known = {o for a in parser._actions for o in a.option_strings}
-    for command in ("ask", "tui", "batch", "eval", "search", "fetch", "index", "config"):
+    from rumination.cli import _subcommands
+
+    for command in _subcommands(parser):
         known |= set(_options(command))
     hinted = _hinted_options()
     assert "--searxng-url" in hinted and "--kv-cache" in hinted  # the scan sees the hints
