@@ -127,6 +127,8 @@ class Researcher:
         only); the backend is made from them unless one was given to the constructor or is loaded already.
         """
         log = jr.load(self.config.data_dir, run_id)
+        if log.status == "running":
+            raise RuminationError(f"run {log.id} is running in another rumination process; it cannot be resumed twice")
         if not log.resumable:
             raise RuminationError(f"run {log.id} is {log.status}: there is nothing to resume")
         own = self.config, self.backend  # the run's settings hold for this stream only

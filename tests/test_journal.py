@@ -148,6 +148,8 @@ async def test_resume_refuses_what_cannot_be_resumed(web, capsys):
     journal = jr.Journal(jr.find(settings.data_dir, done.run_id))  # another process holds it
     try:
         assert jr.load(settings.data_dir, done.run_id).status == "running"
+        with pytest.raises(RuminationError, match="running in another rumination process"):
+            await Researcher(settings, backend=ScriptedBackend(settings, outputs=[])).resume(done.run_id)
         with pytest.raises(jr.JournalError, match="in use by another rumination process"):
             jr.Journal(jr.find(settings.data_dir, done.run_id))
     finally:
