@@ -28,7 +28,7 @@ from rumination.parser import ToolCallError, parse_tool_call
 from rumination.protocol import FINISH_CALL, THINK_CLOSE, THINK_OPEN
 from rumination.registry import backends
 from rumination.results import Message, ResearchResult, Step, StopReason, ToolCall, ToolResult, TurnUsage, Usage
-from rumination.runs import Run, config_for, journaled
+from rumination.runs import Run, check_resumable, config_for, journaled
 from rumination.sanitize import clean_text, terminal_safe
 from rumination.search.base import SearchEngine
 from rumination.streaming import ThinkSplitter, split_thinking
@@ -127,10 +127,7 @@ class Researcher:
         only); the backend is made from them unless one was given to the constructor or is loaded already.
         """
         log = jr.load(self.config.data_dir, run_id)
-        if log.status == "running":
-            raise RuminationError(f"run {log.id} is running in another rumination process; it cannot be resumed twice")
-        if not log.resumable:
-            raise RuminationError(f"run {log.id} is {log.status}: there is nothing to resume")
+        check_resumable(log)
         own = self.config, self.backend  # the run's settings hold for this stream only
         self.config = config_for(log, self.config)
         if not self._backend_given and self.backend.tokenizer is None:
@@ -165,7 +162,10 @@ class Researcher:
                 try:
                     run = Run.start(question, self.config, replay_of)
                 except jr.JournalError as exc:  # a read-only or full disk costs the journal, not the research
-                    yield ev.ErrorEvent(message=f"{exc}; the run goes on without a journal (so it cannot be resumed)")
+                    yield ev.ErrorEvent(
+                        message=f"{exc}; the run goes on without a journal (so it cannot be resumed)",
+                        detail={"journal": True},
+                    )
             async for event in journaled(run, self._run(question, engine, fetcher, run, log)):
                 yield event
         except RuminationError as exc:
@@ -238,6 +238,7 @@ class Researcher:
         yield ev.RunStarted(
             run_id=st.run.id if st.run else None,
             resumed_after=len(st.steps) if resumed else None,
+            replay_of=st.run.replay_of if st.run else None,
             question=question,
             backend=self.backend.name,
             model=self.backend.model_id,

@@ -372,11 +372,12 @@ def _ask(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace) -> int:
     from rumination import journal
     from rumination.agent import Researcher
-    from rumination.runs import config_for
+    from rumination.runs import check_resumable, config_for
 
     _check_output(args)
     base = load_config(args)
     log = journal.load(base.data_dir, args.run_id)
+    check_resumable(log)
     config = config_for(log, base, **given_settings(args))
     researcher = Researcher(config)
     return _research(researcher, lambda: researcher.resume_stream(log.id), args)[0]
@@ -392,11 +393,15 @@ def _replay(args: argparse.Namespace) -> int:
     _check_output(args)
     base = load_config(args)
     log = journal.load(base.data_dir, args.run_id)
-    if log.status == "running":
-        raise RuminationError(f"run {log.id} is still running; replay it once it has ended")
     if args.live:
         config = config_for(log, base, **given_settings(args))
         backend = None
+    elif log.result is None or log.result.stop_reason == "error":
+        state = "is still running" if log.status == "running" else f"ended without a report ({log.status})"
+        raise RuminationError(
+            f"run {log.id} {state} after {log.state.turn} tool turns: there is no report to reproduce. Resume it "
+            f"first (rumination resume {log.id}), or replay it with a model (--live)"
+        )
     else:
         config = replay_config(log, base, **given_settings(args))
         outputs = recorded_outputs(log)
@@ -442,7 +447,7 @@ def _research(researcher: Any, events: Any, args: argparse.Namespace) -> tuple[i
             from rumination.sanitize import terminal_safe
 
             print(f"rumination: error: {terminal_safe(result.error or 'the backend failed')}", file=sys.stderr)
-        if result.run_id:
+        if result.run_id and args.command != "replay":  # a replay is replayed again, not resumed
             print(f"rumination resume {result.run_id} continues this run", file=sys.stderr)
         return EXIT_ERROR, result
     return EXIT_OK, result
@@ -503,7 +508,7 @@ def _sessions(args: argparse.Namespace) -> int:
     print(f"{'ID':8}  {'STARTED':16}  {'STATUS':11}  {'TURNS':>5}  QUESTION")
     for run in runs:
         started = run.started_at.astimezone().strftime("%Y-%m-%d %H:%M")
-        question = " ".join(run.question.split())
+        question = (f"[replay of {run.replay_of}] " if run.replay_of else "") + " ".join(run.question.split())
         question = question if len(question) <= 80 else question[:79] + "…"
         print(terminal_safe(f"{run.id:8}  {started:16}  {run.status:11}  {run.turns:>5}  {question}"))
     return EXIT_OK
@@ -612,8 +617,10 @@ async def _consume(researcher: Any, events: Any, args: argparse.Namespace, run_i
     _handle_ctrl_c(researcher, started)
     async for event in events():
         started[0] = started[0] or isinstance(event, ev.RunStarted)
-        if isinstance(event, ev.RunStarted) and event.run_id:
+        if isinstance(event, ev.RunStarted) and event.run_id and not event.replay_of:
             run_id[:] = [event.run_id]
+        if trace is None and isinstance(event, ev.ErrorEvent) and event.detail.get("journal"):  # -q keeps these
+            print(f"rumination: warning: {terminal_safe(event.message)}", file=sys.stderr)
         if trace is not None:
             trace(event)
         if args.jsonl:

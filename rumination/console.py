@@ -44,7 +44,9 @@ class Trace:
             case ev.StatusEvent(message=message):
                 self._line(f"· {message}", "2")
             case ev.RunStarted():
-                if event.resumed_after is not None:
+                if event.replay_of:
+                    self._line(f"Replaying run {event.replay_of}: {event.question}", "1")
+                elif event.resumed_after is not None:
                     turns = plural(event.resumed_after, "tool turn")
                     self._line(f"Resuming run {event.run_id} after {turns}: {event.question}", "1")
                 else:

@@ -28,6 +28,7 @@ class RunStarted(_Event):
     type: Literal["run_started"] = "run_started"
     run_id: str | None = Field(None, description="the run's journal id (rumination show/resume/replay ID)")
     resumed_after: int | None = Field(None, description="a resumed run: the tool turns it had done")
+    replay_of: str | None = Field(None, description="a replay: the run it replays")
     question: str
     backend: str
     model: str

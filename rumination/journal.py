@@ -158,7 +158,7 @@ class Journal:
     def __init__(self, path: Path):
         self.path = path
         self.broken: str | None = None
-        self._file = path.open("a+b")
+        self._file = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+b")
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -366,6 +366,7 @@ class RunSummary:
     turns: int
     status: RunStatus
     stop_reason: StopReason | None
+    replay_of: str | None = None
 
 
 def summaries(data_dir: Path) -> tuple[list[RunSummary], list[str]]:
@@ -416,7 +417,7 @@ def summary(path: Path) -> RunSummary:
         status = "interrupted"
     else:
         status = "failed" if stop == "error" else "finished"
-    return RunSummary(header.id, header.started_at, header.question, turns, status, stop)
+    return RunSummary(header.id, header.started_at, header.question, turns, status, stop, header.replay_of)
 
 
 def _reason(exc: ValidationError) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 from rumination import events as ev
 from rumination import journal as jr
 from rumination.config import SECRETS, Config
+from rumination.errors import RuminationError
 from rumination.factory import fetch_rules, same_origin
 from rumination.results import Message, ResearchResult, Usage
 from rumination.search.base import SearchEngine
@@ -29,6 +30,7 @@ class Run:
 
     id: str
     journal: jr.Journal
+    replay_of: str | None = None
     warned: bool = False  # a journal write failed and the user was told
 
     @classmethod
@@ -42,12 +44,12 @@ class Run:
             config=recorded_config(config, started),
             replay_of=replay_of,
         )
-        return cls(header.id, jr.Journal.create(config.data_dir, header))
+        return cls(header.id, jr.Journal.create(config.data_dir, header), replay_of)
 
     @classmethod
     def resume(cls, log: jr.RunLog) -> Run:
         """Reopen an interrupted run's journal and say where it resumes."""
-        run = cls(log.id, jr.Journal(log.path))
+        run = cls(log.id, jr.Journal(log.path), log.header.replay_of)
         run.journal.write(jr.Resumed(turn=log.state.turn))
         run.journal.sync()
         return run
@@ -77,7 +79,8 @@ async def journaled(run: Run | None, events: AsyncIterator[ev.Event]) -> AsyncIt
                 run.warned = True
                 yield ev.ErrorEvent(
                     message=f"the run's journal cannot be written ({run.journal.broken}); the run goes on, but it "
-                    "cannot be resumed or replayed"
+                    "cannot be resumed or replayed",
+                    detail={"journal": True},
                 )
 
 
@@ -99,12 +102,28 @@ def recorded_web(log: jr.RunLog, config: Config) -> tuple[SearchEngine, Fetcher]
 def recorded_config(config: Config, started: datetime) -> dict[str, Any]:
     """The settings as the journal keeps them: no secrets, and the year the model is told pinned to the start's."""
     values = config.model_dump(mode="json", exclude=set(SECRETS))
+    for name, value in list(values.items()):  # a URL with a password in it is a secret too: given again on resume
+        if isinstance(value, str) and "://" in value and "@" in value.split("://", 1)[1].split("/", 1)[0]:
+            del values[name]
     for name in PATHS:  # a resume may start in another working directory
         if values.get(name) is not None:
             values[name] = str(Path(values[name]).expanduser().absolute())
     if values.get("current_year") and values.get("today") is None:
         values["today"] = started.date().isoformat()
     return values
+
+
+def check_resumable(log: jr.RunLog) -> None:
+    """Raise why `log` cannot be resumed: held by another process, ended, or a replay (whose web is a recording)."""
+    if log.status == "running":
+        raise RuminationError(f"run {log.id} is running in another rumination process; it cannot be resumed twice")
+    if not log.resumable:
+        raise RuminationError(f"run {log.id} is {log.status}: there is nothing to resume")
+    if log.header.replay_of:
+        raise RuminationError(
+            f"run {log.id} replays run {log.header.replay_of} and cannot be resumed: "
+            f"replay {log.header.replay_of} again (rumination replay {log.header.replay_of})"
+        )
 
 
 def config_for(log: jr.RunLog, config: Config, **overrides: Any) -> Config:
@@ -152,7 +171,11 @@ def partial_result(log: jr.RunLog) -> ResearchResult:
         steps=state.steps,
         turns=state.turn,
         stop_reason="error",
-        error=f"the run was interrupted after {state.turn} tool turns (rumination resume {log.id} continues it)",
+        error=(
+            f"the run is still running ({state.turn} tool turns so far)"
+            if log.status == "running"
+            else f"the run was interrupted after {state.turn} tool turns (rumination resume {log.id} continues it)"
+        ),
         usage=usage,
         backend=str(config.get("backend", "")),
         model=str(config.get("model", "")),

@@ -367,3 +367,28 @@ def test_sigkill_at_many_points_then_resume(web, tmp_path):
         assert [s["observation"] for s in result["steps"]] == [s["observation"] for s in expected["steps"]]
         spent = {path: n - before[path] for path, n in requests(web).items()}
         assert spent == {"/gutenberg.html": 1, "/spread.html": 1, "/search": 1}, (point, count, spent)
+
+
+async def test_a_replay_is_never_resumed_and_a_run_without_report_is_not_replayed(web, capsys):
+    settings = cfg(web)
+    original = await Researcher(settings, backend=ScriptedBackend(settings, outputs=script(web.base))).run(QUESTION)
+    short = await Researcher(settings, backend=ScriptedBackend(settings, outputs=script(web.base)[:2])).run(QUESTION)
+    assert await cli("replay", short.run_id) == 1
+    assert "there is no report to reproduce" in capsys.readouterr().err
+    assert await cli("replay", original.run_id, "--json", "-q") == 0
+    replayed = json.loads(capsys.readouterr().out)["run_id"]
+    log = jr.load(settings.data_dir, replayed)
+    log.path.write_bytes(b"\n".join(log.path.read_bytes().splitlines()[:-1]) + b"\n")  # as if killed at the end
+    assert await cli("resume", replayed) == 1
+    assert f"replays run {original.run_id} and cannot be resumed" in capsys.readouterr().err
+    assert await cli("sessions") == 0
+    assert f"[replay of {original.run_id}]" in capsys.readouterr().out
+
+
+async def test_a_password_in_a_url_is_never_written(web):
+    settings = cfg(web)
+    with_password = web.base.replace("http://", "http://admin:pw0rdSECRET@")
+    settings = settings.model_copy(update={"searxng_url": with_password})
+    result = await Researcher(settings, backend=ScriptedBackend(settings, outputs=script(web.base)[:1])).run(QUESTION)
+    path = jr.find(settings.data_dir, result.run_id)
+    assert "pw0rdSECRET" not in path.read_text() and path.stat().st_mode & 0o077 == 0
