@@ -74,9 +74,11 @@ def warnings(result: ResearchResult) -> list[str]:
     lines = []
     unverified = [c for c in citations if not c.verified]
     if unverified:
-        n = len(unverified)
+        n, shown = len(unverified), list(dict.fromkeys(map(_shown, unverified)))
         what = "1 citation points at a page" if n == 1 else f"{n:,} citations point at pages"
-        lines.append(f"{what} the run never read: {_listing(list(dict.fromkeys(map(_shown, unverified))))}")
+        if 1 < len(shown) < n:
+            what = f"{n:,} citations ({len(shown):,} different) point at pages"
+        lines.append(f"{what} the run never read: {_listing(shown)}")
     sentences = []
     for group in citation_groups(report, citations):
         unsupported = [c for c in group if c.verified and not c.supported]
