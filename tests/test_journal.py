@@ -296,8 +296,12 @@ async def test_prefetched_pages_are_not_fetched_again_after_a_resume(web, monkey
         async for event in stream:
             run_id = event.run_id if isinstance(event, ev.RunStarted) else run_id
             if isinstance(event, ev.TurnStarted) and event.turn == 2:  # turn 1 (the search) is checkpointed
-                await asyncio.to_thread(web.wait_for, "/spread.html")  # the prefetches have been answered
-                await asyncio.sleep(0.3)  # and recorded
+                pages = jr.find(settings.data_dir, run_id).parent / jr.WEB / "pages"
+                for _ in range(600):  # until the three prefetched pages are recorded
+                    if pages.is_dir() and len(list(pages.glob("*.json"))) == 3:
+                        break
+                    await asyncio.sleep(0.05)
+                assert len(list(pages.glob("*.json"))) == 3
                 break
     before = requests(web)
     await Researcher(settings, backend=ScriptedBackend(settings, outputs=outputs)).resume(run_id)
