@@ -443,7 +443,8 @@ class Researcher:
             st.steps.append(Step(turn=turn, call=call, observation="", ok=True))
             return
         st.actions[st.browser.action_key(call)] += 1
-        result, failure = await self._unless_finished(call_tool(st.browser, call))
+        thinking = split_thinking(text)[0]
+        result, failure = await self._unless_finished(call_tool(st.browser, call, thinking))
         if failure is not None:
             yield ev.ErrorEvent(
                 message=f"turn {turn}: the {call.name} call failed unexpectedly ({failure}); the model was told, "
@@ -529,14 +530,14 @@ class Researcher:
         )
 
 
-async def call_tool(browser: Browser, call: ToolCall) -> tuple[ToolResult, str | None]:
-    """Run `call` in `browser`; any failure becomes an error result, returned with its one-line reason."""
+async def call_tool(browser: Browser, call: ToolCall, thinking: str = "") -> tuple[ToolResult, str | None]:
+    """Run `call` in `browser` (`thinking`: what the model wrote before it); a failure becomes an error result."""
     # THE one boundary on the tool path: the browser turns the failures it knows (HTTP errors, refusals) into
     # observations itself; whatever else is raised (a decoder, the extractor, the PDF reader, a fetcher, the page's
     # formatting, a prefetch a click awaits) is logged with its traceback and shown to the model as a plain error,
     # so one page never ends a run. Only a cancellation of this call (and KeyboardInterrupt, SystemExit) passes.
     try:
-        return await browser.run(call), None
+        return await browser.run(call, thinking), None
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
         if task is None or task.cancelling():

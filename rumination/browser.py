@@ -11,8 +11,9 @@ from pydantic import BaseModel, Field
 
 from rumination.config import Config
 from rumination.factory import results_lead_inside
-from rumination.formatting import Truncator, format_page, format_search_results
+from rumination.formatting import format_search_results, read_page
 from rumination.neterrors import brief
+from rumination.reading import Cut, Truncator, query_terms
 from rumination.results import Source, ToolCall, ToolResult
 from rumination.sanitize import clean_text
 from rumination.search.base import SearchEngine, SearchError, SearchHit
@@ -58,6 +59,9 @@ class BrowserState(BaseModel):
     hits_inside: bool | None = None
     seen_urls: dict[str, bool] = Field(default_factory=dict)
     seen_hosts: dict[str, bool] = Field(default_factory=dict)
+    last_query: str = ""
+    read: dict[str, list[int]] = Field(default_factory=dict, description="final URL: the passages shown of it")
+    left: dict[str, int] = Field(default_factory=dict, description="final URL: passages not shown yet")
 
 
 class Browser:
@@ -90,6 +94,9 @@ class Browser:
         self._inside: dict[str, bool] = {}  # final URL -> the page was read from a private or local address
         self._inflight: dict[tuple[str, bool], asyncio.Task[Page]] = {}  # (URL, may reach private addresses)
         self._hits_inside: bool | None = None
+        self.question, self.last_query = question, ""
+        self.read: dict[str, set[int]] = {}  # final URL -> the passages of it shown so far
+        self.left: dict[str, int] = {}  # final URL -> passages of it not shown yet
         self.seen = Provenance()
         self.seen.add_text(question, inside=True, local=True)
         self._asked = {url_key(url) for url in find_urls(question) if is_local(url)}
@@ -103,6 +110,9 @@ class Browser:
             hits_inside=self._hits_inside,
             seen_urls=dict(self.seen._urls),
             seen_hosts=dict(self.seen._hosts),
+            last_query=self.last_query,
+            read={url: sorted(shown) for url, shown in self.read.items()},
+            left=dict(self.left),
         )
 
     def restore(self, state: BrowserState) -> None:
@@ -111,16 +121,18 @@ class Browser:
         self._inside, self._hits_inside = dict(state.inside), state.hits_inside
         self.seen._urls.update(state.seen_urls)
         self.seen._hosts.update(state.seen_hosts)
+        self.last_query, self.left = state.last_query, dict(state.left)
+        self.read = {url: set(shown) for url, shown in state.read.items()}
 
-    async def run(self, call: ToolCall) -> ToolResult:
-        """Execute search, click or open and time it."""
+    async def run(self, call: ToolCall, thinking: str = "") -> ToolResult:
+        """Execute search, click or open and time it; `thinking`, what the model wrote first, steers a long page."""
         start = time.perf_counter()
         if call.name == "search":
             result = await self.search(call.arguments["query"])
         elif call.name == "click":
-            result = await self.click(call.arguments["link_id"])
+            result = await self.click(call.arguments["link_id"], thinking)
         else:
-            result = await self.open(call.arguments["url"])
+            result = await self.open(call.arguments["url"], thinking=thinking)
         result.seconds = time.perf_counter() - start
         return result
 
@@ -136,13 +148,19 @@ class Browser:
         if call.name == "search":
             return "search:" + " ".join(call.arguments["query"].lower().split())
         if call.name == "click" and 0 <= call.arguments["link_id"] < len(self.results):
-            return "read:" + self.results[call.arguments["link_id"]].url
-        if call.name == "open":
-            return "read:" + normalize_url(call.arguments["url"])
-        return f"{call.name}:{call.arguments}"
+            url = self.results[call.arguments["link_id"]].url
+        elif call.name == "open":
+            url = normalize_url(call.arguments["url"])
+        else:
+            return f"{call.name}:{call.arguments}"
+        page = self._pages.get(normalize_url(url))
+        if page is not None and self.left.get(page.final_url):  # a read on: new passages, not a repeat
+            return f"read:{url}#{len(self.read.get(page.final_url, ()))}"
+        return "read:" + url
 
     async def search(self, query: str) -> ToolResult:
         """Run the engine; the hits become the list that click indexes."""
+        self.last_query = query
         try:
             hits = await self.engine.search(query, self.max_results)
         except Unreachable as exc:
@@ -171,7 +189,7 @@ class Browser:
             self._hits_inside = self.allow_private and await results_lead_inside(self.engine)
         return self._hits_inside
 
-    async def click(self, link_id: int) -> ToolResult:
+    async def click(self, link_id: int, thinking: str = "") -> ToolResult:
         """Open result `link_id` of the latest search."""
         if not self.results:
             return _failure(
@@ -187,9 +205,9 @@ class Browser:
                 f"link_id {link_id} out of range 0-{len(self.results) - 1}",
             )
         hit = self.results[link_id]
-        return await self.open(hit.url, title=hit.title, chosen=True)
+        return await self.open(hit.url, title=hit.title, chosen=True, thinking=thinking)
 
-    async def open(self, url: str, title: str = "", chosen: bool = False) -> ToolResult:
+    async def open(self, url: str, title: str = "", chosen: bool = False, thinking: str = "") -> ToolResult:
         """Fetch a page through the fetcher (or this run's copy of it) and show its main text."""
         url = normalize_url(url)
         if is_local(url) and parse_local_url(url) is None:
@@ -209,11 +227,32 @@ class Browser:
                 reason = brief(f"{type(exc).__name__}: {exc}", 200)
                 return _failure(f"Error: could not open {url}: {reason}", "fetch", reason, url)
         source = self._remember(page, title)
-        text = format_page(source.title, page.final_url, page.text, self.page_max_tokens, self.truncate)
+        text, cut = self._show(page, source.title, thinking)
         # Its links may be opened now that the model has read them: those it was shown, not those cut off.
         local = is_local(page.final_url)
         self.seen.add_text(text, base=page.final_url, inside=self._inside.get(page.final_url, False), local=local)
-        return ToolResult(observation=text, ok=True, url=page.final_url, title=source.title, source_id=source.id)
+        return ToolResult(
+            observation=text,
+            ok=True,
+            url=page.final_url,
+            title=source.title,
+            source_id=source.id,
+            page_tokens=cut.total_tokens if cut.cut else None,
+            kept_tokens=cut.kept_tokens if cut.cut else None,
+            continued=cut.continued,
+        )
+
+    def _show(self, page: Page, title: str, thinking: str) -> tuple[str, Cut]:
+        """The page as the model sees it: whole, or what matters most to it now; read again, what it has not seen."""
+        final, query = page.final_url, query_terms(self.question, self.last_query, thinking)
+        shown = self.read.setdefault(final, set())
+        text, cut = read_page(title, final, page.text, self.page_max_tokens, self.truncate, query, shown)
+        if cut.continued and not cut.shown:  # every part was shown before: the page again, as a repeat
+            text, cut = read_page(title, final, page.text, self.page_max_tokens, self.truncate, query)
+            text += "\n\n[You have now seen every part of this page; this is it again.]"
+        shown |= cut.shown
+        self.left[final] = cut.left
+        return text, cut
 
     # The run's scope, decided before any fetch: local documents only of the indexes searched (or one the question
     # names) and, unless open_any_url, only those the model was shown; web pages only when the run searches the

@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
         "url",
     )
     fetch.add_argument("url")
+    fetch.add_argument(
+        "--question",
+        default="",
+        help="what the model is looking for: a page over --page-max-tokens shows the passages that matter to it",
+    )
     add_settings(fetch, "fetch")
     index = command(
         "index",
@@ -269,10 +274,10 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    return _browse(args, "open", args.url)
+    return _browse(args, "open", args.url, args.question)
 
 
-def _browse(args: argparse.Namespace, action: str, target: str) -> int:
+def _browse(args: argparse.Namespace, action: str, target: str, focus: str = "") -> int:
     """Run one browser action exactly as the model's tool call would, and print the observation."""
     import asyncio
 
@@ -297,7 +302,8 @@ def _browse(args: argparse.Namespace, action: str, target: str) -> int:
             config, engine, fetcher, tokenizer, question=target, prefetch=0, open_any_url=True
         )
         try:
-            return await call_tool(browser, call)  # a failure nobody anticipated is an observation here too
+            # `focus` plays the model's thinking before the call; a failure nobody anticipated is an observation too
+            return await call_tool(browser, call, focus)
         finally:
             await browser.aclose()
             await engine.aclose()

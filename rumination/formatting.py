@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Collection, Sequence
 
+from rumination import reading
 from rumination.protocol import SearchLayout
+from rumination.reading import Truncator
 from rumination.results import ToolResult
 from rumination.sanitize import clean_text
 from rumination.search.base import SearchHit
 from rumination.web.extract import strip_title
-
-Truncator = Callable[[str, int], tuple[str, int]]
-
 
 # The search-result markup itself (see protocol.SearchLayout): text from a server must never open, close or forge a
 # result card, whether it arrives as a title, a snippet, a page's text or an error message.
@@ -52,12 +52,27 @@ def format_search_results(hits: Sequence[SearchHit], layout: SearchLayout = "glm
     return "\n\n".join(blocks)
 
 
-def format_page(title: str, url: str, text: str, max_tokens: int, truncate: Truncator) -> str:
-    """A title and URL header, then the page text (without a heading that repeats the title) cut to `max_tokens`."""
+def read_page(
+    title: str,
+    url: str,
+    text: str,
+    max_tokens: int,
+    truncate: Truncator,
+    query: Counter[str] | None = None,
+    seen: Collection[int] = (),
+) -> tuple[str, reading.Cut]:
+    """A title and URL header, then the page text (without a heading that repeats the title) within `max_tokens`.
+
+    A page over the budget shows its lead, its outline and the passages that matter most to `query` (reading.py);
+    `seen` holds the passages shown by earlier reads, which a read again leaves out.
+    """
     url = _url(url)
     heading = _one_line(title) or url
     body = strip_title(defuse_markup(clean_text(text)).strip(), heading)
-    kept, total = truncate(body, max_tokens)
-    if len(kept) < len(body):
-        kept = kept.rstrip() + f"\n\n[truncated: showing the first {max_tokens:,} tokens of about {total:,}]"
-    return f"# {heading}\nURL: {url}\n\n{kept}"
+    cut = reading.cut(body, max_tokens, truncate, query or Counter(), seen)
+    return f"# {heading}\nURL: {url}\n\n{cut.text}", cut
+
+
+def format_page(title: str, url: str, text: str, max_tokens: int, truncate: Truncator) -> str:
+    """The page as a first read with no query shows it (read_page)."""
+    return read_page(title, url, text, max_tokens, truncate)[0]

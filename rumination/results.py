@@ -102,6 +102,9 @@ class ToolResult(BaseModel):
     title: str | None = None
     source_id: int | None = None
     results: int | None = Field(None, description="how many search results were shown")
+    page_tokens: int | None = Field(None, description="a page cut to fit: its size in tokens, about")
+    kept_tokens: int | None = Field(None, description="a page cut to fit: the tokens of it shown")
+    continued: bool = Field(False, description="a page read again: only the parts not shown before")
 
 
 class Step(ToolResult):

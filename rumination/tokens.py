@@ -8,7 +8,7 @@ from typing import Any
 
 def count_tokens(tokenizer: Any, text: str) -> int:
     """Tokens in `text`, with no special tokens added."""
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 # Characters tokenized per token kept: generous (real text runs ~4 characters a token), so the head holds them all.
@@ -24,7 +24,8 @@ def truncate_tokens(tokenizer: Any, text: str, max_tokens: int) -> tuple[str, in
     size = max(max_tokens, 1) * CHARS_PER_TOKEN
     while True:
         head = text[:size]
-        enc = tokenizer(head, add_special_tokens=False, return_offsets_mapping=True)
+        # verbose=False: a page longer than the model's window is counted, not fed to it; transformers would warn
+        enc = tokenizer(head, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         counted = len(enc["input_ids"])
         if counted > max_tokens or len(head) == len(text):
             break

@@ -7,7 +7,7 @@ from functools import partial
 from transformers import AutoTokenizer
 
 from rumination.assets import bundled_tokenizer_dir
-from rumination.formatting import format_page, format_search_results
+from rumination.formatting import format_page, format_search_results, read_page
 from rumination.sanitize import clean_text
 from rumination.search.base import SearchHit
 from rumination.tokens import CHARS_PER_TOKEN, count_tokens, truncate_tokens
@@ -33,13 +33,13 @@ def test_glm4_layout():
 def test_page_is_cut_to_the_token_budget_with_a_marker():
     tok = AutoTokenizer.from_pretrained(bundled_tokenizer_dir())
     text = " ".join(f"word{i}" for i in range(400))
-    page = format_page("Title", "https://x.example/", text, 50, partial(truncate_tokens, tok))
+    page, cut = read_page("Title", "https://x.example/", text, 50, partial(truncate_tokens, tok))
     header, body = page.split("\n\n", 1)
     assert header == "# Title\nURL: https://x.example/"
-    total = int(body.rsplit("of about ", 1)[1].rstrip("]").replace(",", ""))
-    assert abs(total - count_tokens(tok, text)) <= 0.1 * count_tokens(tok, text)  # estimated past the head
-    kept = body.rsplit("\n\n[truncated", 1)[0]
-    assert count_tokens(tok, kept) <= 50 and text.startswith(kept)
+    assert abs(cut.total_tokens - count_tokens(tok, text)) <= 0.1 * count_tokens(tok, text)
+    shown, marker = body.rsplit("\n\n", 1)
+    assert count_tokens(tok, body) <= 50 == cut.kept_tokens and text.startswith(shown) and shown
+    assert marker.startswith("[… ") and marker.endswith("left out]") and cut.cut
     whole = format_page("T", "u", "short text", 50, partial(truncate_tokens, tok))
     assert whole == "# T\nURL: u\n\nshort text"
 

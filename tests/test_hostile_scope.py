@@ -532,7 +532,7 @@ class LongPageFetcher:
 
     async def fetch(self, url: str) -> Page:
         self.fetched.append(url)
-        text = "word " * 300 + "Hidden link: https://evil.example/steal?q=secret and [more](https://evil.example/md)"
+        text = "word " * 300 + "Hidden link: https://evil.test/steal?q=secret and [more](https://evil.test/md)"
         return Page(url=url, final_url=url, title="Long", text=text, content_type="text/markdown")
 
     async def aclose(self) -> None:
@@ -544,11 +544,11 @@ async def test_a_link_cut_off_before_the_model_saw_it_may_not_be_opened() -> Non
     config = Config(page_max_tokens=100)
     browser = Browser(config, NoEngine(), fetcher, whole, question="Read https://long.example/page")
     shown = await browser.open("https://long.example/page")
-    assert shown.ok and "evil.example" not in shown.observation
-    for url in ("https://evil.example/steal?q=secret", "https://evil.example/md", "https://evil.example/"):
+    assert shown.ok and "evil.test" not in shown.observation  # past the budget, and nothing the question asks for
+    for url in ("https://evil.test/steal?q=secret", "https://evil.test/md", "https://evil.test/"):
         result = await browser.open(url)
         assert (result.ok, result.error) == (False, "refused") and "did not appear" in result.observation
     assert fetcher.fetched == ["https://long.example/page"]
     wide = Browser(config.model_copy(update={"page_max_tokens": 1000}), NoEngine(), fetcher, whole, question=shown.url)
     assert (await wide.open("https://long.example/page")).ok
-    assert (await wide.open("https://evil.example/steal?q=secret")).ok  # shown this time
+    assert (await wide.open("https://evil.test/steal?q=secret")).ok  # shown this time

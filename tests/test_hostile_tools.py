@@ -457,7 +457,7 @@ async def test_cancelling_the_run_still_cancels_a_tool_call():
 @pytest.mark.parametrize("error", [KeyboardInterrupt(), SystemExit(1)], ids=lambda e: type(e).__name__)
 async def test_interrupts_pass_through_the_tool_boundary(error):
     class Browser:
-        async def run(self, call: ToolCall) -> ToolResult:
+        async def run(self, call: ToolCall, thinking: str = "") -> ToolResult:
             raise error
 
     with pytest.raises(type(error)):
