@@ -249,7 +249,7 @@ class Browser:
         text, cut = read_page(title, final, page.text, self.page_max_tokens, self.truncate, query, shown)
         if cut.continued and not cut.shown:  # every part was shown before: the page again, as a repeat
             text, cut = read_page(title, final, page.text, self.page_max_tokens, self.truncate, query)
-            text += "\n\n[You have now seen every part of this page; this is it again.]"
+            return text + "\n\n[You have now seen every part of this page; this is it again.]", cut
         shown |= cut.shown
         self.left[final] = cut.left
         return text, cut

@@ -6,18 +6,21 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+from rumination.urls import URL_PATTERN
 
 # A page over its token budget is split into passages (paragraphs; a long one at sentence ends). The model is shown
 # the passages of the page's lead, an outline of its section headings, then the passages that BM25 ranks highest for
 # the question, the latest search query and the thinking the model wrote before this click or open (with the page's
 # headings as each passage's context), then the rest in page order while room is left: all in page order, with a
 # marker wherever text was left out. A page read again shows what it has not shown yet, ranked the same way.
-MAX_PASSAGE_CHARS = 1200  # at most; a small budget gets passages of about as many characters as it has tokens
+MAX_PASSAGE_CHARS = 1200  # at most; a small budget gets passages of half as many characters as it has tokens
 MIN_PASSAGE_CHARS = 80
 LEAD_SHARE = 0.12  # of the budget, for the page's opening passages
 OUTLINE_SHARE = 0.08  # of the budget, for the headings
-MARKER_TOKENS = 40  # room kept for each "left out" marker while choosing
+SECTION_CHARS = 60  # of a section's name in a marker
+CONTINUED = "[continued: the parts of this page not shown before]"
 THINKING_CHARS = 1500  # the end of the thinking, where the model says what it will look for
 BM25_K1, BM25_B = 1.2, 0.75
 HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
@@ -77,6 +80,11 @@ def split(text: str, size: int = MAX_PASSAGE_CHARS) -> list[Passage]:
     return passages
 
 
+def passage_size(max_tokens: int) -> int:
+    """The longest passage, in characters, for a budget of `max_tokens`."""
+    return max(MIN_PASSAGE_CHARS, min(MAX_PASSAGE_CHARS, max_tokens // 2))
+
+
 def _pieces(block: str, size: int) -> list[tuple[int, int]]:
     """A long block in pieces of at most `size` characters, cut at sentence ends (else spaces) where it can be."""
     pieces, start = [], 0
@@ -95,15 +103,15 @@ def _pieces(block: str, size: int) -> list[tuple[int, int]]:
 
 
 def terms(text: str) -> list[str]:
-    """Lower-cased words (each CJK character one), stop words left out."""
-    return [w for w in _WORDS.findall(text.lower()) if w not in _STOP]
+    """Lower-cased words (each CJK character one; other single characters and stop words left out)."""
+    return [w for w in _WORDS.findall(text.lower()) if w not in _STOP and (len(w) > 1 or w > "\u3000")]
 
 
 def query_terms(question: str, search: str, thinking: str) -> Counter[str]:
-    """What the model is looking for: each source counts once per term."""
+    """What the model is looking for (the URLs it names are where, not what): each source counts once per term."""
     weights: Counter[str] = Counter()
     for source in (question, search, thinking[-THINKING_CHARS:]):
-        weights.update(set(terms(source)))
+        weights.update(set(terms(URL_PATTERN.sub(" ", source))))
     return weights
 
 
@@ -134,7 +142,7 @@ def cut(text: str, max_tokens: int, truncate: Truncator, query: Counter[str], se
     `seen` holds the passages shown by earlier reads: a read again shows only the others (`continued`), and
     nothing (an empty text) once every passage has been shown.
     """
-    passages = split(text, max(MIN_PASSAGE_CHARS, min(MAX_PASSAGE_CHARS, max_tokens)))
+    passages = split(text, passage_size(max_tokens))
     head, total = truncate(text, max_tokens)
     if not seen and head == text:
         return Cut(text, set(range(len(passages))), [(0, len(text))], total, total)
@@ -153,12 +161,7 @@ def cut(text: str, max_tokens: int, truncate: Truncator, query: Counter[str], se
             break
         chosen = chosen[:-1]  # the last chosen is the least wanted: markers took more room than kept for them
     if not chosen:  # a budget too small for any passage whole: the head of the first one unseen, as a plain cut
-        first = passages[unseen[0]]
-        room = max_tokens - count(_render(text, passages, [], "", bool(seen))) - 2
-        shown, _ = truncate(text[first.start : first.end], max(room, 0))
-        rendered = "\n\n".join(part for part in (shown, _marker(text, passages[unseen[0] :])) if part)
-        kept = count(rendered)
-        return Cut(rendered, {unseen[0]}, [(first.start, first.start + len(shown))], total, kept, True, bool(seen))
+        return _head(text, passages, unseen, max_tokens, truncate, count, total, bool(seen))
     order = sorted(chosen)
     return Cut(
         rendered,
@@ -172,6 +175,36 @@ def cut(text: str, max_tokens: int, truncate: Truncator, query: Counter[str], se
     )
 
 
+def _head(
+    text: str,
+    passages: Sequence[Passage],
+    unseen: list[int],
+    max_tokens: int,
+    truncate: Truncator,
+    count: Callable[[str], int],
+    total: int,
+    continued: bool,
+) -> Cut:
+    """As much of the first unseen passage as fits, with the notes that fit too (the gap's first, then the header)."""
+    first = passages[unseen[0]]
+    notes = [CONTINUED if continued else "", _marker(text, passages[unseen[0] :])]
+    for drop in (None, 1, 0):
+        if drop is not None:
+            notes[drop] = ""
+        room = max_tokens - sum(count(note) + 1 for note in notes if note)
+        if room >= min(8, max_tokens):
+            break
+    shown = truncate(text[first.start : first.end], max(room, 0))[0]
+    while True:
+        rendered = "\n\n".join(part for part in (notes[0], shown, notes[1]) if part)
+        over = count(rendered) - max_tokens
+        if over <= 0 or not shown:
+            break
+        shown = truncate(shown, max(count(shown) - over, 0))[0]
+    span = [(first.start, first.start + len(shown))] if shown else []
+    return Cut(rendered, {unseen[0]}, span, total, count(rendered), True, continued, len(unseen) - 1)
+
+
 def _choose(
     text: str,
     passages: Sequence[Passage],
@@ -183,14 +216,13 @@ def _choose(
 ) -> tuple[list[int], str]:
     """The passages to show, most wanted first, and the outline; within the budget less room for markers."""
     outline = _outline(text, passages, int(max_tokens * OUTLINE_SHARE), count)
-    marker_tokens = min(MARKER_TOKENS, max_tokens // 10)
-    room = max_tokens - count(outline) - marker_tokens
+    longest = max(passages, key=lambda p: min(len(p.section), SECTION_CHARS))
+    marker_tokens = count(_marker(text, [replace(longest, start=0, end=99_999)] * 999)) + 1  # the largest there is
+    room = max_tokens - count(outline) - marker_tokens - (count(CONTINUED) + 1 if continued else 0)
     chosen: list[int] = []
     lead_room = int(max_tokens * LEAD_SHARE)
     if not continued:  # the page's opening: what it is and who wrote it
         for i in unseen:
-            if passages[i].heading and not chosen:
-                continue
             need = count(text[passages[i].start : passages[i].end]) + 1
             if need > min(room, lead_room) and chosen:
                 break
@@ -238,7 +270,7 @@ def _render(text: str, passages: Sequence[Passage], chosen: list[int], outline: 
     order = sorted(chosen)
     parts: list[str] = []
     if continued:
-        parts.append("[continued: the parts of this page not shown before]")
+        parts.append(CONTINUED)
     placed = False
     expected = 0
     for i in order:
@@ -257,11 +289,12 @@ def _render(text: str, passages: Sequence[Passage], chosen: list[int], outline: 
 
 
 def _marker(text: str, gap: Sequence[Passage]) -> str:
-    """What a gap left out: how much, and under which sections."""
+    """What a gap left out: how much, and under which sections (the first named)."""
     chars = sum(p.end - p.start for p in gap)
     sections = list(dict.fromkeys(p.section for p in gap if p.section))
     where = ""
     if sections:
-        more = f" and {len(sections) - 3} more" if len(sections) > 3 else ""
-        where = " in " + "; ".join(f'"{s}"' for s in sections[:3]) + more
-    return f"[… {len(gap)} passage{'' if len(gap) == 1 else 's'} (about {chars:,} characters) left out{where}]"
+        name = sections[0] if len(sections[0]) <= SECTION_CHARS else sections[0][: SECTION_CHARS - 1] + "…"
+        more = len(sections) - 1
+        where = f' in "{name}"' + (f" and {more} more section{'' if more == 1 else 's'}" if more else "")
+    return f"[… {len(gap):,} passage{'' if len(gap) == 1 else 's'} (about {chars:,} characters) left out{where}]"
