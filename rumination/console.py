@@ -71,7 +71,8 @@ class Trace:
             case ev.ObservationEvent(results=int(n)):
                 self._line(f"← {plural(n, 'result')} ({event.seconds:.1f} s)", "32")
             case ev.ObservationEvent(source_id=int(n)):
-                self._line(f"← [{n}] {event.title} ({event.url}, {event.seconds:.1f} s{page_cut(event)})", "32")
+                cut = f"; {note}" if (note := cut_note(event)) else ""
+                self._line(f"← [{n}] {event.title} ({event.url}, {event.seconds:.1f} s{cut})", "32")
             case ev.TurnFinished(usage=u) if u.prefill_seconds is not None and u.prefilled_tokens is not None:
                 speed = f" · decode {u.decode_tokens_per_second:.1f} tok/s" if u.decode_tokens_per_second else ""
                 reused = f" ({u.reused_tokens:,} reused)" if u.reused_tokens else ""
@@ -99,11 +100,11 @@ class Trace:
                     self._line(f"warning: {problem}", "33")
 
 
-def page_cut(step: ev.ObservationEvent) -> str:
-    """How much of a long page was shown, e.g. "; 8,000 of about 42,000 tokens, continued"."""
+def cut_note(step: ev.ObservationEvent) -> str:
+    """How much of a long page was shown, e.g. "8,000 of about 42,000 tokens, read on"; "" for a page shown whole."""
     if step.page_tokens is None or step.kept_tokens is None:
-        return "; read on" if step.continued else ""
-    return f"; {step.kept_tokens:,} of about {step.page_tokens:,} tokens" + (", read on" if step.continued else "")
+        return "read on" if step.continued else ""
+    return f"{step.kept_tokens:,} of about {step.page_tokens:,} tokens" + (", read on" if step.continued else "")
 
 
 def plural(count: int, noun: str) -> str:

@@ -1092,3 +1092,21 @@ async def test_a_stopped_run_is_resumed_from_its_last_complete_turn(web):
             "finish",
         ]
         assert app.result.report.startswith("# Partial report")
+
+
+async def test_the_timeline_says_when_a_page_was_cut_and_how_much_was_kept():
+    app = ResearchApp(Config(backend="scripted"))
+    call = ToolCall(name="open", arguments={"url": "https://a.example/long"})
+    step = {"turn": 1, "call": call, "ok": True, "url": "https://a.example/long", "title": "Long", "source_id": 1}
+    async with app.run_test(size=(160, 24)) as pilot:
+        app.on_research_event(ev.ToolCallEvent(turn=1, call=call, raw=""))
+        app.on_research_event(ev.ObservationEvent(observation="# Long", page_tokens=42_000, kept_tokens=8_000, **step))
+        app.on_research_event(ev.ToolCallEvent(turn=2, call=call, raw=""))
+        step["turn"] = 2
+        cut = {"page_tokens": 42_000, "kept_tokens": 7_900, "continued": True}
+        app.on_research_event(ev.ObservationEvent(observation="# Long", **cut, **step))
+        app.action_show_tab("timeline")
+        await pilot.pause()
+        timeline = app.query_one(Timeline)
+        assert str(timeline.get_cell("1", "detail")).endswith("· cut: 8,000 of about 42,000 tokens")
+        assert str(timeline.get_cell("2", "detail")).endswith("· cut: 7,900 of about 42,000 tokens, read on")

@@ -20,6 +20,7 @@ from textual.widgets import Button, Collapsible, DataTable, Input, Label, Static
 from textual.widgets.data_table import ColumnKey
 
 from rumination import events as ev
+from rumination.console import cut_note
 from rumination.journal import RunSummary
 from rumination.results import Citation, ResearchResult, Source
 from rumination.sanitize import terminal_safe
@@ -114,6 +115,11 @@ class FitTable(DataTable):
         self.refresh()
 
 
+def _cut(event: ev.ObservationEvent) -> str:
+    """A long page's cut, as the timeline says it: " · cut: 8,000 of about 42,000 tokens"."""
+    return f" · cut: {note}" if (note := cut_note(event)) else ""
+
+
 class Timeline(FitTable):
     """Tool calls with their status and latency."""
 
@@ -148,9 +154,9 @@ class Timeline(FitTable):
             detail = cell(f"{self.get_cell(key, 'detail')} → {event.results} results")
             self.update_cell(key, "detail", detail)
         elif event.ok and event.tool == "open":
-            self.update_cell(key, "detail", cell(f"{event.url} · {_line(event.title or '')}"))
+            self.update_cell(key, "detail", cell(f"{event.url} · {_line(event.title or '')}{_cut(event)}"))
         elif event.ok and event.title:
-            self.update_cell(key, "detail", cell(f"{_line(event.title)} ({_host(event.url or '')})"))
+            self.update_cell(key, "detail", cell(f"{_line(event.title)} ({_host(event.url or '')}){_cut(event)}"))
         if event.ok:
             self.update_cell(key, "status", cell(f"✓ {event.seconds:.1f} s", "green"))
             return
