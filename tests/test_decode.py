@@ -237,3 +237,23 @@ def test_top_k_keeps_the_k_likeliest_tokens_and_zero_disables_it():
 
     assert drawn(5) == set(range(45, 50))
     assert len(drawn(0)) > 45
+
+
+@pytest.mark.parametrize(("window", "used", "chunk"), [(64, 17, 16), (64, 64, 16), (48, 1, 64), (128, 100, 32)])
+def test_split_kv_decode_attention_matches_sdpa(window, used, chunk):
+    from rumination.backends.attention import split_kv_decode
+
+    torch.manual_seed(window + used)
+    query = torch.randn(1, 12, 1, 16)
+    key, value = torch.randn(1, 2, window, 16), torch.randn(1, 2, window, 16)
+    allowed = (torch.arange(window) < used).reshape(1, 1, 1, window)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query, key[:, :, :used].repeat_interleave(6, 1), value[:, :, :used].repeat_interleave(6, 1), scale=0.25
+    )
+    got = split_kv_decode(query, key, value, allowed, 0.25, chunk)
+    assert got.shape == (1, 12, 1, 16)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(
+        split_kv_decode(query, key, value, None, 0.25, chunk),
+        split_kv_decode(query, key, value, torch.ones_like(allowed), 0.25, chunk),
+    )

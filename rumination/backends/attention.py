@@ -30,6 +30,38 @@ def packed_sdpa(
     return out.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None
 
 
+def split_kv_decode(query: Any, key: Any, value: Any, allowed: Any, scale: float, chunk: int = 1024) -> Any:
+    """One decode step's attention, the cache read in `chunk`-position splits that run in parallel (flash decoding).
+
+    `query` [B, H, 1, D]; `key`/`value` [B, Hkv, W, D] (W a multiple of `chunk`, or smaller than it); `allowed`
+    [B, 1, 1, W] (True: attend) or None. Each split's softmax is taken apart and the splits combined by their
+    log-sum-exp, so a long cache is read by many blocks at once rather than by one per K/V head. Returns
+    [B, H, 1, D]. Written in plain tensor ops: compiled, it needs no kernel of its own.
+    """
+    import torch
+
+    batch, heads, _, dim = query.shape
+    kv_heads, window = key.shape[1], key.shape[2]
+    groups, chunk = heads // kv_heads, min(chunk, window)
+    splits = window // chunk
+    q = query.reshape(batch, kv_heads, groups, dim).float()
+    k = key.reshape(batch, kv_heads, splits, chunk, dim).float()
+    v = value.reshape(batch, kv_heads, splits, chunk, dim).float()
+    scores = torch.einsum("bhgd,bhsnd->bhsgn", q, k) * scale  # [B, Hkv, S, G, N]
+    if allowed is not None:
+        keep = allowed.reshape(batch, 1, splits, 1, chunk)
+        scores = scores.masked_fill(~keep, float("-inf"))
+    top = scores.amax(-1, keepdim=True)  # per split
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # a split with nothing to attend to
+    weights = torch.exp(scores - top)
+    total = weights.sum(-1, keepdim=True)  # [B, Hkv, S, G, 1]
+    partial = torch.einsum("bhsgn,bhsnd->bhsgd", weights, v)  # [B, Hkv, S, G, D]
+    best = top.amax(2, keepdim=True)
+    rescale = torch.exp(top - best)
+    out = (partial * rescale).sum(2) / (total * rescale).sum(2)  # [B, Hkv, G, D]
+    return out.reshape(batch, heads, 1, dim).to(query.dtype)
+
+
 def register() -> None:
     """Make `rumination_sdpa` a transformers attention implementation (idempotent)."""
     from transformers import AttentionInterface
