@@ -169,6 +169,8 @@ def gpu_mode(args: argparse.Namespace) -> None:
                 say("prefill_32k_tok_s", f"{context / decoded.prefill_seconds:.0f}")
         del decoder
         empty(torch, device)  # the ~8 GiB static cache, before transformers' generate allocates its own
+        if args.decode_only:
+            return
 
         model.set_attn_implementation("sdpa")  # transformers' own kernel path, as `generate` users get it
         ids = torch.tensor([prompt(short, 3)], device=device)
@@ -257,6 +259,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", action="store_true", help="GPU mode: the real architecture, random weights")
     parser.add_argument("--tiny", action="store_true", help="with --gpu: a tiny config, for a smoke run anywhere")
+    parser.add_argument("--decode-only", action="store_true", help="with --gpu: decode at 1K and 32K only")
     parser.add_argument("--turns", type=int, default=20, help="CPU mode: turns of the synthetic run")
     parser.add_argument("--observation-words", type=int, default=25, help="CPU mode: words per observation")
     args = parser.parse_args()
