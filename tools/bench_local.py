@@ -2,6 +2,7 @@
 
     python tools/bench_local.py                # CPU mode: prefix-cache reuse on the tiny fixture model
     python tools/bench_local.py --gpu          # GPU mode: the real 32B architecture, random bf16 weights
+    python tools/bench_local.py --gpu --decode-only   # decode at 1K and 32K only (a short device lease)
     python tools/bench_local.py --gpu --tiny   # GPU mode's code on a tiny config (a smoke run, any device)
 
 CPU mode plays the same synthetic 20-turn research run twice, with and without reuse, where each turn
@@ -9,10 +10,12 @@ appends an assistant call and an observation; its last line is `prefill_reuse_ra
 with reuse / without).
 
 GPU mode builds Glm4ForCausalLM from the model's configuration (protocol.ARCHITECTURE) with random bf16 weights
-allocated on the device (no checkpoint), measures the copy bandwidth, then decode tok/s at 1K and 32K of
-context (ours: static cache + compiled step; and transformers' default generate at 1K), each with its
-fraction of the bandwidth roofline (bandwidth / bytes read per token), prefill tok/s, and a multi-turn run
-with and without reuse. It needs about 75 GB of GPU memory and finishes in a few minutes on one H100.
+allocated on the device (no checkpoint), measures the copy bandwidth, then decode tok/s at 1K, 32K, 33K (just
+past the 32K attention window) and 100K of context in a 128K static cache (ours: compiled step), and
+transformers' generate at 1K (default, and with its own static cache), each with its fraction of the bandwidth
+roofline (bytes read per token: the weights less the embedding table, plus the KV in use) at the measured copy
+bandwidth and, for known cards, at the spec's; prefill tok/s; a multi-turn run with and without reuse. It needs
+about 100 GB of GPU memory and 8-10 minutes on one H200 (three decode graphs to compile).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ WORDS = [
 ]
 
 REAL = ARCHITECTURE  # GLM-Z1-Rumination-32B-0414's published config
+SPEC_BANDWIDTH = {"NVIDIA H200": 4.8e12, "NVIDIA H100 80GB HBM3": 3.35e12, "NVIDIA H100 PCIe": 2.0e12}
 TINY = {**REAL, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 12, "num_key_value_heads": 2}
 TINY.update(head_dim=16, intermediate_size=128, vocab_size=1024, max_position_embeddings=8192, pad_token_id=0)
 
@@ -134,17 +138,25 @@ def gpu_mode(args: argparse.Namespace) -> None:
     model.eval()
     sync()
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    embedding = model.get_input_embeddings().weight
+    # A decode step reads one row of the embedding table, not all of it (unless the output head shares it).
+    read_per_token = weight_bytes - (0 if config.tie_word_embeddings else embedding.numel() * embedding.element_size())
     say("build_s", f"{time.perf_counter() - started:.1f}")
     say("weights_gib", f"{weight_bytes / 2**30:.1f}")
+    say("weights_read_per_token_gib", f"{read_per_token / 2**30:.1f}")
+    spec = SPEC_BANDWIDTH.get(torch.cuda.get_device_name() if device.type == "cuda" else "")
+    if spec:
+        say("spec_bandwidth_gb_s", f"{spec / 1e9:.0f}")
     kv = kv_bytes_per_token(config)
 
-    def roofline(context: int) -> float:
-        return bandwidth / (weight_bytes + context * kv)
-
     def report(name: str, context: int, tokens_per_s: float) -> None:
+        """Tokens/s against the roofline at the measured copy bandwidth and, where known, the card's spec."""
+        roofline = bandwidth / (read_per_token + context * kv)
         say(f"{name}_tok_s", f"{tokens_per_s:.1f}")
-        say(f"{name}_roofline_tok_s", f"{roofline(context):.1f}")
-        say(f"{name}_roofline_fraction", f"{tokens_per_s / roofline(context):.3f}")
+        say(f"{name}_roofline_tok_s", f"{roofline:.1f}")
+        say(f"{name}_roofline_fraction", f"{tokens_per_s / roofline:.3f}")
+        if spec:
+            say(f"{name}_spec_roofline_fraction", f"{tokens_per_s * (read_per_token + context * kv) / spec:.3f}")
 
     def prompt(tokens: int, seed: int = 0) -> list[int]:
         generator = torch.Generator().manual_seed(seed)
@@ -152,8 +164,14 @@ def gpu_mode(args: argparse.Namespace) -> None:
 
     greedy, new = sampler(0.0, 1.0), 16 if tiny else 128
     short, long = 1024 // scale, 32000 // scale
+    # 33K sits just past the 32K window: its step attends over the 128K one (the read amplification, measured).
+    contexts = [("decode_1k", short), ("decode_32k", long)]
+    if not args.decode_only:
+        contexts += [("decode_33k", 33000 // scale), ("decode_100k", 100000 // scale)]
     compile_options = {"backend": "eager"} if device.type != "cuda" else None
-    decoder = Decoder(model, "static", long + 2 * new, compile_step=True, compile_options=compile_options)
+    largest = max(context for _, context in contexts)
+    cache = max(largest + 2 * new, 131072 // scale if not args.decode_only else 0)
+    decoder = Decoder(model, "static", cache, compile_step=True, compile_options=compile_options)
     started = time.perf_counter()
     failed = decoder.warm_up()  # compiles and records one graph per attention window
     say("compile_windows", len(decoder.windows()))
@@ -161,7 +179,7 @@ def gpu_mode(args: argparse.Namespace) -> None:
     if failed:
         say("compile_error", failed)  # the figures below are then eager decoding
     with torch.inference_mode():
-        for name, context in (("decode_1k", short), ("decode_32k", long)):
+        for name, context in contexts:
             decoder.generate(prompt(context, 1), new, greedy, [])  # warms the allocator for this context
             decoded = decoder.generate(prompt(context, 2), new, greedy, [])
             report(name, context + new // 2, (len(decoded.ids) - 1) / decoded.decode_seconds)
@@ -178,6 +196,12 @@ def gpu_mode(args: argparse.Namespace) -> None:
         for name, run in (
             ("prefill", lambda: model(ids, logits_to_keep=1)),
             ("generate", lambda: model.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False)),
+            (  # like for like: generate with its own static cache (which transformers compiles on CUDA)
+                "generate_static",
+                lambda: model.generate(
+                    ids, max_new_tokens=new, min_new_tokens=new, do_sample=False, cache_implementation="static"
+                ),
+            ),
         ):
             for _ in range(2):  # the first call warms up
                 sync()
@@ -187,6 +211,8 @@ def gpu_mode(args: argparse.Namespace) -> None:
                 timings[name] = time.perf_counter() - started
         generate_decode = timings["generate"] - timings["prefill"]  # generate's time includes one prefill
         report("generate_default_1k", short + new // 2, (new - 1) / generate_decode)
+        static_decode = timings["generate_static"] - timings["prefill"]
+        report("generate_static_1k", short + new // 2, (new - 1) / static_decode)
         model.set_attn_implementation(attention.PACKED_SDPA)
         empty(torch, device)
 
