@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from transformers import Glm4Config
 
 from rumination.backends.memory import (
@@ -10,6 +11,7 @@ from rumination.backends.memory import (
     context_fit,
     estimate_weight_bytes,
     kv_bytes_per_token,
+    one_gpu,
     scratch_bytes_per_token,
 )
 from rumination.protocol import ARCHITECTURE
@@ -62,3 +64,22 @@ def test_a_48_gb_card_cannot_hold_bf16_weights_but_4bit_with_fp8_cache_fits():
 def test_a_card_too_small_for_anything_says_add_a_gpu():
     fit = context_fit(REAL, 16 * GIB, 131072)
     assert fit.tokens == 0 and "add a GPU" in fit.message
+
+
+@pytest.mark.parametrize(
+    ("cards", "wanted", "kv", "expected"),
+    [
+        ([141, 141], 131072, "bf16", 0),  # one H200 holds the weights and 128K: the other is not used
+        ([80, 141], 131072, "bf16", 1),  # the larger card, whatever its place
+        ([80, 80], 131072, "bf16", None),  # 61.7 GiB + 128K of bf16 KV fit no 80 GB card: split
+        ([80, 80], 131072, "fp8", None),  # nor with an FP8 cache (about 111K fit)
+        ([80, 80], 32768, "bf16", 0),  # a 32K context does
+        ([48, 48, 48, 48], 32768, "bf16", None),  # the weights alone overflow a 48 GB card
+        ([], 32768, "bf16", None),
+    ],
+)
+def test_one_gpu_when_one_is_enough_else_a_split(cards, wanted, kv, expected):
+    free = [int(gb * 1e9) - 2 * GIB for gb in cards]  # a card's memory less what the driver and CUDA keep
+    assert one_gpu(REAL, free, wanted, kv) == expected
+    if expected is not None:
+        assert context_fit(REAL, free[expected], wanted, kv).tokens == wanted

@@ -25,7 +25,7 @@ from rumination.backends.base import (
     stop_token_ids,
 )
 from rumination.backends.hub import locate
-from rumination.backends.memory import context_fit, estimate_weight_bytes
+from rumination.backends.memory import SPLIT_NOTE, KvDtype, context_fit, estimate_weight_bytes, one_gpu
 from rumination.backends.plan import plan_load
 from rumination.config import Config
 from rumination.errors import BackendError
@@ -149,13 +149,23 @@ class LocalBackend:
         device = self._pick_device(torch, hf_config)
         gpus = torch.cuda.device_count() if device == "cuda" else 0
         plan = plan_load(self.config, hf_config, device, note, gpus)
+        kv_dtype: KvDtype = "fp8" if plan.kv_cache == "fp8" else "bf16"
+        free_per_gpu = [torch.cuda.mem_get_info(i)[0] for i in range(gpus)]
+        if gpus > 1 and self.config.device_map == "auto":  # several GPUs: one of them, if one is enough
+            single = one_gpu(hf_config, free_per_gpu, plan.context, kv_dtype, plan.quantize)
+            if single is not None:
+                plan = plan_load(self.config, hf_config, device, note, 1)
+                plan.device_map, free_per_gpu = {"": single}, [free_per_gpu[single]]
+                plan.notes.append(f"on GPU {single} of {gpus}")
+            else:
+                note(SPLIT_NOTE.format(gpus=gpus))
         say("loading the tokenizer")
         tokenizer = load_tokenizer(self.model_id, offline)  # published as self.tokenizer only once weights are in
         self.stop_ids = stop_token_ids(tokenizer)
         fits = plan.context
         if device == "cuda":
-            free = sum(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count()))
-            fit = context_fit(hf_config, free, plan.context, "fp8" if plan.kv_cache == "fp8" else "bf16", plan.quantize)
+            free = sum(free_per_gpu)
+            fit = context_fit(hf_config, free, plan.context, kv_dtype, plan.quantize)
             note(fit.message)
             if fit.tokens == 0:
                 raise BackendError(fit.message)

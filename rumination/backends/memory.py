@@ -73,6 +73,27 @@ def context_fit(
     return Fit(tokens, f"{setup}: about {tokens // 1000}K tokens of context fit; for {_k(wanted)} use {hint}")
 
 
+def one_gpu(
+    hf_config: Any, free_per_gpu: list[int], wanted: int, kv_dtype: KvDtype = "bf16", quantize: Quantize = "none"
+) -> int | None:
+    """The GPU (the one with most free memory) that holds the weights and all `wanted` tokens alone, if any.
+
+    A model on one GPU decodes with the compiled step; split by layers over several, it runs them one after
+    another (no faster than one GPU) and eagerly, so several GPUs are used only when no single one is enough.
+    """
+    if not free_per_gpu:
+        return None
+    best = max(range(len(free_per_gpu)), key=lambda i: (free_per_gpu[i], -i))
+    return best if fitting_tokens(hf_config, free_per_gpu[best], wanted, kv_dtype, quantize) >= wanted else None
+
+
+SPLIT_NOTE = (
+    "the model does not fit one GPU, so its layers are split over {gpus} GPUs and run one after another: no faster "
+    "than one GPU, and decoded without the compiled step. For tensor parallelism over several GPUs, serve the model "
+    "with vLLM or SGLang and use --backend openai (README: Serving engines)"
+)
+
+
 def _options(hf_config: Any, free_bytes: int, wanted: int, kv_dtype: KvDtype, quantize: Quantize) -> str:
     """Up to two changes of flags, smallest first, with which the whole context fits."""
     hints = []

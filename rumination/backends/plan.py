@@ -22,7 +22,7 @@ class LoadPlan:
     attention: str  # a transformers attn_implementation
     quantize: Quantize
     context: int  # tokens asked for (the GPU may fit fewer)
-    device_map: str
+    device_map: str | dict[str, int]  # "auto" and the like, or {"": i}: all of it on GPU i
     notes: list[str] = field(default_factory=list)
 
     def load_arguments(self, device: str) -> dict[str, Any]:
