@@ -241,30 +241,29 @@ class LocalBackend:
     async def generate(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Chunk]:
         """Generate in a worker thread until a stop id, streaming decoded text."""
         import torch
-        from transformers import TextStreamer
 
         from rumination.backends.decode import sampler
+        from rumination.backends.detokenize import Detokenizer
 
         loop = asyncio.get_running_loop()
         texts: asyncio.Queue[str | None] = asyncio.Queue()
         cancel = threading.Event()
 
-        class _Streamer(TextStreamer):
-            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-                if text:
-                    loop.call_soon_threadsafe(texts.put_nowait, text)
-
         ids = prompt.token_ids(self.tokenizer)
         if len(ids) >= self.context_window:
             raise BackendError(f"the prompt ({len(ids)} tokens) fills the {self.context_window}-token window")
         max_new = min(params.max_new_tokens, self.context_window - len(ids))
-        streamer = _Streamer(self.tokenizer, skip_special_tokens=True)
+        detokenizer = Detokenizer(self.tokenizer)
+
+        def emit(text: str) -> None:
+            if text:
+                loop.call_soon_threadsafe(texts.put_nowait, text)
 
         def on_token(token: int) -> bool:
             if cancel.is_set():
                 return False
             if token not in self.stop_ids:
-                streamer.put(torch.tensor([token]))
+                emit(detokenizer.add(token))
             return True
 
         def run() -> Any:
@@ -273,7 +272,7 @@ class LocalBackend:
                     torch.manual_seed(params.seed)
                 pick = sampler(params.temperature, params.top_p, params.top_k)
                 decoded = self.decoder.generate(ids, max_new, pick, self.stop_ids, on_token, cancel.is_set)
-                streamer.end()
+                emit(detokenizer.flush())
                 return decoded
             finally:
                 loop.call_soon_threadsafe(texts.put_nowait, None)
