@@ -108,8 +108,7 @@ class Browser:
             sources=list(self.sources),
             inside=dict(self._inside),
             hits_inside=self._hits_inside,
-            seen_urls=dict(self.seen._urls),
-            seen_hosts=dict(self.seen._hosts),
+            **self.seen.state(),
             last_query=self.last_query,
             read={url: sorted(shown) for url, shown in self.read.items()},
             left=dict(self.left),
@@ -119,8 +118,7 @@ class Browser:
         """Know what `state` says (a resumed run); pages are read again through the fetcher, which has them."""
         self.results, self.sources = list(state.results), list(state.sources)
         self._inside, self._hits_inside = dict(state.inside), state.hits_inside
-        self.seen._urls.update(state.seen_urls)
-        self.seen._hosts.update(state.seen_hosts)
+        self.seen.restore(state.seen_urls, state.seen_hosts)
         self.last_query, self.left = state.last_query, dict(state.left)
         self.read = {url: set(shown) for url, shown in state.read.items()}
 
@@ -350,6 +348,15 @@ class Provenance:
         if not is_local(url):
             host = key.split("/", 1)[0]
             self._hosts[host] = self._hosts.get(host, False) or inside
+
+    def state(self) -> dict[str, dict[str, bool]]:
+        """What was shown, as BrowserState keeps it."""
+        return {"seen_urls": dict(self._urls), "seen_hosts": dict(self._hosts)}
+
+    def restore(self, urls: dict[str, bool], hosts: dict[str, bool]) -> None:
+        """Know what a journal says was shown (a resumed run)."""
+        self._urls.update(urls)
+        self._hosts.update(hosts)
 
     def add_text(self, text: str, base: str | None = None, *, inside: bool = False, local: bool = False) -> None:
         """Remember the URLs written in `text` (Markdown links against `base`); local:// ones only if `local`."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import secrets
@@ -121,7 +122,6 @@ class RunLog:
     path: Path
     header: Header
     events: list[ev.Event]  # every event, a turn cut short included
-    checkpointed: int  # how many of `events` came before the last checkpoint (what a resume starts from)
     state: RunState
     result: ResearchResult | None
     resumes: int = 0
@@ -134,14 +134,10 @@ class RunLog:
     def folder(self) -> Path:
         return self.path.parent
 
-    @property
+    @functools.cached_property
     def status(self) -> RunStatus:
         """running (another process holds it), finished, failed (the backend gave out) or interrupted."""
-        if locked(self.path):
-            return "running"
-        if self.result is None:
-            return "interrupted"
-        return "failed" if self.result.stop_reason == "error" else "finished"
+        return _status(self.path, self.result is not None, self.result.stop_reason if self.result else None)
 
     @property
     def resumable(self) -> bool:
@@ -331,7 +327,7 @@ def read(path: Path) -> RunLog:
                 resumes += 1
             case Header():
                 raise JournalError(f"the journal {path} is damaged at line {number}: a second header")
-    return RunLog(path, header, events + pending, len(events), state, result, resumes)
+    return RunLog(path, header, events + pending, state, result, resumes)
 
 
 def find(data_dir: Path, run_id: str) -> Path:
@@ -340,7 +336,7 @@ def find(data_dir: Path, run_id: str) -> Path:
     run_id = run_id.strip().lower()
     if not run_id or not all(c in "0123456789abcdef" for c in run_id):
         raise JournalError(f"{run_id!r} is not a run id (8 hex digits; rumination sessions lists them)")
-    exact = runs / run_id / JOURNAL
+    exact = run_folder(data_dir, run_id) / JOURNAL
     if exact.is_file():
         return exact
     matches = sorted(p.name for p in runs.glob(f"{run_id}*") if (p / JOURNAL).is_file()) if runs.is_dir() else []
@@ -348,7 +344,7 @@ def find(data_dir: Path, run_id: str) -> Path:
         raise JournalError(f"no run {run_id} in {runs} (rumination sessions lists the runs)")
     if len(matches) > 1:
         raise JournalError(f"{run_id} matches several runs: {', '.join(matches[:8])}; give more of the id")
-    return runs / matches[0] / JOURNAL
+    return run_folder(data_dir, matches[0]) / JOURNAL
 
 
 def load(data_dir: Path, run_id: str) -> RunLog:
@@ -411,13 +407,17 @@ def summary(path: Path) -> RunSummary:
             turns, stop = int(record["turn"]), record.get("stop")
     except (ValueError, KeyError, TypeError):
         raise JournalError(f"the journal {path} is damaged (rumination show {header.id} says where)") from None
-    if locked(path):
-        status: RunStatus = "running"
-    elif finished is None:
-        status = "interrupted"
-    else:
-        status = "failed" if stop == "error" else "finished"
+    status = _status(path, finished is not None, stop)
     return RunSummary(header.id, header.started_at, header.question, turns, status, stop, header.replay_of)
+
+
+def _status(path: Path, ended: bool, stop: StopReason | None) -> RunStatus:
+    """A journal's status: held by a process, else whether and how its run ended."""
+    if locked(path):
+        return "running"
+    if not ended:
+        return "interrupted"
+    return "failed" if stop == "error" else "finished"
 
 
 def _reason(exc: ValidationError) -> str:

@@ -9,8 +9,8 @@ bytes it must read (the L used positions of K and V), its largest difference fro
 the decode rate the whole model would reach with it (61 layers, plus the weights read at the measured copy
 bandwidth) as a fraction of the roofline. Variants:
 
-  packed_sdpa   what the decode step runs today: query heads folded onto their K/V head, SDPA with the window mask
-  sdpa_gqa      SDPA with enable_gqa and the mask (the kernel PyTorch picks)
+  packed_sdpa   what the decode step ran before: query heads folded onto their K/V head, SDPA with the window mask
+  sdpa_gqa      SDPA with enable_gqa and the mask (what the decode step runs now)
   cudnn         SDPA on the cuDNN backend with the mask
   split_kv      attention.split_kv_decode compiled (the window read in 1,024-position splits, in parallel)
   flex          flex_attention compiled, the length a device tensor (a score_mod masks past it)
@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
 import torch.nn.functional as F
+from bench_local import copy_bandwidth
 
 from rumination.backends.attention import split_kv_decode
 from rumination.protocol import ARCHITECTURE
@@ -64,14 +66,6 @@ def timed(fn: Callable[[], Any], device: torch.device, rounds: int) -> float:
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end) / 1000)
     return statistics.median(times)
-
-
-def copy_bandwidth(device: torch.device) -> float:
-    size = 2**31 if device.type == "cuda" else 2**26
-    source = torch.empty(size, dtype=torch.uint8, device=device)
-    target = torch.empty_like(source)
-    seconds = timed(lambda: target.copy_(source), device, 10)
-    return 2 * size / seconds
 
 
 def variants(heads: int, kv_heads: int, scale: float, device: torch.device) -> dict[str, Callable[..., Any]]:
@@ -135,7 +129,8 @@ def main() -> None:
     if args.smoke:
         heads, kv_heads, dim, cases = 12, 2, 16, [(2048, 300), (4096, 4000)]
     say("device", torch.cuda.get_device_name() if device.type == "cuda" else "cpu")
-    bandwidth = copy_bandwidth(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    bandwidth = copy_bandwidth(torch, device, sync, 2**31 if device.type == "cuda" else 2**26)
     say("copy_bandwidth_gb_s", f"{bandwidth / 1e9:.0f}")
     scale = dim**-0.5
     table = []
