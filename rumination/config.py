@@ -130,6 +130,10 @@ class LocalModelSettings(BaseModel):
     compile: Literal["auto", "on", "off"] = Field("auto", description="compile the decode step (auto: on CUDA)")
     device_map: str = Field("auto", description="placement over several GPUs: auto, balanced, sequential")
     prefill_chunk: int = Field(2048, ge=16, description="prompt tokens per prefill forward pass")
+    speculate: Literal["auto", "on", "off"] = Field(
+        "auto", description="verify prompt-lookup drafts several tokens a step (auto: while it measures faster)"
+    )
+    draft_tokens: int = Field(6, ge=1, le=16, description="tokens drafted per speculative step")
 
 
 class BudgetSettings(BaseModel):

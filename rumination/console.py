@@ -75,6 +75,8 @@ class Trace:
                 self._line(f"← [{n}] {event.title} ({event.url}, {event.seconds:.1f} s{cut})", "32")
             case ev.TurnFinished(usage=u) if u.prefill_seconds is not None and u.prefilled_tokens is not None:
                 speed = f" · decode {u.decode_tokens_per_second:.1f} tok/s" if u.decode_tokens_per_second else ""
+                if u.drafted_tokens:
+                    speed += f" ({u.accepted_tokens:,} of {u.drafted_tokens:,} drafted tokens accepted)"
                 reused = f" ({u.reused_tokens:,} reused)" if u.reused_tokens else ""
                 prefill = f"· prefilled {plural(u.prefilled_tokens, 'token')}{reused} in {u.prefill_seconds:.2f} s"
                 self._line(prefill + speed, "2")

@@ -44,6 +44,8 @@ class GenerationUsage(BaseModel):
     first_token_seconds: float | None = None
     prefill_seconds: float | None = None
     decode_seconds: float | None = None
+    drafted_tokens: int | None = Field(None, description="prompt-lookup draft tokens verified (local backend)")
+    accepted_tokens: int | None = Field(None, description="draft tokens that were the model's own choice")
 
     @computed_field  # type: ignore[prop-decorator]
     @property

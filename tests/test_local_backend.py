@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -156,12 +157,16 @@ async def test_full_run_on_the_real_backend_ends_with_a_report(web, tiny_model_d
     assert statuses[1:4] == [
         "reading the model configuration",
         "loading the tokenizer",
-        "loading 0.0 GiB of weights onto cpu (dynamic KV cache, eager decode, SDPA)",
+        "loading 0.0 GiB of weights onto cpu (dynamic KV cache, eager decode, SDPA, prompt-lookup drafts of 6)",
     ]
     assert statuses[-2].startswith("model loaded in")
     assert statuses[-1].startswith("a 4,096-token context window leaves 4,080 tokens for research")  # a tiny model
     kept = [e.message for e in events if isinstance(e, ev.StatusEvent) and not e.transient]
-    assert kept[-3:-2] == ["4,096-token context window; dynamic KV cache, eager decode, SDPA"]
+    assert kept[-3:-2] == [
+        "4,096-token context window; dynamic KV cache, eager decode, SDPA, prompt-lookup drafts of 6"
+    ]
+    drafts = [(t.drafted_tokens, t.accepted_tokens) for t in result.usage.generations]
+    assert all(d is None or 0 <= a <= d for d, a in drafts) and any(d for d, _ in drafts)
     assert web.hits["/search"] == 0
 
 
@@ -272,4 +277,5 @@ def test_cli_trace_shows_each_turns_prefill_reuse_and_decode_speed(tiny_model_di
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("· prefilled ")]
     assert len(lines) >= 3  # two research turns and the report
     assert "reused" not in lines[0] and all("reused" in line for line in lines[1:])
-    assert all(line.endswith(" tok/s") and " tokens" in line for line in lines)
+    assert all(re.search(r" tokens .*tok/s( \(\d+ of \d+ drafted tokens accepted\))?$", line) for line in lines)
+    assert any("drafted tokens accepted" in line for line in lines)

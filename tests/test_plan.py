@@ -103,7 +103,7 @@ def test_a_context_past_the_native_one_loads_with_yarn_frequencies(tiny_model_di
     yarn = loaded[8192]
     assert yarn.load_notes == [
         "8,192 tokens asked for, 4,096 native: YaRN RoPE scaling x2",
-        "8,192-token context window; dynamic KV cache, eager decode, SDPA, YaRN x2",
+        "8,192-token context window; dynamic KV cache, eager decode, SDPA, prompt-lookup drafts of 6, YaRN x2",
     ]
     assert yarn.model.config.rope_parameters["rope_type"] == "yarn" and yarn.context_window == 8192
     assert yarn.model.model.rotary_emb.rope_type == "yarn"

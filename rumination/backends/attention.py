@@ -8,12 +8,13 @@ from typing import Any
 from rumination.errors import BackendError
 
 PACKED_SDPA = "rumination_sdpa"
+PACKED_QUERIES = 32  # up to this many query tokens (a decode step, a verify step) share K/V heads in SDPA
 
 
 def packed_sdpa(
     module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: float | None = None, **kwargs: Any
 ) -> tuple[Any, None]:
-    """SDPA whose one-token step reads each K/V head once for its query heads (enable_gqa), inside compiled graphs too.
+    """SDPA whose decode and verify steps read each K/V head once for its query heads (enable_gqa), compiled too.
 
     transformers' own SDPA path lets SDPA share K/V heads only outside torch.compile; compiled, it copies every K/V
     head once per query head (6x for Rumination's 48/8 heads), which dominates decode at long context.
@@ -21,8 +22,9 @@ def packed_sdpa(
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    groups = getattr(module, "num_key_value_groups", 1)
-    if query.shape[2] != 1 or groups == 1:
+    groups, queries = getattr(module, "num_key_value_groups", 1), query.shape[2]
+    # Several queries without a mask would need is_causal, which SDPA aligns to the wrong end of a cache.
+    if groups == 1 or queries > PACKED_QUERIES or (queries > 1 and attention_mask is None):
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
     # enable_gqa, not the query heads folded onto their K/V head: folded, SDPA sees 6 queries on 8 heads and runs
     # about one thread block per K/V head; measured on an H200 (tools/bench_attention.py), one decode step's

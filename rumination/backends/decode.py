@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,6 +17,8 @@ from transformers import (
     TopPLogitsWarper,
 )
 from transformers.cache_utils import Fp8QuantizedLayer, StaticLayer
+
+from rumination.backends.lookup import Drafter, PromptLookup, SpeculationMeter
 
 CacheKind = Literal["static", "dynamic", "fp8"]
 FIRST_WINDOW = 8192  # a static cache's first attention window
@@ -102,10 +104,17 @@ class Decoded:
     reused: int
     prefill_seconds: float
     decode_seconds: float
+    drafted: int = 0  # prompt-lookup draft tokens verified
+    accepted: int = 0  # of which the model's own choice
 
 
 class Decoder:
-    """Owns the model's KV cache across turns: reuse the common prefix, prefill the rest in chunks, then decode."""
+    """Owns the model's KV cache across turns: reuse the common prefix, prefill the rest in chunks, then decode.
+
+    With `draft` > 0, decoding is speculative where it measures faster: prompt-lookup drafts of up to `draft`
+    tokens are fed with the last sampled token in one verify step, and a draft token is kept only while it
+    equals the token the model picks at its position (greedy: the same output; sampling: the same distribution).
+    """
 
     def __init__(
         self,
@@ -117,6 +126,9 @@ class Decoder:
         reuse: bool = True,
         first_window: int = FIRST_WINDOW,
         compile_options: dict[str, Any] | None = None,
+        draft: int = 0,
+        meter: SpeculationMeter | None = None,
+        drafter: Callable[[list[int]], Drafter] = PromptLookup,
     ):
         self.model, self.kind, self.max_tokens = model, kind, max_tokens
         self.prefill_chunk, self.reuse_prefix, self.first_window = prefill_chunk, reuse, first_window
@@ -124,9 +136,12 @@ class Decoder:
         self.cache: Any = None
         self.ids: list[int] = []  # the tokens whose keys and values the cache holds
         self.compile_error: str | None = None  # why the decode step runs eagerly although compiling was asked
+        self.draft, self.meter, self.drafter = draft, meter or SpeculationMeter(), drafter
+        self.drafted = self.accepted = 0  # this generation's draft tokens verified, and accepted
         # One graph per window size, never a dynamic-shape one; CUDA graphs make a step one launch.
         options = {"dynamic": False, **(compile_options or {"mode": "reduce-overhead"})}
         self._step = torch.compile(self._forward, fullgraph=True, **options) if compile_step else None
+        self._verify = torch.compile(self._forward_all, fullgraph=True, **options) if compile_step and draft else None
 
     @property
     def cached_tokens(self) -> int:
@@ -154,15 +169,25 @@ class Decoder:
         if common == 0 and self.ids:
             self.reset()
         elif len(self.ids) > common:
-            self.cache.crop(common - len(self.ids))  # a negative count removes that many tokens
+            self._keep(common)
         if self.cache is None:
             self.cache = make_cache(self.model, self.kind, self.max_tokens, self.first_window)
-        self.ids = self.ids[:common]
         return common
+
+    def _keep(self, count: int) -> None:
+        """Crop the cache to its first `count` tokens."""
+        if count < len(self.ids):
+            self.cache.crop(count - len(self.ids))  # a negative count removes that many tokens
+            self.ids = self.ids[:count]
 
     def _forward(self, input_ids: Any) -> Any:
         """One forward pass over `input_ids` on the cache; logits of the last position only."""
         return self.model(input_ids=input_ids, cache=self.cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+
+    def _forward_all(self, input_ids: Any) -> Any:
+        """One forward pass over `input_ids` on the cache; the logits after each of them, [tokens, vocab]."""
+        keep = input_ids.shape[1]
+        return self.model(input_ids=input_ids, cache=self.cache, use_cache=True, logits_to_keep=keep).logits[0]
 
     def _window(self, window: int) -> None:
         if self.kind == "static":
@@ -181,20 +206,29 @@ class Decoder:
             self.ids += piece
         return logits
 
-    def _decode_one(self, input_ids: Any) -> Any:
-        if self._step is not None:
+    def _run(self, compiled: Literal["_step", "_verify"], eager: Callable[[Any], Any], input_ids: Any) -> Any:
+        step = getattr(self, compiled)
+        if step is not None:
             try:
                 torch.compiler.cudagraph_mark_step_begin()
-                return self._step(input_ids).clone()  # the graph's output buffer is rewritten by the next replay
+                return step(input_ids).clone()  # the graph's output buffer is rewritten by the next replay
             except torch._dynamo.exc.TorchDynamoException as exc:  # raised while compiling, before the cache moves
-                self._step, self.compile_error = None, " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-        return self._forward(input_ids)
+                setattr(self, compiled, None)
+                self.compile_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        return eager(input_ids)
 
     def step(self, token: int) -> Any:
         """Feed one generated token; return the next logits."""
         self._window(window_for(len(self.ids) + 1, self.max_tokens, self.first_window))
-        logits = self._decode_one(torch.tensor([[token]], device=self.device))
+        logits = self._run("_step", self._forward, torch.tensor([[token]], device=self.device))
         self.ids.append(token)
+        return logits
+
+    def verify(self, tokens: list[int]) -> Any:
+        """Feed the last sampled token and a draft in one pass; the logits after each of them."""
+        self._window(window_for(len(self.ids) + len(tokens), self.max_tokens, self.first_window))
+        logits = self._run("_verify", self._forward_all, torch.tensor([tokens], device=self.device))
+        self.ids += tokens
         return logits
 
     def windows(self) -> list[int]:
@@ -205,26 +239,64 @@ class Decoder:
         return sizes
 
     def warm_up(self) -> str | None:
-        """Compile and record the decode step for every window now, not mid-answer; the error if it cannot be."""
-        if self._step is None:
+        """Compile and record the decode and verify steps for every window now, not mid-answer; the error if any."""
+        if self._step is None and self._verify is None:
             return self.compile_error
         try:
             with torch.inference_mode():
                 self.reset()
                 self.reuse([0, 0])
                 self.prefill([0])
+                one, many = (torch.zeros((1, n), dtype=torch.long, device=self.device) for n in (1, self.draft + 1))
                 for window in self.windows():
                     self._window(window)
                     for _ in range(3):  # compile, warm up, record the CUDA graph
-                        self._decode_one(torch.tensor([[0]], device=self.device))
+                        self._run("_step", self._forward, one)
+                        if self._verify is not None:
+                            self._run("_verify", self._forward_all, many)
+                            self.cache.crop(-many.shape[1])  # keep the warm-up inside the smallest window
         except torch.cuda.OutOfMemoryError:
             raise
         except Exception as exc:  # a compiler or CUDA-graph failure: decode eagerly instead
-            self._step, self.compile_error = None, " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            self._step = self._verify = None
+            self.compile_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         finally:
             with torch.inference_mode():
                 self.reset()
         return self.compile_error
+
+    def _drafted(self, lookup: Drafter | None) -> list[int]:
+        """A draft to verify now, or none: no match, no room in the cache, or drafts do not pay at the moment."""
+        if lookup is None or len(self.ids) + 1 + self.draft > self.max_tokens:
+            return []
+        draft = lookup.draft(self.draft)
+        if not draft or not self.meter.worth_it():
+            return []
+        if self._verify is not None:  # a compiled verify step has one shape; any padding is a valid draft
+            draft += [draft[-1]] * (self.draft - len(draft))
+        return draft
+
+    def _picked(self, logits: Any, pick: Callable[[Any], Any], prompt: list[int]) -> Iterator[int]:
+        """The model's tokens one by one: a one-token step each, or a verified draft's accepted tokens and one more."""
+        lookup = self.drafter(prompt) if self.draft else None
+        picked = [int(pick(logits))]  # int() waits for the device
+        while True:
+            for token in picked:
+                if lookup is not None:
+                    lookup.add(token)
+                yield token
+            started, draft = time.perf_counter(), self._drafted(lookup)
+            if not draft:
+                picked = [int(pick(self.step(picked[-1])))]
+                self.meter.stepped(time.perf_counter() - started)
+                continue
+            # Row i is the model's pick after the draft's first i tokens, meaningful while they were all accepted.
+            targets = pick(self.verify([picked[-1], *draft])).tolist()
+            accepted = next((i for i, (d, t) in enumerate(zip(draft, targets, strict=False)) if d != t), len(draft))
+            picked = targets[: accepted + 1]
+            self._keep(len(self.ids) - len(draft) + accepted)
+            self.meter.verified(time.perf_counter() - started, len(picked))
+            self.drafted, self.accepted = self.drafted + len(draft), self.accepted + accepted
 
     def generate(
         self,
@@ -242,21 +314,22 @@ class Decoder:
             raise ValueError(f"{len(ids)} prompt + {max_new_tokens} new tokens do not fit {self.max_tokens}")
         started = time.perf_counter()
         out: list[int] = []
+        self.drafted = self.accepted = 0
         try:
             with torch.inference_mode():
                 reused = self.reuse(ids)
                 logits = self.prefill(ids, cancelled)
                 prefilled = time.perf_counter()
                 if logits is not None:
-                    token = int(pick(logits))  # int() waits for the device: prefill time is real
-                    prefilled = time.perf_counter()
-                    while True:
+                    for token in self._picked(logits, pick, ids):
+                        if not out:
+                            prefilled = time.perf_counter()  # the first pick waited for the device: prefill is real
                         out.append(token)
                         if not on_token(token) or token in stop_ids or len(out) >= max_new_tokens:
                             break
-                        token = int(pick(self.step(token)))
+                    self._keep(len(ids) + len(out) - 1)  # a verified draft may have gone past the last token kept
         except BaseException:
             with torch.inference_mode():
                 self.reset()
             raise
-        return Decoded(out, reused, prefilled - started, time.perf_counter() - prefilled)
+        return Decoded(out, reused, prefilled - started, time.perf_counter() - prefilled, self.drafted, self.accepted)

@@ -25,6 +25,7 @@ from rumination.backends.base import (
     stop_token_ids,
 )
 from rumination.backends.hub import locate
+from rumination.backends.lookup import SpeculationMeter
 from rumination.backends.memory import SPLIT_NOTE, KvDtype, context_fit, estimate_weight_bytes, one_gpu
 from rumination.backends.plan import plan_load
 from rumination.config import Config
@@ -201,11 +202,14 @@ class LocalBackend:
             prefill_chunk=self.config.prefill_chunk,
             compile_step=plan.compile,
             reuse=self.config.prefix_cache,
+            draft=plan.draft,
+            meter=SpeculationMeter(always=self.config.speculate == "on"),
         )
         self._thread = self._thread or _ModelThread()
         if plan.compile:
             windows = len(self.decoder.windows())
-            say(f"compiling the decode step for {windows} context sizes (once per load; minutes for a 32B model)")
+            steps = "decode and verify steps" if self.decoder.draft else "decode step"
+            say(f"compiling the {steps} for {windows} context sizes (once per load; minutes for a 32B model)")
             try:
                 failed = self._thread.submit(self.decoder.warm_up).result()
             except torch.cuda.OutOfMemoryError:
@@ -310,6 +314,8 @@ class LocalBackend:
                 reused_tokens=decoded.reused,
                 prefill_seconds=decoded.prefill_seconds,
                 decode_seconds=decoded.decode_seconds,
+                drafted_tokens=decoded.drafted or None,
+                accepted_tokens=decoded.accepted if decoded.drafted else None,
             )
         )
 

@@ -23,6 +23,7 @@ class LoadPlan:
     quantize: Quantize
     context: int  # tokens asked for (the GPU may fit fewer)
     device_map: str | dict[str, int]  # "auto" and the like, or {"": i}: all of it on GPU i
+    draft: int = 0  # prompt-lookup draft tokens per verify step; 0: no speculative decoding
     notes: list[str] = field(default_factory=list)
 
     def load_arguments(self, device: str) -> dict[str, Any]:
@@ -46,6 +47,8 @@ class LoadPlan:
         parts = [f"{self.kv_cache} KV cache", "compiled decode" if self.compile else "eager decode", kernel]
         if self.quantize != "none":
             parts.append(f"{self.quantize} weights")
+        if self.draft:
+            parts.append(f"prompt-lookup drafts of {self.draft}")
         return ", ".join(parts + self.notes)
 
 
@@ -73,7 +76,8 @@ def plan_load(config: Config, hf_config: Any, device: str, say: Progress, gpus: 
     )
     if compile_step and kv_cache != "static":
         raise BackendError("--compile on needs --kv-cache static (a compiled step wants fixed shapes)")
-    plan = LoadPlan(kv_cache, compile_step, kernel, config.quantize, 0, config.device_map)
+    draft = 0 if config.speculate == "off" else config.draft_tokens
+    plan = LoadPlan(kv_cache, compile_step, kernel, config.quantize, 0, config.device_map, draft)
     plan.context = _context(config, hf_config, plan, say)
     return plan
 

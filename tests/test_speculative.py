@@ -1,0 +1,223 @@
+"""Speculative decoding by prompt lookup on a tiny Glm4: greedy output identical to generate(), sampling unbiased."""
+
+from __future__ import annotations
+
+import collections
+import random
+from typing import ClassVar
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from rumination.backends import attention
+from rumination.backends.decode import Decoder, sampler
+from rumination.backends.lookup import PromptLookup, SpeculationMeter
+
+GREEDY = sampler(0.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    """The tiny model with larger random weights: its greedy text varies instead of repeating one token."""
+    attention.register()
+    config = AutoConfig.from_pretrained(tiny_model_dir, attn_implementation=attention.PACKED_SDPA)
+    config.initializer_range = 0.2
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def prompt(tiny_model_dir) -> list[int]:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    return tokenizer("Gutenberg printed the Bible in Mainz around 1455. " * 6, add_special_tokens=False)["input_ids"]
+
+
+def reference(model, ids: list[int], new: int) -> list[int]:
+    with torch.inference_mode():
+        output = model.generate(
+            torch.tensor([ids]), max_new_tokens=new, do_sample=False, eos_token_id=[], pad_token_id=0
+        )
+    return output[0, len(ids) :].tolist()
+
+
+class Oracle:
+    """Drafts the true continuation with a wrong token at random places: every acceptance length happens."""
+
+    truth: ClassVar[list[int]] = []
+
+    def __init__(self, ids: list[int], seed: int = 0):
+        self.seq, self.random = list(ids), random.Random(seed)
+
+    def add(self, token: int) -> None:
+        self.seq.append(token)
+
+    def draft(self, most: int) -> list[int]:
+        if self.seq != self.truth[: len(self.seq)]:
+            raise AssertionError("the decoder emitted a token the model did not choose")
+        guess = self.truth[len(self.seq) : len(self.seq) + most]
+        return [t if self.random.random() < 0.8 else (t + 1) % 700 for t in guess]
+
+
+def test_prompt_lookup_drafts_what_followed_the_latest_match():
+    lookup = PromptLookup([1, 2, 3, 4, 5, 9, 2, 3, 7, 8])
+    lookup.add(2)
+    assert lookup.draft(3) == []  # (8, 2) never occurred
+    lookup.add(3)
+    assert lookup.draft(3) == [7, 8, 2]  # (2, 3) last occurred before 7, 8, ...
+    lookup = PromptLookup([1, 2, 3, 4, 5, 9, 2, 3, 7, 8, 1, 2, 3])
+    assert lookup.draft(2) == [4, 5]  # the longer match (1, 2, 3) wins over the later (2, 3)
+    lookup = PromptLookup([5, 6, 7, 5, 6, 7, 5, 6])
+    assert lookup.draft(7) == [7, 5, 6, 7, 5, 6, 7]  # a loop repeats with its period
+    assert PromptLookup([1]).draft(4) == [] and PromptLookup([]).draft(4) == []
+
+
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
+@pytest.mark.parametrize("draft", [1, 4, 9])
+def test_greedy_speculation_matches_generate_over_multi_turn_crops(model, prompt, kind, draft):
+    decoder = Decoder(model, kind, 1024, prefill_chunk=7, first_window=32, draft=draft)
+    ids, verified = prompt, 0
+    for turn in range(3):
+        with torch.inference_mode():
+            decoded = decoder.generate(ids, 60, GREEDY, [])
+        assert decoded.ids == reference(model, ids, 60), f"turn {turn}"
+        assert decoder.cached_tokens == len(ids) + 59 and decoder.ids == (ids + decoded.ids)[:-1]
+        verified += decoded.drafted
+        ids = ids + decoded.ids[:10] + prompt[:25]  # the next turn drops part of the answer: a crop
+    assert verified > 0  # the repeated prompt gives n-gram matches
+
+
+@pytest.mark.parametrize("kind", ["static", "dynamic", "fp8"])
+def test_drafts_right_and_wrong_are_kept_exactly_while_right(model, prompt, kind):
+    with torch.inference_mode():  # an FP8 cache is lossy: the truth is its own greedy text
+        truth = Decoder(model, kind, 1024).generate(prompt, 80, GREEDY, []).ids
+    if kind != "fp8":
+        assert truth == reference(model, prompt, 80)
+    Oracle.truth = prompt + truth
+    decoder = Decoder(model, kind, 1024, first_window=32, draft=5, drafter=Oracle)
+    with torch.inference_mode():
+        decoded = decoder.generate(prompt, 80, GREEDY, [])
+    assert decoded.ids == truth
+    assert 0 < decoded.accepted < decoded.drafted
+    assert decoder.cached_tokens == len(prompt) + 79
+
+
+def test_stops_inside_an_accepted_draft_keep_the_cache_exact(model, prompt):
+    truth = reference(model, prompt, 40)
+    Oracle.truth = prompt + truth + [0] * 20
+    decoder = Decoder(model, "static", 1024, first_window=32, draft=8, drafter=Oracle, meter=SpeculationMeter(True))
+    stop = truth[17]
+    with torch.inference_mode():
+        stopped = decoder.generate(prompt, 40, GREEDY, [stop])
+        assert stopped.ids == truth[: truth.index(stop) + 1]
+        assert decoder.ids == prompt + stopped.ids[:-1]
+        seen: list[int] = []
+        cut = decoder.generate(prompt, 40, GREEDY, [], on_token=lambda t: seen.append(t) or len(seen) < 11)
+        assert cut.ids == seen == truth[:11] and decoder.ids == prompt + truth[:10]
+        short = decoder.generate(prompt, 6, GREEDY, [])
+        assert short.ids == truth[:6] and decoder.cached_tokens == len(prompt) + 5
+        follow = prompt + truth[:6] + prompt[:9]  # the next turn reuses exactly what the cache holds
+        Oracle.truth = follow + reference(model, follow, 10)
+        again = decoder.generate(follow, 10, GREEDY, [])
+        assert again.ids == Oracle.truth[len(follow) :] and again.reused == len(prompt) + 5
+
+
+def test_no_draft_past_the_end_of_the_cache(model, prompt):
+    Oracle.truth = prompt + reference(model, prompt, 200 - len(prompt) + 1)
+    decoder = Decoder(model, "static", 200, draft=9, drafter=Oracle, meter=SpeculationMeter(True))
+    with torch.inference_mode():
+        exact = decoder.generate(prompt, 200 - len(prompt) + 1, GREEDY, [])
+    assert exact.ids == Oracle.truth[len(prompt) :] and decoder.cached_tokens == 200
+
+
+def test_compiled_verify_step_is_one_graph_per_window_made_at_warm_up(model, prompt):
+    graphs = []
+
+    def counting(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    options = {"backend": counting}
+    decoder = Decoder(model, "static", 512, first_window=48, compile_step=True, compile_options=options, draft=4)
+    assert decoder.warm_up() is None and decoder.cached_tokens == 0
+    assert len(graphs) == 6  # a one-token step and a five-token verify step for each of the 3 windows
+    with torch.inference_mode():
+        decoded = decoder.generate(prompt, 90, GREEDY, [])
+    assert decoded.ids == reference(model, prompt, 90) and decoded.drafted > 0
+    assert len(graphs) == 6  # short drafts were padded to the compiled shape: nothing recompiled
+
+
+def test_sampled_tokens_follow_the_models_distribution_whatever_the_drafts(model, prompt):
+    """Chi-square of 3-token samples against the exact probabilities, with drafts right about half the time."""
+    pick = sampler(1.0, 1.0, top_k=3)
+
+    def warped(ids: list[int]) -> dict[int, float]:
+        with torch.inference_mode():
+            logits = model(torch.tensor([ids])).logits[0, -1]
+        top = torch.topk(logits, 3)
+        return dict(zip(top.indices.tolist(), torch.softmax(top.values, -1).tolist(), strict=True))
+
+    exact: dict[tuple[int, ...], float] = {}
+    for a, pa in warped(prompt).items():
+        for b, pb in warped([*prompt, a]).items():
+            for c, pc in warped([*prompt, a, b]).items():
+                exact[(a, b, c)] = pa * pb * pc
+
+    class Guess:  # drafts the likeliest token after the first, then a fixed one
+        def __init__(self, ids: list[int]):
+            self.seq = list(ids)
+
+        def add(self, token: int) -> None:
+            self.seq.append(token)
+
+        def draft(self, most: int) -> list[int]:
+            return [max(warped(self.seq).items(), key=lambda kv: kv[1])[0], 5][:most]
+
+    decoder = Decoder(model, "dynamic", 1024, draft=2, drafter=Guess, meter=SpeculationMeter(True))
+    torch.manual_seed(1234)
+    samples = 1500
+    with torch.inference_mode():
+        drawn = collections.Counter(tuple(decoder.generate(prompt, 3, pick, []).ids) for _ in range(samples))
+    assert set(drawn) <= set(exact)
+    chi2 = sum((drawn[k] - samples * p) ** 2 / (samples * p) for k, p in exact.items())
+    assert chi2 < 54.05  # the 0.001 critical value for 26 degrees of freedom
+    accepted_second = sum(n for (a, b, _), n in drawn.items() if b == max(warped([*prompt, a]).items())[0])
+    assert 0 < accepted_second < samples  # both the accepted and the rejected branch were taken
+
+
+def test_the_meter_verifies_while_it_pays_and_probes_when_it_does_not():
+    meter = SpeculationMeter(probe=4)
+    assert all(meter.worth_it() for _ in range(3))  # nothing measured yet: try
+    for _ in range(4):
+        meter.stepped(0.010)
+        meter.verified(0.012, 3)  # 3 tokens in 12 ms beat 1 in 10 ms
+    assert meter.worth_it()
+    for _ in range(40):
+        meter.verified(0.012, 1)  # nothing accepted any more: 1 token in 12 ms
+    choices = [meter.worth_it() for _ in range(12)]
+    assert choices == [False, False, False, True] * 3  # one in `probe` chances still tries
+    assert SpeculationMeter(always=True, steps=9, verifies=9, verify_seconds=1, step_seconds=0.1).worth_it()
+
+
+def test_the_longest_verify_step_shares_kv_heads_in_sdpa():
+    from rumination.config import LocalModelSettings
+
+    most = LocalModelSettings.model_fields["draft_tokens"].metadata
+    limit = next(m.le for m in most if hasattr(m, "le"))
+    assert limit + 1 <= attention.PACKED_QUERIES
+
+
+@pytest.mark.parametrize("queries", [1, 5, 17])
+def test_packed_sdpa_with_several_queries_equals_repeated_kv_attention(queries):
+    class Module(torch.nn.Module):
+        num_key_value_groups = 6
+        is_causal = True
+
+    torch.manual_seed(queries)
+    query, key, value = torch.randn(1, 48, queries, 16), torch.randn(1, 8, 64, 16), torch.randn(1, 8, 64, 16)
+    past = 30  # a static cache: queries at positions 30.., keys past the last query are stale
+    mask = torch.arange(64)[None, :] <= (past + torch.arange(queries))[:, None]
+    packed, _ = attention.packed_sdpa(Module(), query, key, value, mask[None, None], scaling=0.25)
+    keys, values = (t.repeat_interleave(6, dim=1) for t in (key, value))
+    expected = torch.nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=0.25)
+    assert torch.allclose(packed, expected.transpose(1, 2), atol=1e-5)
