@@ -48,12 +48,14 @@ def test_cuda_graphs_across_window_growth_match_eager(tiny_model_dir):
     ).to("cuda")
     prompt = list(range(40, 240))
     outputs = []
-    for compiled in (True, False):
-        decoder = Decoder(model, "static", 1024, first_window=64, compile_step=compiled)
+    for compiled, draft in ((True, 0), (False, 0), (True, 5)):
+        decoder = Decoder(model, "static", 1024, first_window=64, compile_step=compiled, draft=draft)
         assert decoder.warm_up() is None
-        outputs.append(decoder.generate(prompt, 120, sampler(0.0, 1.0), []).ids)  # windows 256, then 1024
-        assert compiled is (decoder._step is not None)
-    assert outputs[0] == outputs[1]
+        decoded = decoder.generate(prompt, 120, sampler(0.0, 1.0), [])  # windows 256, then 1024
+        outputs.append(decoded.ids)
+        assert compiled is (decoder._step is not None) and (draft > 0) is (decoder._verify is not None)
+        assert (decoded.drafted > 0) is (draft > 0)  # the tiny model repeats itself: lookup drafts find it
+    assert outputs[0] == outputs[1] == outputs[2]  # CUDA graphs of the verify step replayed, from both windows
 
 
 async def test_fp8_cache_holds_float8_keys_on_cuda(tiny_model_dir):

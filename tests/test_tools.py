@@ -121,3 +121,24 @@ def test_bench_local_gpu_mode_code_runs_on_a_tiny_config():
         assert float(figures[name]) > 0 or (name.endswith("fraction") and float(figures[name]) >= 0), name
     with_reuse = int(figures["multi_turn_prefilled_tokens_with_reuse"])
     assert with_reuse < int(figures["multi_turn_prefilled_tokens_without_reuse"]) / 3
+
+
+def test_bench_local_verify_mode_times_both_steps_on_a_tiny_config():
+    figures = dict(line.split("=", 1) for line in bench_local("--gpu", "--tiny", "--verify-only", "--draft", "3"))
+    assert figures["draft_tokens"] == "3" and "compile_error" not in figures
+    for context in ("1k", "32k"):
+        assert float(figures[f"step_ms_{context}"]) > 0 and float(figures[f"verify_over_step_{context}"]) > 0
+
+
+def test_bench_lookup_prints_acceptance_that_grows_with_copying():
+    run = subprocess.run(
+        [sys.executable, "tools/bench_lookup.py", "--report-tokens", "600", "--cpu-tokens", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = dict(line.split("=", 1) for line in run.stdout.splitlines())
+    per_pass = [float(figures[f"copy{copy}_k6_tokens_per_pass"]) for copy in (0, 25, 50, 75)]
+    assert per_pass == sorted(per_pass) and per_pass[0] >= 1.0 and per_pass[-1] > 1.5
+    assert float(figures["host_us_per_token"]) > 0

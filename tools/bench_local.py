@@ -3,6 +3,7 @@
     python tools/bench_local.py                # CPU mode: prefix-cache reuse on the tiny fixture model
     python tools/bench_local.py --gpu          # GPU mode: the real 32B architecture, random bf16 weights
     python tools/bench_local.py --gpu --decode-only   # decode at 1K and 32K only (a short device lease)
+    python tools/bench_local.py --gpu --verify-only   # a verify step of k+1 tokens against a one-token step
     python tools/bench_local.py --gpu --tiny   # GPU mode's code on a tiny config (a smoke run, any device)
 
 CPU mode plays the same synthetic 20-turn research run twice, with and without reuse, where each turn
@@ -16,6 +17,10 @@ transformers' generate at 1K (default, and with its own static cache), each with
 roofline (bytes read per token: the weights less the embedding table, plus the KV in use) at the measured copy
 bandwidth and, for known cards, at the spec's; prefill tok/s; a multi-turn run with and without reuse. It needs
 about 100 GB of GPU memory and 8-10 minutes on one H200 (three decode graphs to compile).
+
+`--verify-only` times the speculative verify step (the last token and `--draft` draft tokens, compiled) against
+the one-token step at 1K and 32K in a 32K cache: a verify step pays when it yields more tokens than this ratio
+(`tools/bench_lookup.py` gives the tokens a verify step yields on a copy-heavy report). Four graphs to compile.
 """
 
 from __future__ import annotations
@@ -164,11 +169,14 @@ def gpu_mode(args: argparse.Namespace) -> None:
 
     greedy, new = sampler(0.0, 1.0), 16 if tiny else 128
     short, long = 1024 // scale, 32000 // scale
+    compile_options = {"backend": "eager"} if device.type != "cuda" else None
+    if args.verify_only:
+        verify_cost(model, prompt, args.draft, [("1k", short), ("32k", long)], compile_options, sync)
+        return
     # 33K sits just past the 32K window: its step attends over the 128K one (the read amplification, measured).
     contexts = [("decode_1k", short), ("decode_32k", long)]
     if not args.decode_only:
         contexts += [("decode_33k", 33000 // scale), ("decode_100k", 100000 // scale)]
-    compile_options = {"backend": "eager"} if device.type != "cuda" else None
     largest = max(context for _, context in contexts)
     cache = max(largest + 2 * new, 131072 // scale if not args.decode_only else 0)
     decoder = Decoder(model, "static", cache, compile_step=True, compile_options=compile_options)
@@ -217,6 +225,45 @@ def gpu_mode(args: argparse.Namespace) -> None:
         empty(torch, device)
 
         multi_turn(model, prompt, greedy, scale, sync)
+
+
+def verify_cost(model, prompt, draft: int, contexts: list[tuple[str, int]], compile_options, sync) -> None:
+    """A compiled verify step of draft + 1 tokens against a compiled one-token step, at each context."""
+    import torch
+
+    from rumination.backends.decode import Decoder
+
+    cache = 1 << (max(context for _, context in contexts) + draft + 1).bit_length()  # two windows: 8K and this
+    decoder = Decoder(model, "static", cache, compile_step=True, compile_options=compile_options, draft=draft)
+    started = time.perf_counter()
+    failed = decoder.warm_up()
+    say("verify_compile_s", f"{time.perf_counter() - started:.1f}")
+    if failed:
+        say("compile_error", failed)
+    say("draft_tokens", draft)
+    rounds = 20
+    with torch.inference_mode():
+        for name, context in contexts:
+            verify_at(decoder, prompt(context, 4), name, draft, rounds, sync)
+
+
+def verify_at(decoder, ids: list[int], name: str, draft: int, rounds: int, sync) -> None:
+    """The median times of a one-token step and a verify step with `ids` in the cache."""
+    decoder.generate(ids, 1, lambda logits: logits.argmax(-1), [])  # prefill: the cache holds the prompt
+    seconds = {}
+    for kind, feed in (("step", lambda: decoder.step(0)), ("verify", lambda: decoder.verify([0] * (draft + 1)))):
+        times = []
+        for _ in range(rounds + 2):  # the first two warm up
+            sync()
+            started = time.perf_counter()
+            feed()
+            sync()
+            times.append(time.perf_counter() - started)
+            decoder.reuse(ids)  # back to the prompt (less its last token)
+        seconds[kind] = sorted(times[2:])[rounds // 2]
+    say(f"step_ms_{name}", f"{seconds['step'] * 1e3:.2f}")
+    say(f"verify_ms_{name}", f"{seconds['verify'] * 1e3:.2f}")
+    say(f"verify_over_step_{name}", f"{seconds['verify'] / seconds['step']:.3f}")
 
 
 def copy_bandwidth(torch, device, sync, size: int) -> float:
@@ -286,6 +333,8 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="GPU mode: the real architecture, random weights")
     parser.add_argument("--tiny", action="store_true", help="with --gpu: a tiny config, for a smoke run anywhere")
     parser.add_argument("--decode-only", action="store_true", help="with --gpu: decode at 1K and 32K only")
+    parser.add_argument("--verify-only", action="store_true", help="with --gpu: verify step against one-token step")
+    parser.add_argument("--draft", type=int, default=6, help="with --verify-only: draft tokens per verify step")
     parser.add_argument("--turns", type=int, default=20, help="CPU mode: turns of the synthetic run")
     parser.add_argument("--observation-words", type=int, default=25, help="CPU mode: words per observation")
     args = parser.parse_args()
