@@ -221,3 +221,21 @@ def test_packed_sdpa_with_several_queries_equals_repeated_kv_attention(queries):
     keys, values = (t.repeat_interleave(6, dim=1) for t in (key, value))
     expected = torch.nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=0.25)
     assert torch.allclose(packed, expected.transpose(1, 2), atol=1e-5)
+
+
+def test_a_verify_step_that_cannot_be_compiled_leaves_the_one_token_step_compiled(model, prompt):
+    graphs = []
+
+    def fails_after_the_step_graphs(graph, example_inputs):  # the one-token step's three windows compile first
+        if len(graphs) == 3:
+            raise RuntimeError("out of graph memory")
+        graphs.append(graph)
+        return graph.forward
+
+    options = {"backend": fails_after_the_step_graphs}
+    decoder = Decoder(model, "static", 512, first_window=48, compile_step=True, compile_options=options, draft=4)
+    assert "out of graph memory" in decoder.warm_up()
+    assert decoder._step is not None and decoder._verify is None and decoder.cached_tokens == 0
+    with torch.inference_mode():
+        decoded = decoder.generate(prompt, 60, GREEDY, [])
+    assert decoded.ids == reference(model, prompt, 60) and decoded.drafted > 0  # verified eagerly, still exact

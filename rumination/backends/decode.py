@@ -239,30 +239,32 @@ class Decoder:
         return sizes
 
     def warm_up(self) -> str | None:
-        """Compile and record the decode and verify steps for every window now, not mid-answer; the error if any."""
-        if self._step is None and self._verify is None:
-            return self.compile_error
-        try:
-            with torch.inference_mode():
-                self.reset()
-                self.reuse([0, 0])
-                self.prefill([0])
-                one, many = (torch.zeros((1, n), dtype=torch.long, device=self.device) for n in (1, self.draft + 1))
-                for window in self.windows():
-                    self._window(window)
-                    for _ in range(3):  # compile, warm up, record the CUDA graph
-                        self._run("_step", self._forward, one)
-                        if self._verify is not None:
-                            self._run("_verify", self._forward_all, many)
-                            self.cache.crop(-many.shape[1])  # keep the warm-up inside the smallest window
-        except torch.cuda.OutOfMemoryError:
-            raise
-        except Exception as exc:  # a compiler or CUDA-graph failure: decode eagerly instead
-            self._step = self._verify = None
-            self.compile_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-        finally:
-            with torch.inference_mode():
-                self.reset()
+        """Compile and record the decode and verify steps for every window now, not mid-answer; the error if any.
+
+        A step that cannot be compiled runs eagerly; a verify step that cannot leaves the one-token step compiled.
+        """
+        for name, width in (("_step", 1), ("_verify", self.draft + 1)):
+            if getattr(self, name) is None:
+                continue
+            try:
+                with torch.inference_mode():
+                    self.reset()
+                    self.reuse([0, 0])
+                    self.prefill([0])
+                    tokens = torch.zeros((1, width), dtype=torch.long, device=self.device)
+                    for window in self.windows():
+                        self._window(window)
+                        for _ in range(3):  # compile, warm up, record the CUDA graph
+                            self._run(name, self._forward if width == 1 else self._forward_all, tokens)
+                            self.cache.crop(-width)  # keep the warm-up inside the smallest window
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except Exception as exc:  # a compiler or CUDA-graph failure: this step runs eagerly instead
+                setattr(self, name, None)
+                self.compile_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            finally:
+                with torch.inference_mode():
+                    self.reset()
         return self.compile_error
 
     def _drafted(self, lookup: Drafter | None) -> list[int]:

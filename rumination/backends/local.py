@@ -214,8 +214,10 @@ class LocalBackend:
                 failed = self._thread.submit(self.decoder.warm_up).result()
             except torch.cuda.OutOfMemoryError:
                 raise BackendError(f"out of GPU memory allocating {self.context_window:,} tokens of cache") from None
-            if failed:
+            if failed and self.decoder._step is None:
                 note(f"the decode step could not be compiled ({failed}); decoding without it")
+            elif failed:
+                note(f"the verify step could not be compiled ({failed}); drafts are verified eagerly, while that pays")
         self.load_notes.append(f"{self.context_window:,}-token context window; {plan.describe()}")
         self.tokenizer = tokenizer
 
