@@ -113,6 +113,10 @@ class ServerSettings(BaseModel):
     server_retries: int = Field(2, ge=0, le=10, description="retries of a request on 429 and 5xx, with backoff")
 
 
+Quantize = Literal["none", "int8", "fp8", "8bit", "4bit"]
+TORCHAO: tuple[Quantize, ...] = ("int8", "fp8")  # weight-only through torchao: the decode step stays compiled
+
+
 class LocalModelSettings(BaseModel):
     """local model (speed and memory)"""
 
@@ -123,7 +127,10 @@ class LocalModelSettings(BaseModel):
     kv_cache: Literal["auto", "static", "dynamic", "fp8"] = Field(
         "auto", description="static: preallocated, compiled decode (auto on CUDA); dynamic (auto on CPU); fp8: half"
     )
-    quantize: Literal["none", "8bit", "4bit"] = Field("none", description="bitsandbytes weight quantisation (CUDA)")
+    quantize: Quantize = Field(
+        "none",
+        description="weights: int8, fp8 (torchao; decode stays compiled; fp8 on Ada/Hopper), 8bit, 4bit (bitsandbytes)",
+    )
     attention: Literal["auto", "sdpa", "flash_attention_2", "eager"] = Field(
         "auto", description="attention kernel (auto: SDPA with packed GQA decode)"
     )

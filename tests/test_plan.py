@@ -41,6 +41,51 @@ def test_quantised_weights_load_through_bitsandbytes_and_decode_eagerly(tiny_mod
     assert settings.load_in_4bit and settings.bnb_4bit_quant_type == "nf4"
 
 
+def test_int8_and_fp8_weights_load_through_torchao_and_keep_the_compiled_step(tiny_model_dir, monkeypatch):
+    from torchao.quantization import Float8WeightOnlyConfig, Int8WeightOnlyConfig
+
+    int8, _, _ = _plan(tiny_model_dir, "cuda", quantize="int8")
+    assert int8.compile is True and "int8 weights" in int8.describe()
+    assert isinstance(int8.load_arguments("cuda")["quantization_config"].quant_type, Int8WeightOnlyConfig)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))  # Hopper
+    fp8, _, _ = _plan(tiny_model_dir, "cuda", quantize="fp8")
+    quant_type = fp8.load_arguments("cuda")["quantization_config"].quant_type
+    assert fp8.compile is True and isinstance(quant_type, Float8WeightOnlyConfig)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA A100-SXM4-80GB")
+    with pytest.raises(BackendError, match=r"an Ada or Hopper GPU \(not NVIDIA A100-SXM4-80GB\); use --quantize int8"):
+        _plan(tiny_model_dir, "cuda", quantize="fp8")
+
+
+def test_int8_weights_run_on_the_cpu_and_trace_as_one_graph(tiny_model_dir):
+    from torchao.quantization import Int8Tensor
+
+    from rumination.backends.decode import Decoder, sampler
+    from rumination.backends.memory import LINEAR_BYTES
+
+    backend = LocalBackend(Config(model=str(tiny_model_dir), device="cpu", quantize="int8"))
+    backend.load()
+    assert "int8 weights" in backend.load_notes[-1]
+    linears = [m for m in backend.model.model.layers.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(isinstance(m.weight, Int8Tensor) for m in linears)
+    stored = sum(m.weight.qdata.numel() + m.weight.scale.numel() * m.weight.scale.element_size() for m in linears)
+    params = sum(m.weight.qdata.numel() for m in linears)
+    assert LINEAR_BYTES["int8"] <= stored / params < LINEAR_BYTES["int8"] * 1.1  # one byte a weight, plus scales
+    graphs = []
+
+    def counting(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    options = {"backend": counting}
+    decoder = Decoder(backend.model, "static", 256, compile_step=True, compile_options=options, draft=3)
+    assert decoder.warm_up() is None and len(graphs) == 2  # fullgraph: int8 weights break no graph
+    eager = Decoder(backend.model, "static", 256)
+    with torch.inference_mode():
+        ids = list(range(40, 90))
+        assert decoder.generate(ids, 30, sampler(0, 1), []).ids == eager.generate(ids, 30, sampler(0, 1), []).ids
+
+
 def test_yarn_only_past_the_native_context(tiny_model_dir):
     plan, hf_config, said = _plan(tiny_model_dir, context_window=16384)  # the fixture is 4096 native
     assert hf_config.rope_parameters["rope_type"] == "yarn" and hf_config.rope_parameters["factor"] == 4.0
@@ -55,6 +100,7 @@ def test_yarn_only_past_the_native_context(tiny_model_dir):
     ("settings", "device", "message"),
     [
         ({"quantize": "8bit"}, "cpu", "--quantize 8bit needs a CUDA GPU"),
+        ({"quantize": "fp8"}, "cpu", "--quantize fp8 needs a CUDA GPU; --quantize int8 runs on any device"),
         ({"attention": "flash_attention_2"}, "cuda", "needs the flash-attn package"),
         ({"compile": "on", "kv_cache": "dynamic"}, "cpu", "--compile on needs --kv-cache static"),
     ],
@@ -64,13 +110,16 @@ def test_impossible_combinations_are_refused_with_the_fix(tiny_model_dir, settin
         _plan(tiny_model_dir, device, **settings)
 
 
-def test_quantize_without_bitsandbytes_says_how_to_install(tiny_model_dir, monkeypatch):
+def test_quantize_without_its_package_says_how_to_install(tiny_model_dir, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "bitsandbytes" else real(name))
+    missing = {"bitsandbytes", "torchao"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name in missing else real(name))
     with pytest.raises(BackendError, match="pip install bitsandbytes"):
         _plan(tiny_model_dir, "cuda", quantize="4bit")
+    with pytest.raises(BackendError, match=r"--quantize int8 needs torchao: pip install 'rumination\[quant\]'"):
+        _plan(tiny_model_dir, "cpu", quantize="int8")
 
 
 async def test_the_backend_with_a_static_cache_matches_the_dynamic_one_with_yarn_too(tiny_model_dir):
@@ -108,3 +157,16 @@ def test_a_context_past_the_native_one_loads_with_yarn_frequencies(tiny_model_di
     assert yarn.model.config.rope_parameters["rope_type"] == "yarn" and yarn.context_window == 8192
     assert yarn.model.model.rotary_emb.rope_type == "yarn"
     assert not torch.equal(yarn.model.model.rotary_emb.inv_freq, loaded[4096].model.model.rotary_emb.inv_freq)
+
+
+def test_loading_with_torchao_installed_writes_nothing_to_stderr(tiny_model_dir):
+    import subprocess
+    import sys
+
+    code = (
+        "from rumination.backends.local import LocalBackend; from rumination.config import Config; "
+        f"LocalBackend(Config(model={str(tiny_model_dir)!r}, device='cpu', quantize='int8')).load()"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stderr == ""  # torchao's import logs each kernel library it cannot load: a TUI would tear

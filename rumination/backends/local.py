@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +27,8 @@ from rumination.backends.base import (
 )
 from rumination.backends.hub import locate
 from rumination.backends.lookup import SpeculationMeter
-from rumination.backends.memory import SPLIT_NOTE, KvDtype, context_fit, estimate_weight_bytes, one_gpu
-from rumination.backends.plan import plan_load
+from rumination.backends.memory import SPLIT_NOTE, context_fit, estimate_weight_bytes, one_gpu
+from rumination.backends.plan import import_quantizers, plan_load
 from rumination.config import Config
 from rumination.errors import BackendError
 from rumination.protocol import ARCHITECTURE, DEFAULT_MODEL
@@ -135,6 +136,7 @@ class LocalBackend:
             known = estimate_weight_bytes(SimpleNamespace(**ARCHITECTURE))  # the size is known: skip the hub
             raise BackendError(self._no_gpu_message(known))
         hf_logging.disable_progress_bar()  # progress comes through `say`; a bar on stderr would tear a TUI screen
+        import_quantizers()  # likewise the log lines of torchao's import
         source = locate(self.model_id)  # a cached model never waits on an unreachable hub
         offline = source.local_files_only
         say("reading the model configuration")
@@ -150,10 +152,10 @@ class LocalBackend:
         device = self._pick_device(torch, hf_config)
         gpus = torch.cuda.device_count() if device == "cuda" else 0
         plan = plan_load(self.config, hf_config, device, note, gpus)
-        kv_dtype: KvDtype = "fp8" if plan.kv_cache == "fp8" else "bf16"
         free_per_gpu = [torch.cuda.mem_get_info(i)[0] for i in range(gpus)]
         if gpus > 1 and self.config.device_map == "auto":  # several GPUs: one of them, if one is enough
-            single = one_gpu(hf_config, free_per_gpu, plan.context, kv_dtype, plan.quantize)
+            alone = replace(plan.footprint(self.config.prefill_chunk), graphs=plan.kv_cache == "static")
+            single = one_gpu(hf_config, free_per_gpu, plan.context, alone)
             if single is not None:
                 plan = plan_load(self.config, hf_config, device, note, 1)
                 plan.device_map, free_per_gpu = {"": single}, [free_per_gpu[single]]
@@ -166,7 +168,7 @@ class LocalBackend:
         fits = plan.context
         if device == "cuda":
             free = sum(free_per_gpu)
-            fit = context_fit(hf_config, free, plan.context, kv_dtype, plan.quantize)
+            fit = context_fit(hf_config, free, plan.context, plan.footprint(self.config.prefill_chunk))
             note(fit.message)
             if fit.tokens == 0:
                 raise BackendError(fit.message)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from rumination.backends import attention
 from rumination.backends.base import Progress
-from rumination.backends.memory import Quantize
-from rumination.config import Config
+from rumination.backends.memory import Footprint
+from rumination.config import TORCHAO, Config, Quantize
 from rumination.errors import BackendError
 
 
@@ -31,7 +34,9 @@ class LoadPlan:
         arguments: dict[str, Any] = {"attn_implementation": self.attention}
         if device == "cuda":
             arguments["device_map"] = self.device_map
-        if self.quantize != "none":
+        if self.quantize in TORCHAO:
+            arguments["quantization_config"] = _torchao_config(self.quantize)
+        elif self.quantize != "none":
             from transformers import BitsAndBytesConfig
 
             arguments["quantization_config"] = (
@@ -40,6 +45,10 @@ class LoadPlan:
                 else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True)
             )
         return arguments
+
+    def footprint(self, chunk: int) -> Footprint:
+        """What decides this load's memory besides the context length."""
+        return Footprint("fp8" if self.kv_cache == "fp8" else "bf16", self.quantize, chunk, self.compile)
 
     def describe(self) -> str:
         """One line: the choices that matter for speed and memory."""
@@ -61,18 +70,14 @@ def plan_load(config: Config, hf_config: Any, device: str, say: Progress, gpus: 
     kv_cache = config.kv_cache
     if kv_cache == "auto":
         kv_cache = "static" if device == "cuda" and not flash else "dynamic"
-    if config.quantize != "none":
-        if device != "cuda":
-            raise BackendError(f"--quantize {config.quantize} needs a CUDA GPU (bitsandbytes)")
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise BackendError(f"--quantize {config.quantize} needs bitsandbytes: pip install bitsandbytes")
+    _check_quantize(config.quantize, device)
     # CUDA graphs are recorded per device: a model split over several GPUs decodes eagerly unless asked.
     compile_step = config.compile == "on" or (
         config.compile == "auto"
         and device == "cuda"
         and gpus == 1
         and kv_cache == "static"
-        and config.quantize == "none"
+        and config.quantize in ("none", *TORCHAO)
     )
     if compile_step and kv_cache != "static":
         raise BackendError("--compile on needs --kv-cache static (a compiled step wants fixed shapes)")
@@ -80,6 +85,56 @@ def plan_load(config: Config, hf_config: Any, device: str, say: Progress, gpus: 
     plan = LoadPlan(kv_cache, compile_step, kernel, config.quantize, 0, config.device_map, draft)
     plan.context = _context(config, hf_config, plan, say)
     return plan
+
+
+def _check_quantize(quantize: Quantize, device: str) -> None:
+    """Refuse a weight quantisation the device or the installed packages cannot run, saying what would."""
+    if quantize in TORCHAO:
+        if importlib.util.find_spec("torchao") is None:
+            raise BackendError(f"--quantize {quantize} needs torchao: pip install 'rumination[quant]'")
+        if quantize == "fp8" and device != "cuda":
+            raise BackendError("--quantize fp8 needs a CUDA GPU; --quantize int8 runs on any device")
+        if quantize == "fp8":
+            import torch
+
+            if torch.cuda.get_device_capability() < (8, 9):
+                name = torch.cuda.get_device_name()
+                raise BackendError(f"--quantize fp8 needs an Ada or Hopper GPU (not {name}); use --quantize int8")
+    elif quantize != "none":
+        if device != "cuda":
+            raise BackendError(f"--quantize {quantize} needs a CUDA GPU (bitsandbytes)")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise BackendError(f"--quantize {quantize} needs bitsandbytes: pip install bitsandbytes")
+
+
+@contextlib.contextmanager
+def quiet_torchao() -> Iterator[None]:
+    """Importing torchao (transformers does whenever it is installed) logs each kernel library it cannot load."""
+    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def import_quantizers() -> None:
+    """Import transformers' quantizers (and torchao, if installed) now, without their log lines on stderr."""
+    with quiet_torchao():
+        import transformers.quantizers.auto  # noqa: F401
+
+
+def _torchao_config(quantize: Quantize) -> Any:
+    """transformers' TorchAoConfig for weight-only int8 or FP8 (per-channel scales; activations stay bf16)."""
+    from transformers import TorchAoConfig
+
+    with quiet_torchao():
+        from torchao.quantization import Float8WeightOnlyConfig, Int8WeightOnlyConfig
+
+    return TorchAoConfig(Int8WeightOnlyConfig() if quantize == "int8" else Float8WeightOnlyConfig())
 
 
 def _context(config: Config, hf_config: Any, plan: LoadPlan, say: Progress) -> int:
