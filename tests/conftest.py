@@ -86,6 +86,26 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build(tmp_path_factory.mktemp("tiny-glm"))
 
 
+@pytest.fixture(scope="session")
+def prompt(tiny_model_dir: Path) -> list[int]:
+    """A prompt of the tiny tokenizer's tokens that repeats itself (so prompt lookup finds matches)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    return tokenizer("Gutenberg printed the Bible in Mainz around 1455. " * 6, add_special_tokens=False)["input_ids"]
+
+
+def greedy_reference(model: Any, ids: list[int], new: int) -> list[int]:
+    """transformers' own greedy generate, re-prefilling everything: the ground truth of the decode tests."""
+    import torch
+
+    with torch.inference_mode():
+        output = model.generate(
+            torch.tensor([ids]), max_new_tokens=new, do_sample=False, eos_token_id=[], pad_token_id=0
+        )
+    return output[0, len(ids) :].tolist()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never read the developer's own config, cache or data, or RUMINATION_* variables."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from conftest import greedy_reference as reference
+from transformers import AutoModelForCausalLM
 
 from rumination.backends import attention
 from rumination.backends.decode import Decoder, sampler, window_for
@@ -19,21 +20,6 @@ def model(tiny_model_dir):
         tiny_model_dir, dtype=torch.float32, attn_implementation=attention.PACKED_SDPA
     )
     return loaded.eval()
-
-
-@pytest.fixture(scope="module")
-def prompt(tiny_model_dir) -> list[int]:
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    return tokenizer("Gutenberg printed the Bible in Mainz around 1455. " * 6, add_special_tokens=False)["input_ids"]
-
-
-def reference(model, ids: list[int], new: int) -> list[int]:
-    """transformers' own greedy generate, re-prefilling everything: the ground truth."""
-    with torch.inference_mode():
-        output = model.generate(
-            torch.tensor([ids]), max_new_tokens=new, do_sample=False, eos_token_id=[], pad_token_id=0
-        )
-    return output[0, len(ids) :].tolist()
 
 
 def run(decoder: Decoder, ids: list[int], new: int):
@@ -257,3 +243,4 @@ def test_split_kv_decode_attention_matches_sdpa(window, used, chunk):
         split_kv_decode(query, key, value, None, 0.25, chunk),
         split_kv_decode(query, key, value, torch.ones_like(allowed), 0.25, chunk),
     )
+

@@ -8,7 +8,8 @@ from typing import ClassVar
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from conftest import greedy_reference as reference
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from rumination.backends import attention
 from rumination.backends.decode import Decoder, sampler
@@ -25,20 +26,6 @@ def model(tiny_model_dir):
     config.initializer_range = 0.2
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-
-
-@pytest.fixture(scope="module")
-def prompt(tiny_model_dir) -> list[int]:
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    return tokenizer("Gutenberg printed the Bible in Mainz around 1455. " * 6, add_special_tokens=False)["input_ids"]
-
-
-def reference(model, ids: list[int], new: int) -> list[int]:
-    with torch.inference_mode():
-        output = model.generate(
-            torch.tensor([ids]), max_new_tokens=new, do_sample=False, eos_token_id=[], pad_token_id=0
-        )
-    return output[0, len(ids) :].tolist()
 
 
 class Oracle:

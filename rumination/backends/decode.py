@@ -23,6 +23,7 @@ from rumination.backends.lookup import Drafter, PromptLookup, SpeculationMeter
 CacheKind = Literal["static", "dynamic", "fp8"]
 FIRST_WINDOW = 8192  # a static cache's first attention window
 GROWTH = 4  # each larger window is 4x the last: at most three compiled graphs up to 128K
+COMPILED_GRAPHS = 64  # graphs of one step function kept in a process (a Decoder compiles one per window)
 
 
 class WindowedLayer(StaticLayer):
@@ -140,6 +141,8 @@ class Decoder:
         self.drafted = self.accepted = 0  # this generation's draft tokens verified, and accepted
         # One graph per window size, never a dynamic-shape one; CUDA graphs make a step one launch.
         options = {"dynamic": False, **(compile_options or {"mode": "reduce-overhead"})}
+        if compile_step:  # graphs of every Decoder count against dynamo's per-function limit of 8 (the test session hit it)
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, COMPILED_GRAPHS)
         self._step = torch.compile(self._forward, fullgraph=True, **options) if compile_step else None
         self._verify = torch.compile(self._forward_all, fullgraph=True, **options) if compile_step and draft else None
 

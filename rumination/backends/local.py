@@ -111,9 +111,12 @@ class LocalBackend:
                 raise
 
     def _drop(self) -> None:
+        compiled = self.decoder is not None and (self.decoder._step or self.decoder._verify) is not None
         self.model = self.decoder = self.tokenizer = None
-        gc.collect()
         torch = sys.modules.get("torch")
+        if torch is not None and compiled:
+            torch._dynamo.reset()  # the dropped model's compiled graphs and CUDA graph pools go with it
+        gc.collect()
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
 
