@@ -243,4 +243,3 @@ def test_split_kv_decode_attention_matches_sdpa(window, used, chunk):
         split_kv_decode(query, key, value, None, 0.25, chunk),
         split_kv_decode(query, key, value, torch.ones_like(allowed), 0.25, chunk),
     )
-

@@ -141,7 +141,7 @@ class Decoder:
         self.drafted = self.accepted = 0  # this generation's draft tokens verified, and accepted
         # One graph per window size, never a dynamic-shape one; CUDA graphs make a step one launch.
         options = {"dynamic": False, **(compile_options or {"mode": "reduce-overhead"})}
-        if compile_step:  # graphs of every Decoder count against dynamo's per-function limit of 8 (the test session hit it)
+        if compile_step:  # every Decoder's graphs count against dynamo's limit of 8 per function (tests passed it)
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, COMPILED_GRAPHS)
         self._step = torch.compile(self._forward, fullgraph=True, **options) if compile_step else None
         self._verify = torch.compile(self._forward_all, fullgraph=True, **options) if compile_step and draft else None
