@@ -46,6 +46,8 @@ def test_int8_and_fp8_weights_load_through_torchao_and_keep_the_compiled_step(ti
 
     int8, _, _ = _plan(tiny_model_dir, "cuda", quantize="int8")
     assert int8.compile is True and "int8 weights" in int8.describe()
+    assert int8.draft == 0 and "drafts" not in int8.describe()  # a verify step would de-quantise every weight
+    assert _plan(tiny_model_dir, "cuda", quantize="int8", speculate="on")[0].draft == 6
     assert isinstance(int8.load_arguments("cuda")["quantization_config"].quant_type, Int8WeightOnlyConfig)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))  # Hopper
     fp8, _, _ = _plan(tiny_model_dir, "cuda", quantize="fp8")

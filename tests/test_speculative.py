@@ -184,6 +184,28 @@ def test_the_meter_verifies_while_it_pays_and_probes_when_it_does_not():
     choices = [meter.worth_it() for _ in range(12)]
     assert choices == [False, False, False, True] * 3  # one in `probe` chances still tries
     assert SpeculationMeter(always=True, steps=9, verifies=9, verify_seconds=1, step_seconds=0.1).worth_it()
+    untimed = SpeculationMeter(verifies=4, verify_seconds=0.012, yield_per_verify=1)
+    assert not untimed.worth_it()  # drafts everywhere so far: one-token steps must be timed before judging
+
+
+def test_drafts_that_never_pay_are_dropped_even_when_there_is_one_at_every_position(model, prompt):
+    class Wrong:
+        def __init__(self, ids: list[int]):
+            pass
+
+        def add(self, token: int) -> None:
+            pass
+
+        def draft(self, most: int) -> list[int]:
+            return [0] * most
+
+    meter = SpeculationMeter()
+    meter.verified = lambda seconds, tokens: SpeculationMeter.verified(meter, seconds * 3, tokens)  # a slow verify
+    decoder = Decoder(model, "dynamic", 1024, draft=4, drafter=Wrong, meter=meter)
+    with torch.inference_mode():
+        decoded = decoder.generate(prompt, 200, GREEDY, [])
+    assert decoded.ids == reference(model, prompt, 200)
+    assert meter.steps > 150 and meter.verifies < 20  # timed, found slower, then only probed
 
 
 def test_the_longest_verify_step_shares_kv_heads_in_sdpa():
@@ -226,3 +248,12 @@ def test_a_verify_step_that_cannot_be_compiled_leaves_the_one_token_step_compile
     with torch.inference_mode():
         decoded = decoder.generate(prompt, 60, GREEDY, [])
     assert decoded.ids == reference(model, prompt, 60) and decoded.drafted > 0  # verified eagerly, still exact
+
+
+def test_no_draft_longer_than_the_tokens_still_wanted(model, prompt):
+    Oracle.truth = prompt + reference(model, prompt, 10)
+    decoder = Decoder(model, "dynamic", 1024, draft=8, drafter=Oracle, meter=SpeculationMeter(True))
+    with torch.inference_mode():
+        assert decoder.generate(prompt, 1, GREEDY, []).drafted == 0  # the prefill's token is all there is
+        three = decoder.generate(prompt, 3, GREEDY, [])
+    assert three.ids == Oracle.truth[len(prompt) : len(prompt) + 3] and three.drafted == 1  # 1 fed + 1 drafted

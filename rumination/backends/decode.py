@@ -142,7 +142,9 @@ class Decoder:
         # One graph per window size, never a dynamic-shape one; CUDA graphs make a step one launch.
         options = {"dynamic": False, **(compile_options or {"mode": "reduce-overhead"})}
         if compile_step:  # every Decoder's graphs count against dynamo's limit of 8 per function (tests passed it)
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, COMPILED_GRAPHS)
+            dynamo, limit = torch._dynamo.config, "recompile_limit"
+            limit = limit if hasattr(dynamo, limit) else "cache_size_limit"  # its name before torch 2.7
+            setattr(dynamo, limit, max(getattr(dynamo, limit), COMPILED_GRAPHS))
         self._step = torch.compile(self._forward, fullgraph=True, **options) if compile_step else None
         self._verify = torch.compile(self._forward_all, fullgraph=True, **options) if compile_step and draft else None
 
@@ -260,8 +262,11 @@ class Decoder:
                         for _ in range(3):  # compile, warm up, record the CUDA graph
                             self._run(name, self._forward if width == 1 else self._forward_all, tokens)
                             self.cache.crop(-width)  # keep the warm-up inside the smallest window
-            except torch.cuda.OutOfMemoryError:
-                raise
+            except torch.cuda.OutOfMemoryError as exc:
+                if name == "_step":
+                    raise
+                self._verify, self.draft = None, 0  # no room for the verify graphs: decode without drafts
+                self.compile_error = f"out of memory: {' '.join(str(exc).split())[:200]}"
             except Exception as exc:  # a compiler or CUDA-graph failure: this step runs eagerly instead
                 setattr(self, name, None)
                 self.compile_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
@@ -270,27 +275,32 @@ class Decoder:
                     self.reset()
         return self.compile_error
 
-    def _drafted(self, lookup: Drafter | None) -> list[int]:
-        """A draft to verify now, or none: no match, no room in the cache, or drafts do not pay at the moment."""
-        if lookup is None or len(self.ids) + 1 + self.draft > self.max_tokens:
+    def _drafted(self, lookup: Drafter | None, wanted: int) -> list[int]:
+        """A draft to verify now, or none: no match, no room in the cache, or drafts do not pay at the moment.
+
+        `wanted` is how many more tokens the generation may take after the one about to be fed.
+        """
+        if lookup is None or wanted < 2 or len(self.ids) + 1 + self.draft > self.max_tokens:
             return []
-        draft = lookup.draft(self.draft)
+        draft = lookup.draft(min(self.draft, wanted - 1))
         if not draft or not self.meter.worth_it():
             return []
         if self._verify is not None:  # a compiled verify step has one shape; any padding is a valid draft
             draft += [draft[-1]] * (self.draft - len(draft))
         return draft
 
-    def _picked(self, logits: Any, pick: Callable[[Any], Any], prompt: list[int]) -> Iterator[int]:
-        """The model's tokens one by one: a one-token step each, or a verified draft's accepted tokens and one more."""
+    def _picked(self, logits: Any, pick: Callable[[Any], Any], prompt: list[int], most: int) -> Iterator[int]:
+        """The model's tokens one by one (at most `most`): a one-token step each, or a verified draft's accepted
+        tokens and one more."""
         lookup = self.drafter(prompt) if self.draft else None
-        picked = [int(pick(logits))]  # int() waits for the device
+        picked, given = [int(pick(logits))], 0  # int() waits for the device
         while True:
             for token in picked:
                 if lookup is not None:
                     lookup.add(token)
+                given += 1
                 yield token
-            started, draft = time.perf_counter(), self._drafted(lookup)
+            started, draft = time.perf_counter(), self._drafted(lookup, most - given)
             if not draft:
                 picked = [int(pick(self.step(picked[-1])))]
                 self.meter.stepped(time.perf_counter() - started)
@@ -326,7 +336,7 @@ class Decoder:
                 logits = self.prefill(ids, cancelled)
                 prefilled = time.perf_counter()
                 if logits is not None:
-                    for token in self._picked(logits, pick, ids):
+                    for token in self._picked(logits, pick, ids, max_new_tokens):
                         if not out:
                             prefilled = time.perf_counter()  # the first pick waited for the device: prefill is real
                         out.append(token)

@@ -221,6 +221,8 @@ class LocalBackend:
                 raise BackendError(f"out of GPU memory allocating {self.context_window:,} tokens of cache") from None
             if failed and self.decoder._step is None:
                 note(f"the decode step could not be compiled ({failed}); decoding without it")
+            elif failed and not self.decoder.draft:
+                note(f"no room for the verify step's graphs ({failed}); decoding without prompt-lookup drafts")
             elif failed:
                 note(f"the verify step could not be compiled ({failed}); drafts are verified eagerly, while that pays")
         self.load_notes.append(f"{self.context_window:,}-token context window; {plan.describe()}")

@@ -47,9 +47,10 @@ class PromptLookup:
         for n in self.lengths:
             at = self.index.get(tuple(self.seq[-n:])) if len(self.seq) >= n else None
             if at is not None:
-                # A match close to the end is a loop: its continuation repeats with the loop's period.
-                period = self.seq[at:]
-                return (period * (most // len(period) + 1))[:most]
+                found = self.seq[at : at + most]
+                if len(found) < most:  # a match close to the end is a loop: it repeats with the loop's period
+                    found = (found * (most // len(found) + 1))[:most]
+                return found
         return []
 
 
@@ -58,9 +59,9 @@ class SpeculationMeter:
     """Whether a verify step of k+1 tokens yields more tokens per second than one-token steps, as measured.
 
     Running averages of a one-token step's time, a verify step's time and the tokens a verify step yields
-    (the accepted drafts plus the token sampled after them). Until both steps have been timed a few times,
-    drafts are tried; while they do not pay, one in `probe` chances is still tried, as text can turn to
-    copying at any point.
+    (the accepted drafts plus the token sampled after them). The first drafts are verified, then one-token steps
+    are timed (even where there are drafts); while drafts do not pay, one in `probe` chances is still tried, as
+    text can turn to copying at any point.
     """
 
     always: bool = False  # "on": speculate whenever there is a draft
@@ -75,8 +76,10 @@ class SpeculationMeter:
 
     def worth_it(self) -> bool:
         """Whether to verify the draft there is now."""
-        if self.always or self.steps < self.warm or self.verifies < self.warm:
+        if self.always or self.verifies < self.warm:
             return True
+        if self.steps < self.warm:  # drafts at every position so far: time one-token steps too
+            return False
         if self.yield_per_verify / self.verify_seconds > 1 / self.step_seconds:
             return True
         self.skipped += 1

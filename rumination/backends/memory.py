@@ -63,7 +63,8 @@ def transient_bytes(hf_config: Any, setup: Footprint = Footprint()) -> int:
     heads, kv_heads, head_dim = _heads(hf_config)
     h, inner = hf_config.hidden_size, hf_config.intermediate_size
     per_chunk_token = 2 * (4 * h + (heads + 2 * kv_heads) * head_dim + 3 * inner)  # activations of one layer, bf16
-    dequantised = 2 * h * 2 * inner if setup.quantize in TORCHAO else 0  # the largest weight, in bf16, at a time
+    # The largest weight de-quantised at a time: bf16 from int8; from FP8 through an fp32 copy as well (10 bytes).
+    dequantised = h * 2 * inner * (10 if setup.quantize == "fp8" else 2) if setup.quantize in TORCHAO else 0
     return BASE_RESERVE + (GRAPH_POOL if setup.graphs else 0) + dequantised + setup.chunk * per_chunk_token
 
 

@@ -81,7 +81,10 @@ def plan_load(config: Config, hf_config: Any, device: str, say: Progress, gpus: 
     )
     if compile_step and kv_cache != "static":
         raise BackendError("--compile on needs --kv-cache static (a compiled step wants fixed shapes)")
-    draft = 0 if config.speculate == "off" else config.draft_tokens
+    # torchao's weight-only matmuls fuse the de-quantisation for one row only: a verify step of several rows would
+    # de-quantise every weight (unmeasured, so drafts with int8/fp8 weights only when asked for).
+    auto_off = config.speculate == "auto" and config.quantize in TORCHAO
+    draft = 0 if config.speculate == "off" or auto_off else config.draft_tokens
     plan = LoadPlan(kv_cache, compile_step, kernel, config.quantize, 0, config.device_map, draft)
     plan.context = _context(config, hf_config, plan, say)
     return plan
