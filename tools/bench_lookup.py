@@ -2,18 +2,18 @@
 
     python tools/bench_lookup.py [--report-tokens 1500]
 
-The prompt is pages of real English (the project's own README and docs, and the test site); the report mixes
-sentences copied from them (with the citation marks and URLs a report carries) and sentences found nowhere in the
-prompt, each used once, at several copy fractions. Text is split into words and punctuation marks, one token each,
-which is close to how a 150K-token vocabulary splits English (a small BPE would split words into pieces whose
-endings are easy to guess, and flatter the drafter). Decoding is simulated with the runtime's own PromptLookup and
-acceptance rule as if the model wrote exactly this report (a draft token is kept while it equals the report's next
-token), so the figures describe the drafter, independent of any model: the share of draft tokens accepted, and the
-tokens each forward pass yields (1.0 without drafts). A verify step pays when it yields more tokens than it costs
-in one-token steps; `tools/bench_local.py --gpu` measures that cost on a card. Then the drafter's host time per
-token and its index build for a 100K-token prompt, and the tiny model on CPU decoding with and without drafts:
-right as often as the lookup makes them, and never right (what `--speculate on` and `auto` lose when drafts do not
-pay). Every figure is printed as a `name=value` line.
+The prompt is pages of real English (the project's own README and docs, and the test site: the figures move a
+little as those change); the report mixes sentences copied from them (with the citation marks and URLs a report
+carries) and sentences found nowhere in the prompt, each used once, at several copy fractions. Text is split into
+words and punctuation marks, one token each, which is close to how a 150K-token vocabulary splits English (a small
+BPE would split words into pieces whose endings are easy to guess, and flatter the drafter). Decoding is simulated
+with the runtime's own PromptLookup and acceptance rule as if the model wrote exactly this report (a draft token is
+kept while it equals the report's next token), so the figures describe the drafter, independent of any model: the
+share of draft tokens accepted, and the tokens each forward pass yields (1.0 without drafts). A verify step pays
+when it yields more tokens than it costs in one-token steps; `tools/bench_local.py --gpu` measures that cost on a
+card. Then the drafter's host time per token and its index build for a 100K-token prompt, and the tiny model on CPU
+decoding with and without drafts: right as often as the lookup makes them, and never right (what `--speculate on`
+and `auto` lose when drafts do not pay). Every figure is printed as a `name=value` line.
 """
 
 from __future__ import annotations
