@@ -142,3 +142,17 @@ def test_bench_lookup_prints_acceptance_that_grows_with_copying():
     per_pass = [float(figures[f"copy{copy}_k6_tokens_per_pass"]) for copy in (0, 25, 50, 75)]
     assert per_pass == sorted(per_pass) and per_pass[0] >= 1.0 and per_pass[-1] > 1.5
     assert float(figures["host_us_per_token"]) > 0
+
+
+def test_bench_attention_verify_shape_agrees_with_the_exact_reference():
+    run = subprocess.run(
+        [sys.executable, "tools/bench_attention.py", "--smoke", "--queries", "7", "--rounds", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = dict(line.split("=", 1) for line in run.stdout.splitlines() if "=" in line)
+    errors = {name: float(value) for name, value in figures.items() if name.endswith("_max_error")}
+    assert {"w4096_l4000_sdpa_gqa_max_error", "w4096_l4000_packed_sdpa_max_error"} <= set(errors)
+    assert max(errors.values()) < 1e-4 and "w4096_l4000_split_kv_us" not in figures

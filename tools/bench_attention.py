@@ -2,9 +2,11 @@
 
     python tools/bench_attention.py            # on the GPU: H=48 query heads, 8 K/V heads, head dim 128, bf16
     python tools/bench_attention.py --smoke    # a tiny shape on any device, to check the script itself
+    python tools/bench_attention.py --queries 7   # a verify step: the last token and a 6-token draft
 
 For each case (cache window W, positions used L) every variant computes one decode step's attention (one query
-token) and is timed with CUDA events (median of many). Printed per variant: microseconds, the bandwidth over the
+token, or with --queries N a verify step's N tokens, each seeing the cache and the draft tokens before it) and is
+timed with CUDA events (median of many). Printed per variant: microseconds, the bandwidth over the
 bytes it must read (the L used positions of K and V), its largest difference from the exact-length reference, and
 the decode rate the whole model would reach with it (61 layers, plus the weights read at the measured copy
 bandwidth) as a fraction of the roofline. Variants:
@@ -15,6 +17,9 @@ bandwidth) as a fraction of the roofline. Variants:
   split_kv      attention.split_kv_decode compiled (the window read in 1,024-position splits, in parallel)
   flex          flex_attention compiled, the length a device tensor (a score_mod masks past it)
   flash_exact   SDPA's flash kernel on exactly the L used positions (the ideal, but a new shape every step)
+
+With several queries, packed_sdpa folds the N queries of each head group into one row block (the mask repeated)
+and split_kv, which takes one query, is left out.
 """
 
 from __future__ import annotations
@@ -68,17 +73,21 @@ def timed(fn: Callable[[], Any], device: torch.device, rounds: int) -> float:
     return statistics.median(times)
 
 
-def variants(heads: int, kv_heads: int, scale: float, device: torch.device) -> dict[str, Callable[..., Any]]:
-    """name -> fn(query, key, value, allowed, length_tensor, used) returning [1, H, 1, D]."""
+def variants(
+    heads: int, kv_heads: int, queries: int, scale: float, device: torch.device
+) -> dict[str, Callable[..., Any]]:
+    """name -> fn(query, key, value, allowed, length_tensor, used) returning [1, H, N, D]."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention.bias import causal_lower_right
     from torch.nn.attention.flex_attention import flex_attention
 
     groups = heads // kv_heads
 
     def packed_sdpa(q: Any, k: Any, v: Any, allowed: Any, length: Any, used: int) -> Any:
-        folded = q.reshape(1, kv_heads, groups, q.shape[-1])
-        out = F.scaled_dot_product_attention(folded, k, v, attn_mask=allowed, scale=scale)
-        return out.reshape(1, heads, 1, q.shape[-1])
+        folded = q.reshape(1, kv_heads, groups * queries, q.shape[-1])
+        mask = allowed.repeat(1, 1, groups, 1)  # row g*N + i is query i of head g in the group
+        out = F.scaled_dot_product_attention(folded, k, v, attn_mask=mask, scale=scale)
+        return out.reshape(1, heads, queries, q.shape[-1])
 
     def sdpa_gqa(q: Any, k: Any, v: Any, allowed: Any, length: Any, used: int) -> Any:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale, enable_gqa=True)
@@ -98,16 +107,19 @@ def variants(heads: int, kv_heads: int, scale: float, device: torch.device) -> d
 
     def flex(q: Any, k: Any, v: Any, allowed: Any, length: Any, used: int) -> Any:
         def past_the_end(score: Any, b: Any, h: Any, q_idx: Any, kv_idx: Any) -> Any:
-            return torch.where(kv_idx < length, score, -float("inf"))
+            return torch.where(kv_idx < length - queries + 1 + q_idx, score, -float("inf"))
 
         return compiled_flex(q, k, v, score_mod=past_the_end, scale=scale, enable_gqa=True)
 
     def flash_exact(q: Any, k: Any, v: Any, allowed: Any, length: Any, used: int) -> Any:
         backend = SDPBackend.FLASH_ATTENTION if device.type == "cuda" else SDPBackend.MATH
+        causal = causal_lower_right(queries, used) if queries > 1 else None  # the draft sees what precedes it
         with sdpa_kernel(backend):
-            return F.scaled_dot_product_attention(q, k[:, :, :used], v[:, :, :used], scale=scale, enable_gqa=True)
+            return F.scaled_dot_product_attention(
+                q, k[:, :, :used], v[:, :, :used], attn_mask=causal, scale=scale, enable_gqa=True
+            )
 
-    return {
+    found = {
         "flash_exact": flash_exact,
         "packed_sdpa": packed_sdpa,
         "sdpa_gqa": sdpa_gqa,
@@ -115,12 +127,16 @@ def variants(heads: int, kv_heads: int, scale: float, device: torch.device) -> d
         "split_kv": split_kv,
         "flex": flex,
     }
+    if queries > 1:
+        del found["split_kv"]
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="a tiny shape, any device")
     parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--queries", type=int, default=1, help="query tokens: 1 a decode step, k+1 a verify step")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -132,18 +148,22 @@ def main() -> None:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     bandwidth = copy_bandwidth(torch, device, sync, 2**31 if device.type == "cuda" else 2**26)
     say("copy_bandwidth_gb_s", f"{bandwidth / 1e9:.0f}")
+    say("queries", args.queries)
     scale = dim**-0.5
     table = []
     for window, used in cases:
         torch.manual_seed(0)
-        q = torch.randn(1, heads, 1, dim, device=device, dtype=dtype)
+        queries = args.queries
+        q = torch.randn(1, heads, queries, dim, device=device, dtype=dtype)
         k = torch.randn(1, kv_heads, window, dim, device=device, dtype=dtype)
         v = torch.randn(1, kv_heads, window, dim, device=device, dtype=dtype)
-        allowed = (torch.arange(window, device=device) < used).reshape(1, 1, 1, window)
+        # Query i (the last `queries` of the `used` positions) sees the positions up to its own.
+        last = used - queries + torch.arange(queries, device=device)
+        allowed = (torch.arange(window, device=device)[None, :] <= last[:, None]).reshape(1, 1, queries, window)
         length = torch.tensor(used, device=device)
         needed = 2 * kv_heads * used * dim * k.element_size()  # K and V of the used positions
         reference = None
-        for name, fn in variants(heads, kv_heads, scale, device).items():
+        for name, fn in variants(heads, kv_heads, queries, scale, device).items():
             try:
                 inputs = (q, k, v, allowed, length, used)
                 out = fn(*inputs)
