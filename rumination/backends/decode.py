@@ -283,15 +283,10 @@ class Decoder:
         if lookup is None or wanted < 2 or len(self.ids) + 1 + self.draft > self.max_tokens:
             return []
         draft = lookup.draft(min(self.draft, wanted - 1))
-        if not draft or not self.meter.worth_it():
-            return []
-        if self._verify is not None:  # a compiled verify step has one shape; any padding is a valid draft
-            draft += [draft[-1]] * (self.draft - len(draft))
-        return draft
+        return draft if draft and self.meter.worth_it() else []
 
     def _picked(self, logits: Any, pick: Callable[[Any], Any], prompt: list[int], most: int) -> Iterator[int]:
-        """The model's tokens one by one (at most `most`): a one-token step each, or a verified draft's accepted
-        tokens and one more."""
+        """The model's next `most` tokens one by one, from one-token steps or verified drafts (accepted, plus one)."""
         lookup = self.drafter(prompt) if self.draft else None
         picked, given = [int(pick(logits))], 0  # int() waits for the device
         while True:
@@ -305,13 +300,15 @@ class Decoder:
                 picked = [int(pick(self.step(picked[-1])))]
                 self.meter.stepped(time.perf_counter() - started)
                 continue
-            # Row i is the model's pick after the draft's first i tokens, meaningful while they were all accepted.
-            targets = pick(self.verify([picked[-1], *draft])).tolist()
-            accepted = next((i for i, (d, t) in enumerate(zip(draft, targets, strict=False)) if d != t), len(draft))
+            padded = draft + [draft[-1]] * (self.draft - len(draft)) if self._verify is not None else draft
+            # A compiled verify step has one shape; padding is as valid a draft as any. Row i is the model's pick
+            # after the first i fed draft tokens, meaningful while they were all accepted.
+            targets = pick(self.verify([picked[-1], *padded])).tolist()
+            accepted = next((i for i, (d, t) in enumerate(zip(padded, targets, strict=False)) if d != t), len(padded))
             picked = targets[: accepted + 1]
-            self._keep(len(self.ids) - len(draft) + accepted)
+            self._keep(len(self.ids) - len(padded) + accepted)
             self.meter.verified(time.perf_counter() - started, len(picked))
-            self.drafted, self.accepted = self.drafted + len(draft), self.accepted + accepted
+            self.drafted, self.accepted = self.drafted + len(draft), self.accepted + min(accepted, len(draft))
 
     def generate(
         self,
