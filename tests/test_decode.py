@@ -56,6 +56,11 @@ def test_static_window_grows_fourfold_as_the_context_grows(model, prompt):
     sizes = (1, 32, 33, 128, 129, 512, 513, 5000)
     assert [window_for(n, 1024, 32) for n in sizes] == [32, 32, 128, 128, 512, 512, 1024, 1024]
     assert decoder.cache.layers[0].keys.shape[2] == 1024  # allocated once for the whole context
+    halving = Decoder(model, "static", 1024, prefill_chunk=16, first_window=32, growth=2)
+    assert halving.windows() == [32, 64, 128, 256, 512, 1024]  # at most 2x read past the used cache
+    assert run(halving, prompt, 100).ids == reference(model, prompt, 100)
+    (window,) = {layer.window for layer in halving.cache.layers}
+    assert window // 2 < halving.cached_tokens <= window  # the last step read at most twice what was there
 
 
 def test_without_reuse_everything_is_prefilled_and_the_output_is_the_same(model, prompt):

@@ -70,11 +70,11 @@ def make_cache(model: Any, kind: CacheKind, max_tokens: int, first_window: int =
     return DynamicCache(config=model.config)
 
 
-def window_for(tokens: int, max_tokens: int, first: int = FIRST_WINDOW) -> int:
-    """The smallest `first` * GROWTH**k that covers `tokens`, capped at the cache size."""
+def window_for(tokens: int, max_tokens: int, first: int = FIRST_WINDOW, growth: int = GROWTH) -> int:
+    """The smallest `first` * growth**k that covers `tokens`, capped at the cache size."""
     window = first
     while window < tokens:
-        window *= GROWTH
+        window *= growth
     return min(window, max_tokens)
 
 
@@ -126,6 +126,7 @@ class Decoder:
         compile_step: bool = False,
         reuse: bool = True,
         first_window: int = FIRST_WINDOW,
+        growth: int = GROWTH,
         compile_options: dict[str, Any] | None = None,
         draft: int = 0,
         meter: SpeculationMeter | None = None,
@@ -133,6 +134,7 @@ class Decoder:
     ):
         self.model, self.kind, self.max_tokens = model, kind, max_tokens
         self.prefill_chunk, self.reuse_prefix, self.first_window = prefill_chunk, reuse, first_window
+        self.growth = growth  # a smaller growth reads less past the used cache, with more graphs to compile
         self.device = next(model.parameters()).device
         self.cache: Any = None
         self.ids: list[int] = []  # the tokens whose keys and values the cache holds
@@ -224,23 +226,26 @@ class Decoder:
 
     def step(self, token: int) -> Any:
         """Feed one generated token; return the next logits."""
-        self._window(window_for(len(self.ids) + 1, self.max_tokens, self.first_window))
+        self._window(self._window_for(len(self.ids) + 1))
         logits = self._run("_step", self._forward, torch.tensor([[token]], device=self.device))
         self.ids.append(token)
         return logits
 
     def verify(self, tokens: list[int]) -> Any:
         """Feed the last sampled token and a draft in one pass; the logits after each of them."""
-        self._window(window_for(len(self.ids) + len(tokens), self.max_tokens, self.first_window))
+        self._window(self._window_for(len(self.ids) + len(tokens)))
         logits = self._run("_verify", self._forward_all, torch.tensor([tokens], device=self.device))
         self.ids += tokens
         return logits
 
+    def _window_for(self, tokens: int) -> int:
+        return window_for(tokens, self.max_tokens, self.first_window, self.growth)
+
     def windows(self) -> list[int]:
         """Every attention window a decode step can use, smallest first."""
-        sizes = [window_for(1, self.max_tokens, self.first_window)]
+        sizes = [self._window_for(1)]
         while sizes[-1] < self.max_tokens:
-            sizes.append(window_for(sizes[-1] + 1, self.max_tokens, self.first_window))
+            sizes.append(self._window_for(sizes[-1] + 1))
         return sizes
 
     def warm_up(self) -> str | None:
