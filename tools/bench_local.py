@@ -120,14 +120,15 @@ async def cpu_mode(args: argparse.Namespace) -> None:
 
 def gpu_mode(args: argparse.Namespace) -> None:
     import torch
+
+    from rumination.backends.plan import import_quantizers
+
+    import_quantizers()  # before the model classes import torchao (when installed), which logs between the figures
     from transformers import Glm4Config, Glm4ForCausalLM
 
     from rumination.backends import attention
     from rumination.backends.decode import Decoder, sampler
     from rumination.backends.memory import kv_bytes_per_token
-    from rumination.backends.plan import import_quantizers
-
-    import_quantizers()  # torchao's import, when installed, would log lines between the figures
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tiny = args.tiny
