@@ -129,7 +129,7 @@ class LocalModelSettings(BaseModel):
     )
     quantize: Quantize = Field(
         "none",
-        description="weights: int8, fp8 (torchao; decode stays compiled; fp8 on Ada/Hopper), 8bit, 4bit (bitsandbytes)",
+        description="weights: int8, fp8 (torchao; decode stays compiled; fp8 from Ada on), 8bit, 4bit (bitsandbytes)",
     )
     attention: Literal["auto", "sdpa", "flash_attention_2", "eager"] = Field(
         "auto", description="attention kernel (auto: SDPA with packed GQA decode)"

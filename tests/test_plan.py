@@ -55,7 +55,7 @@ def test_int8_and_fp8_weights_load_through_torchao_and_keep_the_compiled_step(ti
     assert fp8.compile is True and isinstance(quant_type, Float8WeightOnlyConfig)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA A100-SXM4-80GB")
-    with pytest.raises(BackendError, match=r"an Ada or Hopper GPU \(not NVIDIA A100-SXM4-80GB\); use --quantize int8"):
+    with pytest.raises(BackendError, match=r"Hopper or newer GPU \(not NVIDIA A100-SXM4-80GB\); use --quantize int8"):
         _plan(tiny_model_dir, "cuda", quantize="fp8")
 
 

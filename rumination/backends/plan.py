@@ -81,8 +81,8 @@ def plan_load(config: Config, hf_config: Any, device: str, say: Progress, gpus: 
     )
     if compile_step and kv_cache != "static":
         raise BackendError("--compile on needs --kv-cache static (a compiled step wants fixed shapes)")
-    # torchao's weight-only matmuls fuse the de-quantisation for one row only: a verify step of several rows would
-    # de-quantise every weight (unmeasured, so drafts with int8/fp8 weights only when asked for).
+    # torchao converts the whole weight in each matmul; the compiled one-token step is expected to fuse that away,
+    # a verify step of several rows may not (unmeasured, so drafts with int8/fp8 weights only when asked for).
     auto_off = config.speculate == "auto" and config.quantize in TORCHAO
     draft = 0 if config.speculate == "off" or auto_off else config.draft_tokens
     plan = LoadPlan(kv_cache, compile_step, kernel, config.quantize, 0, config.device_map, draft)
@@ -102,7 +102,8 @@ def _check_quantize(quantize: Quantize, device: str) -> None:
 
             if torch.cuda.get_device_capability() < (8, 9):
                 name = torch.cuda.get_device_name()
-                raise BackendError(f"--quantize fp8 needs an Ada or Hopper GPU (not {name}); use --quantize int8")
+                fix = "use --quantize int8"
+                raise BackendError(f"--quantize fp8 needs an Ada, Hopper or newer GPU (not {name}); {fix}")
     elif quantize != "none":
         if device != "cuda":
             raise BackendError(f"--quantize {quantize} needs a CUDA GPU (bitsandbytes)")
