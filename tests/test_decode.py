@@ -248,3 +248,24 @@ def test_split_kv_decode_attention_matches_sdpa(window, used, chunk):
         split_kv_decode(query, key, value, None, 0.25, chunk),
         split_kv_decode(query, key, value, torch.ones_like(allowed), 0.25, chunk),
     )
+
+
+def test_fine_windows_share_one_graph_whose_window_is_a_dynamic_size(model, prompt):
+    graphs = []
+
+    def counting(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    options = {"backend": counting}
+    decoder = Decoder(model, "static", 640, 50, True, window_step=64, compile_options=options)
+    assert decoder.windows() == [64, 128, 192, 256, 320, 384, 448, 512, 576, 640]
+    assert decoder.warm_up() is None and len(graphs) == 1  # ten windows, one graph
+    ids = prompt
+    for turn in range(2):
+        decoded = run(decoder, ids, 150)
+        assert decoded.ids == reference(model, ids, 150), f"turn {turn}"
+        (window,) = {layer.window for layer in decoder.cache.layers}
+        assert window - 64 < decoder.cached_tokens <= window  # read at most 63 positions past the cache
+        ids = ids + decoded.ids[:10] + prompt[:25]
+    assert len(graphs) == 1 and decoder._step is not None

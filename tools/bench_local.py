@@ -5,6 +5,7 @@
     python tools/bench_local.py --gpu --decode-only   # decode at 1K and 32K only (a short device lease)
     python tools/bench_local.py --gpu --verify-only   # a verify step of k+1 tokens against a one-token step
     python tools/bench_local.py --gpu --growth 2      # windows 8K, 16K, 32K, 64K, 128K: less read past the cache
+    python tools/bench_local.py --gpu --window-step 2048   # a window every 2K, one graph (its size dynamic)
     python tools/bench_local.py --gpu --tiny   # GPU mode's code on a tiny config (a smoke run, any device)
 
 CPU mode plays the same synthetic 20-turn research run twice, with and without reuse, where each turn
@@ -184,7 +185,15 @@ def gpu_mode(args: argparse.Namespace) -> None:
         contexts += [("decode_33k", 33000 // scale), ("decode_100k", 100000 // scale)]
     largest = max(context for _, context in contexts)
     cache = max(largest + 2 * new, 131072 // scale if not args.decode_only else 0)
-    decoder = Decoder(model, "static", cache, compile_step=True, compile_options=compile_options, growth=args.growth)
+    decoder = Decoder(
+        model,
+        "static",
+        cache,
+        compile_step=True,
+        compile_options=compile_options,
+        growth=args.growth,
+        window_step=args.window_step,
+    )
     started = time.perf_counter()
     failed = decoder.warm_up()  # compiles and records one graph per attention window
     say("compile_windows", len(decoder.windows()))
@@ -339,6 +348,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="with --gpu: a tiny config, for a smoke run anywhere")
     parser.add_argument("--decode-only", action="store_true", help="with --gpu: decode at 1K and 32K only")
     parser.add_argument("--growth", type=int, default=4, help="with --gpu: window size ratio")
+    parser.add_argument("--window-step", type=int, default=0, help="with --gpu: windows every N tokens, one graph")
     parser.add_argument("--verify-only", action="store_true", help="with --gpu: verify step against one-token step")
     parser.add_argument("--draft", type=int, default=6, help="with --verify-only: draft tokens per verify step")
     parser.add_argument("--turns", type=int, default=20, help="CPU mode: turns of the synthetic run")

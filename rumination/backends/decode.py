@@ -46,6 +46,22 @@ class WindowedLayer(StaticLayer):
         return self.window, 0
 
 
+class SpanLayer(WindowedLayer):
+    """A windowed layer whose window is the length of a shared `span` tensor: compiled, a size the graph takes as an
+    input, so one graph serves every window (one CUDA graph recorded per size) and windows can be fine-grained."""
+
+    span: Any = None
+
+    @property  # type: ignore[override]
+    def window(self) -> int:
+        return self.span.shape[0]
+
+    @window.setter
+    def window(self, size: int) -> None:
+        if self.span is None or self.span.shape[0] != size:
+            self.span = torch.empty(size, dtype=torch.uint8, device=self.device if self.is_initialized else "cpu")
+
+
 class Fp8Layer(Fp8QuantizedLayer):
     """transformers' FP8 cache layer (half the memory of bf16), made croppable so turns can share a prefix."""
 
@@ -60,11 +76,14 @@ class Fp8Layer(Fp8QuantizedLayer):
         self.cumulative_length = min(self.cumulative_length, keep)
 
 
-def make_cache(model: Any, kind: CacheKind, max_tokens: int, first_window: int = FIRST_WINDOW) -> Any:
+def make_cache(
+    model: Any, kind: CacheKind, max_tokens: int, first_window: int = FIRST_WINDOW, span: bool = False
+) -> Any:
     """A KV cache of the given kind for `model`, holding at most `max_tokens` (static caches preallocate them)."""
     layers = model.config.get_text_config(decoder=True).num_hidden_layers
     if kind == "static":
-        return Cache(layers=[WindowedLayer(max_tokens, first_window) for _ in range(layers)])
+        layer = SpanLayer if span else WindowedLayer
+        return Cache(layers=[layer(max_tokens, first_window) for _ in range(layers)])
     if kind == "fp8":
         return Cache(layers=[Fp8Layer() for _ in range(layers)])
     return DynamicCache(config=model.config)
@@ -127,6 +146,7 @@ class Decoder:
         reuse: bool = True,
         first_window: int = FIRST_WINDOW,
         growth: int = GROWTH,
+        window_step: int = 0,
         compile_options: dict[str, Any] | None = None,
         draft: int = 0,
         meter: SpeculationMeter | None = None,
@@ -135,6 +155,8 @@ class Decoder:
         self.model, self.kind, self.max_tokens = model, kind, max_tokens
         self.prefill_chunk, self.reuse_prefix, self.first_window = prefill_chunk, reuse, first_window
         self.growth = growth  # a smaller growth reads less past the used cache, with more graphs to compile
+        # window_step N: windows are multiples of N, the window a dynamic size of one compiled graph (experimental)
+        self.window_step, self._spans = window_step, {}
         self.device = next(model.parameters()).device
         self.cache: Any = None
         self.ids: list[int] = []  # the tokens whose keys and values the cache holds
@@ -142,6 +164,7 @@ class Decoder:
         self.draft, self.meter, self.drafter = draft, meter or SpeculationMeter(), drafter
         self.drafted = self.accepted = 0  # this generation's draft tokens verified, and accepted
         # One graph per window size, never a dynamic-shape one; CUDA graphs make a step one launch.
+        # (With window_step, the window's size alone is dynamic: marked so on its span tensor.)
         options = {"dynamic": False, **(compile_options or {"mode": "reduce-overhead"})}
         if compile_step:  # every Decoder's graphs count against dynamo's limit of 8 per function (tests passed it)
             dynamo, limit = torch._dynamo.config, "recompile_limit"
@@ -178,7 +201,7 @@ class Decoder:
         elif len(self.ids) > common:
             self._keep(common)
         if self.cache is None:
-            self.cache = make_cache(self.model, self.kind, self.max_tokens, self.first_window)
+            self.cache = make_cache(self.model, self.kind, self.max_tokens, self.first_window, bool(self.window_step))
         return common
 
     def _keep(self, count: int) -> None:
@@ -197,9 +220,20 @@ class Decoder:
         return self.model(input_ids=input_ids, cache=self.cache, use_cache=True, logits_to_keep=keep).logits[0]
 
     def _window(self, window: int) -> None:
-        if self.kind == "static":
+        if self.kind != "static":
+            return
+        decode_window = window % self.window_step == 0 or window == self.max_tokens if self.window_step else False
+        if decode_window:  # one span per decode window: a fixed graph input
+            if window not in self._spans:
+                span = torch.empty(window, dtype=torch.uint8, device=self.device)
+                torch._dynamo.mark_dynamic(span, 0)
+                torch._dynamo.mark_static_address(span)
+                self._spans[window] = span
             for layer in self.cache.layers:
-                layer.window = window
+                layer.span = self._spans[window]
+            return
+        for layer in self.cache.layers:
+            layer.window = window
 
     def prefill(self, ids: list[int], cancelled: Callable[[], bool] = lambda: False) -> Any:
         """Feed the uncached tail of `ids` in chunks; the logits after its last token (None if cancelled)."""
@@ -239,10 +273,14 @@ class Decoder:
         return logits
 
     def _window_for(self, tokens: int) -> int:
+        if self.window_step:
+            return min(self.max_tokens, -(-max(tokens, 1) // self.window_step) * self.window_step)
         return window_for(tokens, self.max_tokens, self.first_window, self.growth)
 
     def windows(self) -> list[int]:
         """Every attention window a decode step can use, smallest first."""
+        if self.window_step:
+            return [*range(self.window_step, self.max_tokens, self.window_step), self.max_tokens]
         sizes = [self._window_for(1)]
         while sizes[-1] < self.max_tokens:
             sizes.append(self._window_for(sizes[-1] + 1))
