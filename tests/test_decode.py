@@ -250,7 +250,8 @@ def test_split_kv_decode_attention_matches_sdpa(window, used, chunk):
     )
 
 
-def test_fine_windows_share_one_graph_whose_window_is_a_dynamic_size(model, prompt):
+@pytest.mark.parametrize("draft", [0, 4])
+def test_fine_windows_share_one_graph_whose_window_is_a_dynamic_size(model, prompt, draft):
     graphs = []
 
     def counting(graph, example_inputs):
@@ -258,9 +259,9 @@ def test_fine_windows_share_one_graph_whose_window_is_a_dynamic_size(model, prom
         return graph.forward
 
     options = {"backend": counting}
-    decoder = Decoder(model, "static", 640, 50, True, window_step=64, compile_options=options)
+    decoder = Decoder(model, "static", 640, 50, True, window_step=64, compile_options=options, draft=draft)
     assert decoder.windows() == [64, 128, 192, 256, 320, 384, 448, 512, 576, 640]
-    assert decoder.warm_up() is None and len(graphs) == 1  # ten windows, one graph
+    assert decoder.warm_up() is None and len(graphs) == 1 + (draft > 0)  # ten windows, one graph per step kind
     ids = prompt
     for turn in range(2):
         decoded = run(decoder, ids, 150)
@@ -268,4 +269,4 @@ def test_fine_windows_share_one_graph_whose_window_is_a_dynamic_size(model, prom
         (window,) = {layer.window for layer in decoder.cache.layers}
         assert window - 64 < decoder.cached_tokens <= window  # read at most 63 positions past the cache
         ids = ids + decoded.ids[:10] + prompt[:25]
-    assert len(graphs) == 1 and decoder._step is not None
+    assert len(graphs) == 1 + (draft > 0) and decoder._step is not None
