@@ -82,15 +82,20 @@ async def until(pilot, condition, timeout: float = 30.0) -> None:
         await pilot.pause(0.05)
 
 
-def bench_local(*args: str) -> list[str]:
-    """Run tools/bench_local.py; its `name=value` lines."""
-    run = subprocess.run([sys.executable, "tools/bench_local.py", *args], cwd=ROOT, capture_output=True, text=True)
+def tool(script: str, *args: str) -> list[str]:
+    """Run tools/SCRIPT; its output lines."""
+    run = subprocess.run([sys.executable, f"tools/{script}", *args], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     return run.stdout.strip().splitlines()
 
 
+def figures_of(script: str, *args: str) -> dict[str, str]:
+    """A tool's `name=value` lines (a table it prints after them left out)."""
+    return dict(line.split("=", 1) for line in tool(script, *args) if "=" in line)
+
+
 def test_bench_local_cpu_mode_prints_the_reuse_ratio_last():
-    lines = bench_local("--turns", "4")
+    lines = tool("bench_local.py", "--turns", "4")
     figures = dict(line.split("=", 1) for line in lines)
     assert lines[-1].startswith("prefill_reuse_ratio=")
     assert figures["identical_greedy_outputs"] == "True"
@@ -110,7 +115,7 @@ GPU_FIGURES = (
 
 
 def bench_gpu_tiny() -> dict[str, str]:
-    return dict(line.split("=", 1) for line in bench_local("--gpu", "--tiny"))
+    return figures_of("bench_local.py", "--gpu", "--tiny")
 
 
 def test_bench_local_gpu_mode_code_runs_on_a_tiny_config():
@@ -124,35 +129,21 @@ def test_bench_local_gpu_mode_code_runs_on_a_tiny_config():
 
 
 def test_bench_local_verify_mode_times_both_steps_on_a_tiny_config():
-    figures = dict(line.split("=", 1) for line in bench_local("--gpu", "--tiny", "--verify-only", "--draft", "3"))
+    figures = figures_of("bench_local.py", "--gpu", "--tiny", "--verify-only", "--draft", "3")
     assert figures["draft_tokens"] == "3" and "compile_error" not in figures
     for context in ("1k", "32k"):
         assert float(figures[f"step_ms_{context}"]) > 0 and float(figures[f"verify_over_step_{context}"]) > 0
 
 
 def test_bench_lookup_prints_acceptance_that_grows_with_copying():
-    run = subprocess.run(
-        [sys.executable, "tools/bench_lookup.py", "--report-tokens", "600", "--cpu-tokens", "0"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    figures = dict(line.split("=", 1) for line in run.stdout.splitlines())
+    figures = figures_of("bench_lookup.py", "--report-tokens", "600", "--cpu-tokens", "0")
     per_pass = [float(figures[f"copy{copy}_k6_tokens_per_pass"]) for copy in (0, 25, 50, 75)]
     assert per_pass == sorted(per_pass) and per_pass[0] >= 1.0 and per_pass[-1] > 1.5
     assert float(figures["host_us_per_token"]) > 0
 
 
 def test_bench_attention_verify_shape_agrees_with_the_exact_reference():
-    run = subprocess.run(
-        [sys.executable, "tools/bench_attention.py", "--smoke", "--queries", "7", "--rounds", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    figures = dict(line.split("=", 1) for line in run.stdout.splitlines() if "=" in line)
+    figures = figures_of("bench_attention.py", "--smoke", "--queries", "7", "--rounds", "2")
     errors = {name: float(value) for name, value in figures.items() if name.endswith("_max_error")}
     assert {"w4096_l4000_sdpa_gqa_max_error", "w4096_l4000_packed_sdpa_max_error"} <= set(errors)
     assert max(errors.values()) < 1e-4 and "w4096_l4000_split_kv_us" not in figures

@@ -222,15 +222,14 @@ class Decoder:
     def _window(self, window: int) -> None:
         if self.kind != "static":
             return
-        decode_window = window % self.window_step == 0 or window == self.max_tokens if self.window_step else False
-        if decode_window:  # one span per decode window: a fixed graph input
-            if window not in self._spans:
-                span = torch.empty(window, dtype=torch.uint8, device=self.device)
+        if self.window_step and (window % self.window_step == 0 or window == self.max_tokens):
+            span = self._spans.get(window)  # one span per decode window: the same graph input every step
+            if span is None:
+                span = self._spans[window] = torch.empty(window, dtype=torch.uint8, device=self.device)
                 torch._dynamo.mark_dynamic(span, 0)
                 torch._dynamo.mark_static_address(span)
-                self._spans[window] = span
             for layer in self.cache.layers:
-                layer.span = self._spans[window]
+                layer.span = span
             return
         for layer in self.cache.layers:
             layer.window = window
@@ -291,7 +290,7 @@ class Decoder:
 
         A step that cannot be compiled runs eagerly; a verify step that cannot leaves the one-token step compiled.
         """
-        for name, width in (("_step", 1), ("_verify", self.draft + 1)):
+        for name, eager, width in (("_step", self._forward, 1), ("_verify", self._forward_all, self.draft + 1)):
             if getattr(self, name) is None:
                 continue
             try:
@@ -303,7 +302,7 @@ class Decoder:
                     for window in self.windows():
                         self._window(window)
                         for _ in range(3):  # compile, warm up, record the CUDA graph
-                            self._run(name, self._forward if width == 1 else self._forward_all, tokens)
+                            self._run(name, eager, tokens)
                             self.cache.crop(-width)  # keep the warm-up inside the smallest window
             except torch.cuda.OutOfMemoryError as exc:
                 if name == "_step":
