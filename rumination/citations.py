@@ -143,7 +143,7 @@ def check_citations(report: str, sources: list[Source], steps: list[Step]) -> li
     pages = _Pages(sources)
     code = code_regions(report)
     definitions, taken = _definitions(report, code)
-    found = _scan(report, sorted(code + taken), definitions, pages)
+    found = _scan(report, code + taken, definitions, pages)
     for definition in definitions.values():
         if definition.url is not None and definition.url_span is not None and not definition.used:
             start, end = definition.url_span
@@ -177,9 +177,19 @@ def unverified_urls(citations: list[Citation]) -> list[str]:
     return sorted({c.target for c in citations if not c.verified and URL_PATTERN.match(c.target)})
 
 
-def citation_groups(report: str, citations: list[Citation]) -> list[list[Citation]]:
-    """Citations written side by side (`[1][2]`, `[1], [2]`, `【1†a】【2†b】`, one `[1, 2]`): they share one claim."""
-    return _groups(report, citations)
+def citation_groups(report: str, spans: Sequence[_S]) -> list[list[_S]]:
+    """Citations written side by side (`[1][2]`, `[1], [2]`, `【1†a】【2†b】`, one `[1, 2]`): they share one claim.
+
+    `spans` are in order; a group is a run with nothing but spaces and commas between its members.
+    """
+    groups: list[list[_S]] = []
+    for item in spans:
+        last = groups[-1][-1] if groups else None
+        if last is not None and _adjacent(report, last.end, item.start):
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
 
 
 def code_regions(text: str) -> list[tuple[int, int]]:
@@ -332,7 +342,7 @@ def _definitions(report: str, code: list[tuple[int, int]]) -> tuple[dict[str, _D
     taken: list[tuple[int, int]] = []
     for offset, line in lines:
         m = _DEFINITION.match(line)
-        if m is None or _inside(code, code_starts, offset):
+        if m is None or in_spans(code, code_starts, offset):
             continue
         caret, label, colon, ordinal = m.groups()
         markdown = bool(caret or colon)  # [^x]: and [x]: define anywhere; [n] and n. only in the reference list
@@ -363,16 +373,14 @@ def _first_url(text: str, start: int, end: int) -> tuple[int, int, str, Citation
         if target:
             best = (m.start(), m.end(), target, "link")
             break
-    for m in _AUTOLINK.finditer(text, start, end):
-        if best is None or m.start() < best[0]:
-            best = (m.start(), m.end(), m.group(1), "url")
-        break
-    for m in URL_PATTERN.finditer(text, start, end):
-        if best is None or m.start() < best[0]:
-            s, e = _bare_url(m)
-            if e > s:
-                best = (s, e, text[s:e], "url")
-        break
+    auto = _AUTOLINK.search(text, start, end)
+    if auto and (best is None or auto.start() < best[0]):
+        best = (auto.start(), auto.end(), auto.group(1), "url")
+    bare = URL_PATTERN.search(text, start, end)
+    if bare and (best is None or bare.start() < best[0]):
+        s, e = _bare_url(bare)
+        if e > s:
+            best = (s, e, text[s:e], "url")
     return best
 
 
@@ -492,9 +500,14 @@ def _expand(group: str) -> list[str]:
     return list(dict.fromkeys(numbers))
 
 
+def link_destination(m: re.Match[str]) -> str:
+    """A MARKDOWN_LINK match's destination, whatever it is."""
+    return (m.group(3) if m.group(3) is not None else m.group(4) or "").strip()
+
+
 def _link_target(m: re.Match[str]) -> str | None:
     """A Markdown link's destination when it is a web page or local document."""
-    target = (m.group(3) if m.group(3) is not None else m.group(4) or "").strip()
+    target = link_destination(m)
     return target if URL_PATTERN.match(target) else None
 
 
@@ -538,7 +551,7 @@ def _first(span: tuple[int, int]) -> int:
     return span[0]
 
 
-def _inside(spans: list[tuple[int, int]], starts: list[int], pos: int) -> bool:
+def in_spans(spans: list[tuple[int, int]], starts: list[int], pos: int) -> bool:
     """Whether `pos` lies in one of the sorted, disjoint `spans` (whose starts are `starts`)."""
     i = bisect.bisect_right(starts, pos) - 1
     return i >= 0 and spans[i][0] <= pos < spans[i][1]
@@ -560,7 +573,7 @@ def _check_claims(report: str, found: list[_Found], code: list[tuple[int, int]],
     spans = _merge(blanked)
     pages: dict[int, _PageText] = {}
     previous_end = 0
-    for group in _groups(report, found):
+    for group in citation_groups(report, found):
         first = group[0]
         checked = [f for f in group if f.checked and f.source_id is not None and f.source_id in texts]
         if checked:
@@ -569,18 +582,6 @@ def _check_claims(report: str, found: list[_Found], code: list[tuple[int, int]],
             for f in checked:
                 f.missing = list(missing)
         previous_end = max(f.end for f in group)
-
-
-def _groups(report: str, spans: Sequence[_S]) -> list[list[_S]]:
-    """Runs of citations (in order) with nothing but spaces and commas between them."""
-    groups: list[list[_S]] = []
-    for item in spans:
-        last = groups[-1][-1] if groups else None
-        if last is not None and _adjacent(report, last.end, item.start):
-            groups[-1].append(item)
-        else:
-            groups.append([item])
-    return groups
 
 
 def _page(cache: dict[int, _PageText], texts: dict[int, str], sid: int) -> _PageText:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
-from rumination.citations import MARKDOWN_LINK, citation_groups, code_regions
+from rumination.citations import MARKDOWN_LINK, citation_groups, code_regions, in_spans, link_destination
 from rumination.results import Citation, ResearchResult, Source
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ def _neutralised(report: str) -> list[_Replacement]:
     starts = [s for s, _ in code]
     edits = []
     for m in MARKDOWN_LINK.finditer(report):
-        target = (m.group(3) if m.group(3) is not None else m.group(4) or "").strip()
+        target = link_destination(m)
         if m.group(1):
             shown = _inert(_image_text(m.group(2), target))
             if report[m.end() : m.end() + 1] in ("(", "[", ":"):  # it must not become a link's text
@@ -186,18 +186,12 @@ def _neutralised(report: str) -> list[_Replacement]:
     for m in _ANGLE.finditer(report):
         if not _SAFE_AUTOLINK.match(report, m.start()):
             edits.append((m.start(), m.end(), "\\<"))
-    return [e for e in edits if not _in_code(code, starts, e[0])]
+    return [e for e in edits if not in_spans(code, starts, e[0])]
 
 
 def _inert(text: str) -> str:
     """Markdown text in which no raw HTML can start."""
     return _ANGLE.sub(r"\\<", text)
-
-
-def _in_code(code: list[_Span], starts: list[int], pos: int) -> bool:
-    """Whether `pos` lies in code (`code` sorted, `starts` their starts)."""
-    i = bisect.bisect_right(starts, pos) - 1
-    return i >= 0 and code[i][0] <= pos < code[i][1]
 
 
 def _image_text(alt: str, url: str) -> str:

@@ -7,7 +7,6 @@ from collections.abc import Collection, Sequence
 
 from rumination import reading
 from rumination.protocol import SearchLayout
-from rumination.reading import Truncator
 from rumination.results import ToolResult
 from rumination.sanitize import clean_text
 from rumination.search.base import SearchHit
@@ -57,7 +56,7 @@ def read_page(
     url: str,
     text: str,
     max_tokens: int,
-    truncate: Truncator,
+    truncate: reading.Truncator,
     query: Counter[str] | None = None,
     seen: Collection[int] = (),
 ) -> tuple[str, reading.Cut]:
@@ -73,6 +72,6 @@ def read_page(
     return f"# {heading}\nURL: {url}\n\n{cut.text}", cut
 
 
-def format_page(title: str, url: str, text: str, max_tokens: int, truncate: Truncator) -> str:
+def format_page(title: str, url: str, text: str, max_tokens: int, truncate: reading.Truncator) -> str:
     """The page as a first read with no query shows it (read_page)."""
     return read_page(title, url, text, max_tokens, truncate)[0]
