@@ -120,13 +120,14 @@ class Researcher:
             async for event in events:
                 yield event
 
-    async def resume_stream(self, run_id: str) -> AsyncIterator[ev.Event]:
-        """Continue the interrupted run `run_id` (or a unique prefix) from its last complete turn, yielding events.
+    async def resume_stream(self, run_id: str | jr.RunLog) -> AsyncIterator[ev.Event]:
+        """Continue the interrupted run `run_id` (or a unique prefix, or its journal already read) from its last
+        complete turn, yielding events.
 
         The run's recorded settings apply, except those this Researcher's config sets explicitly (for this stream
         only); the backend is made from them unless one was given to the constructor or is loaded already.
         """
-        log = jr.load(self.config.data_dir, run_id)
+        log = run_id if isinstance(run_id, jr.RunLog) else jr.load(self.config.data_dir, run_id)
         check_resumable(log)
         own = self.config, self.backend  # the run's settings hold for this stream only
         self.config = config_for(log, self.config)

@@ -386,7 +386,7 @@ def _resume(args: argparse.Namespace) -> int:
     check_resumable(log)
     config = config_for(log, base, **given_settings(args))
     researcher = Researcher(config)
-    return _research(researcher, lambda: researcher.resume_stream(log.id), args)[0]
+    return _research(researcher, lambda: researcher.resume_stream(log), args)[0]
 
 
 def _replay(args: argparse.Namespace) -> int:

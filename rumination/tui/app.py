@@ -34,6 +34,8 @@ from rumination.tui.panels import (
     ThinkingLog,
     Timeline,
     citation_notes,
+    flat,
+    to_check,
     unsupported_line,
     unverified_line,
 )
@@ -90,7 +92,6 @@ class ResearchApp(App[str | None]):
         self._run_id = 0  # counts the runs started (and finished runs shown) here: a stale worker's posts are dropped
         self._run_label = ""  # "run <journal id>" once RunStarted names it
         self._replaying = False  # showing recorded events: no toasts or warning boxes for what happened then
-        self._fresh_config: Any = None  # the researcher's own settings; a resume replaces them with the run's
         self._stop_requested = False
         self._elapsed_final = 0.0
         self._load_progress = False  # the backend reports loading progress: a real model is loading
@@ -159,28 +160,23 @@ class ResearchApp(App[str | None]):
             self.notify("Type a question first.", severity="warning")
             return
         self._clear()
-        self.phase, self._status_message, self._run_started = "running", "starting", self.clock()
-        researcher = self._prepared_researcher()
-        if researcher is None:
-            return
-        self.query_one(TabbedContent).active = "thinking"
-        self.query_one(ThinkingLog).focus()
-        self._research(researcher, question, self._run_id)
+        self._launch(question, "starting")
 
     def resume(self, run_id: str, question: str = "") -> None:
         """Continue the interrupted or failed run `run_id` in a thread worker, its events shown like a fresh run's."""
-        if self.running:
-            self.notify("A run is in progress: press f to finish it now, or x to stop it.", severity="warning")
-            return
         self._clear(question)
-        self.phase, self._status_message, self._run_started = "running", f"resuming run {run_id}", self.clock()
         self._run_label = f"run {run_id}"
+        self._launch(question, f"resuming run {run_id}", run_id)
+
+    def _launch(self, question: str, status: str, resume: str | None = None) -> None:
+        """Start the research worker (a new run, or resuming run `resume`) on cleared panels."""
+        self.phase, self._status_message, self._run_started = "running", status, self.clock()
         researcher = self._prepared_researcher()
         if researcher is None:
             return
         self.query_one(TabbedContent).active = "thinking"
         self.query_one(ThinkingLog).focus()
-        self._research(researcher, question, self._run_id, resume=run_id)
+        self._research(researcher, question, self._run_id, resume=resume)
 
     def _clear(self, question: str | None = None) -> None:
         """Forget the last run: a clean slate in every panel (`question` goes in the question box)."""
@@ -204,17 +200,12 @@ class ResearchApp(App[str | None]):
         box.cursor_position = 0  # show the question's start, not its end
 
     def _prepared_researcher(self) -> Any:
-        """The researcher with its own settings back (a resume adopts the run's); None when it cannot be built."""
+        """The researcher (a resume's settings are its own for that stream only); None when it cannot be built."""
         try:
-            researcher = self.researcher  # built here, on the UI thread
+            return self.researcher  # built here, on the UI thread
         except RuminationError as exc:  # e.g. an unknown backend, or the scripted one without a script
             self._ended("failed", str(exc), _advice(exc))
             return None
-        if hasattr(researcher, "config"):
-            if self._fresh_config is None:
-                self._fresh_config = researcher.config
-            researcher.config = self._fresh_config
-        return researcher
 
     @work(thread=True, exclusive=True, group="research")
     def _research(self, researcher: Any, question: str, run_id: int, resume: str | None = None) -> None:
@@ -225,10 +216,10 @@ class ResearchApp(App[str | None]):
             self._worker_loop, self._worker_task = asyncio.get_running_loop(), task
             if self._stop_requested:  # "stop" was pressed before the loop existed
                 raise asyncio.CancelledError
-            if resume is not None:  # the turns done before: shown first, as they were
-                log = journal.load(self.config.data_dir, resume)
+            log = None if resume is None else journal.load(self.config.data_dir, resume)
+            if log is not None:  # the turns done before: shown first, as they were
                 self._post(run_id, self._show_before_resume, log)
-            stream = researcher.resume_stream(resume) if resume is not None else researcher.stream(question)
+            stream = researcher.resume_stream(log) if log is not None else researcher.stream(question)
             async with contextlib.aclosing(stream) as events:
                 async for event in events:
                     self._post(run_id, self.on_research_event, event)
@@ -302,7 +293,7 @@ class ResearchApp(App[str | None]):
                 self.phase, self._status_message = "running", ""  # the spinner and the turn say it
                 self._max_turns, self._window = event.max_turns, event.context_window
                 self._backend, self._model = event.backend, event.model
-                self._run_label = f"run {_flat(event.run_id)}" if event.run_id else self._run_label
+                self._run_label = f"run {flat(event.run_id, 40)}" if event.run_id else self._run_label
                 if event.resumed_after is not None:  # says so until the report or the end replaces it
                     self._status_message = f"resumed {self._run_label or 'the run'} after {event.resumed_after} turns"
                     self.query_one("#question", Input).value = event.question
@@ -359,7 +350,7 @@ class ResearchApp(App[str | None]):
         self._stop_clock()
         self.result, self.phase = result, "done"
         if result.run_id:
-            self._run_label = f"run {_flat(result.run_id)}"
+            self._run_label = f"run {flat(result.run_id, 40)}"
         self._status_message = f"done: {result.stop_reason.replace('_', ' ')}"
         if result.error:
             self.phase, self._status_message = "failed", f"failed: {result.error}"
@@ -387,8 +378,8 @@ class ResearchApp(App[str | None]):
 
     def _warn_citations(self, result: ResearchResult) -> None:
         """The citations to check, in the warning box: those that point at nothing read, then those unsupported."""
-        lines = [unverified_line(c).plain for c in result.citations if not c.verified]
-        lines += [unsupported_line(c, "").plain for c in result.citations if c.verified and not c.supported]
+        unverified, unsupported = to_check(result)
+        lines = [unverified_line(c).plain for c in unverified] + [unsupported_line(c, "").plain for c in unsupported]
         if not lines:
             return
         shown = "\n".join(lines[:4]) + (f"\n… and {len(lines) - 4} more" if len(lines) > 4 else "")
@@ -427,9 +418,6 @@ class ResearchApp(App[str | None]):
 
     def open_run(self, run_id: str) -> None:
         """Show the finished run `run_id` from its journal: its report, sources and turns; nothing runs."""
-        if self.running:
-            self.notify("A run is in progress: press f to finish it now, or x to stop it.", severity="warning")
-            return
         self._run_id += 1
         self._read_run(run_id, self._run_id)
 
@@ -454,7 +442,6 @@ class ResearchApp(App[str | None]):
         self.phase = "running"  # so that _finish stops the clock it then sets from the result's times
         self._finish(result)
         self._elapsed_final = max(0.0, (result.finished_at - result.started_at).total_seconds())
-        self._run_label = f"run {_flat(log.id)}"
         self._refresh_status()
         self.refresh_bindings()
 
@@ -689,11 +676,6 @@ def _turn_of(event: ev.Event) -> int | None:
     if isinstance(event, ev.TurnFinished):
         return event.usage.turn
     return getattr(event, "turn", None)
-
-
-def _flat(text: str) -> str:
-    """An id from a journal, as one short line."""
-    return " ".join(text.split())[:40]
 
 
 def model_label(backend: str, model: str) -> str:

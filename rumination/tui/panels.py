@@ -238,7 +238,7 @@ class SourcesTable(FitTable):
         """The source's address and how the report cites it: each unsupported citation with what the page lacks."""
         text = Text(no_wrap=True, overflow="ellipsis", end="")
         text.append(f"[{key}] ", style="bold")
-        text.append(_flat(self.urls.get(key, ""), 300))
+        text.append(flat(self.urls.get(key, ""), 300))
         cited = self.citations.get(int(key), []) if key.isdigit() else []
         unsupported = [c for c in cited if not c.supported]
         if cited:
@@ -254,9 +254,9 @@ class SourcesTable(FitTable):
 def unsupported_line(citation: Citation, report: str) -> Text:
     """⚠ [2] lacks 1450, “forty-two lines”: “…the sentence it cites for”; one line of plain text, never markup."""
     line = Text("⚠ ", style="bold yellow", no_wrap=True, overflow="ellipsis", end="")
-    line.append(_flat(citation.text, 120), style="bold")
+    line.append(flat(citation.text, 120), style="bold")
     line.append(" lacks ")
-    line.append(", ".join(_flat(item, 80) for item in citation.missing[:8]) or "what it says", style="yellow")
+    line.append(", ".join(flat(item, 80) for item in citation.missing[:8]) or "what it says", style="yellow")
     if len(citation.missing) > 8:
         line.append(f" and {len(citation.missing) - 8} more", style="yellow")
     claim = claim_before(report, citation)
@@ -268,18 +268,23 @@ def unsupported_line(citation: Citation, report: str) -> Text:
 def unverified_line(citation: Citation) -> Text:
     """✗ [3](https://…) never read; one line of plain text, never markup."""
     line = Text("✗ ", style="bold red", no_wrap=True, overflow="ellipsis", end="")
-    line.append(_flat(citation.text, 200), style="bold")
-    target = _flat(citation.target, 200)
+    line.append(flat(citation.text, 200), style="bold")
+    target = flat(citation.target, 200)
     if target and target not in citation.text:
         line.append(f" → {target}")
     line.append(" never read", style="red")
     return line
 
 
+def to_check(result: ResearchResult) -> tuple[list[Citation], list[Citation]]:
+    """The report's citations pointing at nothing the run read, and those whose page lacks their claim."""
+    unverified = [c for c in result.citations if not c.verified]
+    return unverified, [c for c in result.citations if c.verified and not c.supported]
+
+
 def citation_notes(result: ResearchResult) -> Text | None:
     """The report's citations to check: those pointing at nothing the run read, then those their page lacks."""
-    unverified = [c for c in result.citations if not c.verified]
-    unsupported = [c for c in result.citations if c.verified and not c.supported]
+    unverified, unsupported = to_check(result)
     if not unverified and not unsupported:
         return None
     counts = [f"{len(unverified)} never read"] if unverified else []
@@ -303,7 +308,7 @@ def claim_before(report: str, citation: Citation, limit: int = 90) -> str:
     start = max(0, min(citation.start, len(report)))
     window = report[max(0, start - 400) : start]
     ends = list(_SENTENCE_END.finditer(window))
-    claim = _flat(window[ends[-1].end() :] if ends else window, 10_000).strip()
+    claim = flat(window[ends[-1].end() :] if ends else window, 10_000).strip()
     return claim if len(claim) <= limit else "…" + claim[-limit:].lstrip()
 
 
@@ -353,7 +358,7 @@ class SessionsTable(FitTable):
             started = run.started_at.astimezone().strftime("%Y-%m-%d %H:%M")
             turns = Text(str(run.turns), justify="right", no_wrap=True, end="")
             status = cell(run.status, STATUS_STYLES.get(run.status, ""))
-            row = (cell(_flat(run.id, 16)), cell(started), status, turns, cell(_flat(run.question, 500)))
+            row = (cell(flat(run.id, 16)), cell(started), status, turns, cell(flat(run.question, 500)))
             self.add_row(*row, key=run.id)
 
 
@@ -364,10 +369,9 @@ class SessionsScreen(ModalScreen[RunSummary | None]):
         Binding("escape", "close", "Close"),
     ]
 
-    def __init__(self, data_dir: Path, listing: Listing, refusal: Callable[[RunSummary], str | None] | None = None):
+    def __init__(self, data_dir: Path, listing: Listing, refusal: Callable[[RunSummary], str | None]):
         super().__init__()
-        self.data_dir, self.listing = data_dir, listing
-        self.refusal = refusal or (lambda run: None)
+        self.data_dir, self.listing, self.refusal = data_dir, listing, refusal
         self.runs: dict[str, RunSummary] = {}
         self.loaded = False
 
@@ -410,7 +414,7 @@ class SessionsScreen(ModalScreen[RunSummary | None]):
             note.append(f"{unreadable} (rumination sessions lists them):", style="yellow")
             for problem in problems[:3]:
                 note.append("\n")
-                note.append(f"✗ {_flat(problem, 300)}", style="yellow")
+                note.append(f"✗ {flat(problem, 300)}", style="yellow")
             if len(problems) > 3:
                 note.append(f"\n… and {len(problems) - 3} more", style="yellow")
         box = self.query_one("#sessions-note", Static)
@@ -443,7 +447,7 @@ def _line(text: str) -> str:
     return text.strip().split("\n", 1)[0][:500]
 
 
-def _flat(text: str, limit: int) -> str:
+def flat(text: str, limit: int) -> str:
     """`text` on one line (every run of whitespace one space), at most `limit` characters."""
     text = " ".join(terminal_safe(text[: limit * 4]).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
