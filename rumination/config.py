@@ -131,8 +131,10 @@ class LocalModelSettings(BaseModel):
         "none",
         description="weights: int8, fp8 (torchao; decode stays compiled; fp8 from Ada on), 8bit, 4bit (bitsandbytes)",
     )
-    attention: Literal["auto", "sdpa", "flash_attention_2", "eager"] = Field(
-        "auto", description="attention kernel (auto: SDPA with packed GQA decode)"
+    attention: Literal["auto", "flex", "sdpa", "flash_attention_2", "eager"] = Field(
+        "auto",
+        description="attention kernel (auto: SDPA with packed GQA decode; flex: compiled steps read exactly the cache"
+        " in use, one graph for every length; experimental)",
     )
     compile: Literal["auto", "on", "off"] = Field("auto", description="compile the decode step (auto: on CUDA)")
     device_map: str = Field("auto", description="placement over several GPUs: auto, balanced, sequential")

@@ -95,6 +95,20 @@ def prompt(tiny_model_dir: Path) -> list[int]:
     return tokenizer("Gutenberg printed the Bible in Mainz around 1455. " * 6, add_special_tokens=False)["input_ids"]
 
 
+def varied_model(model_dir: Path, attn_implementation: str) -> Any:
+    """The tiny model with larger random weights: its greedy text varies instead of repeating one token."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from rumination.backends import attention
+
+    attention.register()
+    config = AutoConfig.from_pretrained(model_dir, attn_implementation=attn_implementation)
+    config.initializer_range = 0.2
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+
+
 def greedy_reference(model: Any, ids: list[int], new: int) -> list[int]:
     """transformers' own greedy generate, re-prefilling everything: the ground truth of the decode tests."""
     import torch

@@ -9,7 +9,7 @@ from typing import ClassVar
 import pytest
 import torch
 from conftest import greedy_reference as reference
-from transformers import AutoConfig, AutoModelForCausalLM
+from conftest import varied_model
 
 from rumination.backends import attention
 from rumination.backends.decode import Decoder, sampler
@@ -20,12 +20,7 @@ GREEDY = sampler(0.0, 1.0)
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir):
-    """The tiny model with larger random weights: its greedy text varies instead of repeating one token."""
-    attention.register()
-    config = AutoConfig.from_pretrained(tiny_model_dir, attn_implementation=attention.PACKED_SDPA)
-    config.initializer_range = 0.2
-    torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    return varied_model(tiny_model_dir, attention.PACKED_SDPA)
 
 
 class Oracle:

@@ -15,7 +15,8 @@ bandwidth) as a fraction of the roofline. Variants:
   sdpa_gqa      SDPA with enable_gqa and the mask (what the decode step runs now)
   cudnn         SDPA on the cuDNN backend with the mask
   split_kv      attention.split_kv_decode compiled (the window read in 1,024-position splits, in parallel)
-  flex          flex_attention compiled, the length a device tensor (a score_mod masks past it)
+  flex          what --attention flex runs: flex_attention compiled, the blocks in use from a device-side length
+                (attention.decode_block_mask, causal_by_position), the rest of the window never read
   flash_exact   SDPA's flash kernel on exactly the L used positions (the ideal, but a new shape every step)
 
 With several queries, packed_sdpa folds the N queries of each head group into one row block (the mask repeated)
@@ -38,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from bench_local import copy_bandwidth
 
-from rumination.backends.attention import split_kv_decode
+from rumination.backends.attention import causal_by_position, decode_block_mask, split_kv_decode
 from rumination.protocol import ARCHITECTURE
 
 LAYERS = ARCHITECTURE["num_hidden_layers"]
@@ -103,13 +104,15 @@ def variants(
     def split_kv(q: Any, k: Any, v: Any, allowed: Any, length: Any, used: int) -> Any:
         return split(q, k, v, allowed)
 
-    compiled_flex = torch.compile(flex_attention, dynamic=False)
+    def blocks(q: Any, k: Any, v: Any, start: Any, positions: Any) -> Any:
+        mask = causal_by_position(decode_block_mask(start, queries, k.shape[2]), positions)
+        return flex_attention(q, k, v, block_mask=mask, scale=scale, enable_gqa=True)
+
+    compiled_flex = torch.compile(blocks, fullgraph=True, dynamic=False)
 
     def flex(q: Any, k: Any, v: Any, allowed: Any, length: Any, used: int) -> Any:
-        def past_the_end(score: Any, b: Any, h: Any, q_idx: Any, kv_idx: Any) -> Any:
-            return torch.where(kv_idx < length - queries + 1 + q_idx, score, -float("inf"))
-
-        return compiled_flex(q, k, v, score_mod=past_the_end, scale=scale, enable_gqa=True)
+        start = length - queries  # a device tensor: one graph for every length
+        return compiled_flex(q, k, v, start, start + torch.arange(queries, device=q.device))
 
     def flash_exact(q: Any, k: Any, v: Any, allowed: Any, length: Any, used: int) -> Any:
         backend = SDPBackend.FLASH_ATTENTION if device.type == "cuda" else SDPBackend.MATH

@@ -6,6 +6,7 @@
     python tools/bench_local.py --gpu --verify-only   # a verify step of k+1 tokens against a one-token step
     python tools/bench_local.py --gpu --growth 2      # windows 8K, 16K, 32K, 64K, 128K: less read past the cache
     python tools/bench_local.py --gpu --window-step 2048   # a window every 2K, one graph (its size dynamic)
+    python tools/bench_local.py --gpu --attention flex     # flex attention: exactly the blocks in use, one graph
     python tools/bench_local.py --gpu --tiny   # GPU mode's code on a tiny config (a smoke run, any device)
 
 CPU mode plays the same synthetic 20-turn research run twice, with and without reuse, where each turn
@@ -142,10 +143,11 @@ def gpu_mode(args: argparse.Namespace) -> None:
     say("copy_bandwidth_gb_s", f"{bandwidth / 1e9:.0f}")
 
     config = Glm4Config(**(TINY if tiny else REAL))
-    attention.register()
+    kernel = attention.choose(args.attention)
+    say("attention", args.attention)
     started = time.perf_counter()
     with torch.device(device):
-        model = Glm4ForCausalLM._from_config(config, dtype=torch.bfloat16, attn_implementation=attention.PACKED_SDPA)
+        model = Glm4ForCausalLM._from_config(config, dtype=torch.bfloat16, attn_implementation=kernel)
     model.eval()
     sync()
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -235,7 +237,7 @@ def gpu_mode(args: argparse.Namespace) -> None:
         report("generate_default_1k", short + new // 2, (new - 1) / generate_decode)
         static_decode = timings["generate_static"] - timings["prefill"]
         report("generate_static_1k", short + new // 2, (new - 1) / static_decode)
-        model.set_attn_implementation(attention.PACKED_SDPA)
+        model.set_attn_implementation(kernel)
         empty(torch, device)
 
         multi_turn(model, prompt, greedy, scale, sync)
@@ -349,6 +351,7 @@ def main() -> None:
     parser.add_argument("--decode-only", action="store_true", help="with --gpu: decode at 1K and 32K only")
     parser.add_argument("--growth", type=int, default=4, help="with --gpu: window size ratio")
     parser.add_argument("--window-step", type=int, default=0, help="with --gpu: windows every N tokens, one graph")
+    parser.add_argument("--attention", choices=["auto", "flex"], default="auto", help="with --gpu: decode kernel")
     parser.add_argument("--verify-only", action="store_true", help="with --gpu: verify step against one-token step")
     parser.add_argument("--draft", type=int, default=6, help="with --verify-only: draft tokens per verify step")
     parser.add_argument("--turns", type=int, default=20, help="CPU mode: turns of the synthetic run")

@@ -1,4 +1,5 @@
-"""The attention kernel choice, and an SDPA variant whose single-token decode never repeats K/V per query head."""
+"""The attention kernel choice: an SDPA variant whose decode never repeats K/V per query head, and a flex_attention
+decode that reads exactly the cache in use."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 from rumination.errors import BackendError
 
 PACKED_SDPA = "rumination_sdpa"
+FLEX = "rumination_flex"
 PACKED_QUERIES = 32  # up to this many query tokens (a decode step, a verify step) share K/V heads in SDPA
+KV_BLOCK = 128  # cache positions per block of a flex decode's block mask
 
 
 def packed_sdpa(
@@ -68,20 +71,89 @@ def split_kv_decode(query: Any, key: Any, value: Any, allowed: Any, scale: float
     return out.reshape(batch, heads, 1, dim).to(query.dtype)
 
 
+def decode_block_mask(start: Any, queries: int, keys: int) -> Any:
+    """The blocks of a `keys`-position cache that `queries` tokens at positions `start`... attend to, as a BlockMask.
+
+    `start` is a device tensor (the cache's length before these tokens), so one compiled graph serves every length:
+    the blocks wholly before `start` are full, the one or two after them partial, the rest are never read. The
+    partial blocks' causal rule is added per layer by `causal_by_position`.
+    """
+    import torch
+    from torch.nn.attention.flex_attention import BlockMask
+
+    blocks = -(-keys // KV_BLOCK)
+    every = torch.arange(blocks, dtype=torch.int32, device=start.device)
+    full = ((start + 1) // KV_BLOCK).to(torch.int32)
+    partial = ((start + queries + KV_BLOCK - 1) // KV_BLOCK).to(torch.int32) - full
+    return BlockMask.from_kv_blocks(
+        partial.view(1, 1, 1),
+        torch.clamp(every + full, max=blocks - 1).view(1, 1, 1, blocks),
+        full.view(1, 1, 1),
+        every.view(1, 1, 1, blocks),
+        BLOCK_SIZE=KV_BLOCK,
+        seq_lengths=(queries, keys),
+        compute_q_blocks=False,
+    )
+
+
+def causal_by_position(mask: Any, positions: Any) -> Any:
+    """`mask`'s blocks, where query i attends to the keys up to its position `positions[i]`.
+
+    The rule reads the positions passed to the model, not the cache length `mask` was made from: the step also
+    updates that length in place, and torch's CPU flex kernel cannot lower a rule that captures it.
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+
+    def causal(batch: Any, head: Any, query: Any, key: Any) -> Any:
+        return key <= positions[query]
+
+    blocks = mask.kv_num_blocks, mask.kv_indices, mask.full_kv_num_blocks, mask.full_kv_indices
+    return BlockMask(mask.seq_lengths, *blocks, None, None, None, None, mask.BLOCK_SIZE, causal)
+
+
+def flex_mask(q_length: int, kv_length: int, q_offset: Any = 0, **kwargs: Any) -> Any:
+    """The mask for FLEX: a block mask in a compiled decode or verify step on a static cache, else SDPA's."""
+    import torch
+    from transformers.masking_utils import sdpa_mask
+
+    if torch.compiler.is_compiling() and isinstance(q_offset, torch.Tensor) and q_length <= PACKED_QUERIES:
+        return decode_block_mask(q_offset, q_length, kv_length)
+    return sdpa_mask(q_length=q_length, kv_length=kv_length, q_offset=q_offset, **kwargs)
+
+
+def flex_decode(
+    module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: float | None = None, **kwargs: Any
+) -> tuple[Any, None]:
+    """flex_attention over the cache blocks in use where the mask is a block mask, else `packed_sdpa`.
+
+    Compiled, flex_attention runs a split-KV decode kernel that shares each K/V head among its query heads and skips
+    every block the mask leaves out: a step reads the cache in use rounded up to a block, in a graph for any length.
+    """
+    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+    if not isinstance(attention_mask, BlockMask):
+        return packed_sdpa(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    mask = causal_by_position(attention_mask, kwargs["position_ids"][0])
+    out = flex_attention(query, key, value, block_mask=mask, scale=scaling, enable_gqa=True)
+    return out.transpose(1, 2).contiguous(), None
+
+
 def register() -> None:
-    """Make `rumination_sdpa` a transformers attention implementation (idempotent)."""
+    """Make `rumination_sdpa` and `rumination_flex` transformers attention implementations (idempotent)."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     AttentionInterface.register(PACKED_SDPA, packed_sdpa)
     AttentionMaskInterface.register(PACKED_SDPA, sdpa_mask)
+    AttentionInterface.register(FLEX, flex_decode)
+    AttentionMaskInterface.register(FLEX, flex_mask)
 
 
 def choose(wanted: str) -> str:
     """The transformers attn_implementation for `--attention`: auto is the packed SDPA, sdpa transformers' own."""
-    if wanted == "auto":
+    if wanted in ("auto", "flex"):
         register()
-        return PACKED_SDPA
+        return PACKED_SDPA if wanted == "auto" else FLEX
     if wanted == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
         raise BackendError("--attention flash_attention_2 needs the flash-attn package: pip install flash-attn")
     return wanted

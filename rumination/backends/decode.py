@@ -18,6 +18,7 @@ from transformers import (
 )
 from transformers.cache_utils import Fp8QuantizedLayer, StaticLayer
 
+from rumination.backends import attention
 from rumination.backends.lookup import Drafter, PromptLookup, SpeculationMeter
 
 CacheKind = Literal["static", "dynamic", "fp8"]
@@ -158,6 +159,8 @@ class Decoder:
         # window_step N: windows are multiples of N, the window a dynamic size of one compiled graph (experimental)
         self.window_step, self._spans = window_step, {}
         self.device = next(model.parameters()).device
+        # flex attention: a compiled step reads the cache in use through a block mask, over one window of it all
+        self.flex = getattr(model.config, "_attn_implementation", None) == attention.FLEX
         self.cache: Any = None
         self.ids: list[int] = []  # the tokens whose keys and values the cache holds
         self.compile_error: str | None = None  # why the decode step runs eagerly although compiling was asked
@@ -210,14 +213,25 @@ class Decoder:
             self.cache.crop(count - len(self.ids))  # a negative count removes that many tokens
             self.ids = self.ids[:count]
 
-    def _forward(self, input_ids: Any) -> Any:
-        """One forward pass over `input_ids` on the cache; logits of the last position only."""
-        return self.model(input_ids=input_ids, cache=self.cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+    def _forward(self, input_ids: Any, positions: Any) -> Any:
+        """One forward pass over `input_ids` at `positions` on the cache; logits of the last position only."""
+        return self._model(input_ids, positions, 1).logits[:, -1]
 
-    def _forward_all(self, input_ids: Any) -> Any:
-        """One forward pass over `input_ids` on the cache; the logits after each of them, [tokens, vocab]."""
-        keep = input_ids.shape[1]
-        return self.model(input_ids=input_ids, cache=self.cache, use_cache=True, logits_to_keep=keep).logits[0]
+    def _forward_all(self, input_ids: Any, positions: Any) -> Any:
+        """One forward pass over `input_ids` at `positions` on the cache; the logits after each of them."""
+        return self._model(input_ids, positions, input_ids.shape[1]).logits[0]
+
+    def _model(self, input_ids: Any, positions: Any, keep: int) -> Any:
+        # Positions passed in, not derived from the cache length the step updates: flex attention's rule reads them.
+        return self.model(
+            input_ids=input_ids, position_ids=positions, cache=self.cache, use_cache=True, logits_to_keep=keep
+        )
+
+    def _inputs(self, tokens: list[int]) -> tuple[Any, Any]:
+        """`tokens` to feed after the cached ones, and their positions, on the device."""
+        ids = torch.tensor([tokens], device=self.device)
+        positions = torch.arange(len(self.ids), len(self.ids) + len(tokens), device=self.device).unsqueeze(0)
+        return ids, positions
 
     def _window(self, window: int) -> None:
         if self.kind != "static":
@@ -231,8 +245,9 @@ class Decoder:
             for layer in self.cache.layers:
                 layer.span = span
             return
-        for layer in self.cache.layers:
-            layer.window = window
+        if self.cache.layers[0].window != window:  # set together: a decode step mostly keeps the last one
+            for layer in self.cache.layers:
+                layer.window = window
 
     def prefill(self, ids: list[int], cancelled: Callable[[], bool] = lambda: False) -> Any:
         """Feed the uncached tail of `ids` in chunks; the logits after its last token (None if cancelled)."""
@@ -242,42 +257,46 @@ class Decoder:
                 return None
             piece = ids[start : start + self.prefill_chunk]
             self._window(start + len(piece))  # prefill is not compiled: attend over exactly what is there
-            logits = self._forward(torch.tensor([piece], device=self.device))
+            logits = self._forward(*self._inputs(piece))
             self.ids += piece
         return logits
 
-    def _run(self, compiled: Literal["_step", "_verify"], eager: Callable[[Any], Any], input_ids: Any) -> Any:
-        step = getattr(self, compiled)
+    def _run(self, compiled: Literal["_step", "_verify"], eager: Callable[..., Any], tokens: list[int]) -> Any:
+        step, inputs = getattr(self, compiled), self._inputs(tokens)
         if step is not None:
             try:
                 torch.compiler.cudagraph_mark_step_begin()
-                return step(input_ids).clone()  # the graph's output buffer is rewritten by the next replay
+                return step(*inputs).clone()  # the graph's output buffer is rewritten by the next replay
             except torch._dynamo.exc.TorchDynamoException as exc:  # raised while compiling, before the cache moves
                 setattr(self, compiled, None)
                 self.compile_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-        return eager(input_ids)
+        return eager(*inputs)
 
     def step(self, token: int) -> Any:
         """Feed one generated token; return the next logits."""
-        self._window(self._window_for(len(self.ids) + 1))
-        logits = self._run("_step", self._forward, torch.tensor([[token]], device=self.device))
+        self._window(self._window_for(len(self.ids) + 1, self._step))
+        logits = self._run("_step", self._forward, [token])
         self.ids.append(token)
         return logits
 
     def verify(self, tokens: list[int]) -> Any:
         """Feed the last sampled token and a draft in one pass; the logits after each of them."""
-        self._window(self._window_for(len(self.ids) + len(tokens)))
-        logits = self._run("_verify", self._forward_all, torch.tensor([tokens], device=self.device))
+        self._window(self._window_for(len(self.ids) + len(tokens), self._verify))
+        logits = self._run("_verify", self._forward_all, tokens)
         self.ids += tokens
         return logits
 
-    def _window_for(self, tokens: int) -> int:
+    def _window_for(self, tokens: int, compiled: Any = None) -> int:
+        if self.flex and compiled is not None:
+            return self.max_tokens  # the block mask, not the window, limits what the compiled step reads
         if self.window_step:
             return min(self.max_tokens, -(-max(tokens, 1) // self.window_step) * self.window_step)
         return window_for(tokens, self.max_tokens, self.first_window, self.growth)
 
     def windows(self) -> list[int]:
-        """Every attention window a decode step can use, smallest first."""
+        """Every attention window a compiled decode step can use, smallest first."""
+        if self.flex:
+            return [self.max_tokens]
         if self.window_step:
             return [*range(self.window_step, self.max_tokens, self.window_step), self.max_tokens]
         sizes = [self._window_for(1)]
@@ -298,11 +317,10 @@ class Decoder:
                     self.reset()
                     self.reuse([0, 0])
                     self.prefill([0])
-                    tokens = torch.zeros((1, width), dtype=torch.long, device=self.device)
                     for window in self.windows():
                         self._window(window)
                         for _ in range(3):  # compile, warm up, record the CUDA graph
-                            self._run(name, eager, tokens)
+                            self._run(name, eager, [0] * width)
                             self.cache.crop(-width)  # keep the warm-up inside the smallest window
             except torch.cuda.OutOfMemoryError as exc:
                 if name == "_step":

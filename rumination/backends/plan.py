@@ -52,7 +52,7 @@ class LoadPlan:
 
     def describe(self) -> str:
         """One line: the choices that matter for speed and memory."""
-        kernel = "SDPA" if self.attention == attention.PACKED_SDPA else self.attention
+        kernel = {attention.PACKED_SDPA: "SDPA", attention.FLEX: "flex attention"}.get(self.attention, self.attention)
         parts = [f"{self.kv_cache} KV cache", "compiled decode" if self.compile else "eager decode", kernel]
         if self.quantize != "none":
             parts.append(f"{self.quantize} weights")
@@ -64,12 +64,14 @@ class LoadPlan:
 def plan_load(config: Config, hf_config: Any, device: str, say: Progress, gpus: int = 1) -> LoadPlan:
     """Check the settings against the device and what is installed; apply YaRN to `hf_config` when needed."""
     kernel = attention.choose(config.attention)
-    flash = kernel == "flash_attention_2"
+    flash, flex = kernel == "flash_attention_2", kernel == attention.FLEX
     if flash and config.kv_cache == "static":
         raise BackendError("--attention flash_attention_2 runs with --kv-cache dynamic or fp8, not static")
+    if flex and config.kv_cache in ("dynamic", "fp8"):
+        raise BackendError(f"--attention flex reads the static KV cache, not --kv-cache {config.kv_cache}")
     kv_cache = config.kv_cache
     if kv_cache == "auto":
-        kv_cache = "static" if device == "cuda" and not flash else "dynamic"
+        kv_cache = "static" if (device == "cuda" or flex) and not flash else "dynamic"
     _check_quantize(config.quantize, device)
     # CUDA graphs are recorded per device: a model split over several GPUs decodes eagerly unless asked.
     compile_step = config.compile == "on" or (
@@ -86,6 +88,8 @@ def plan_load(config: Config, hf_config: Any, device: str, say: Progress, gpus: 
     auto_off = config.speculate == "auto" and config.quantize in TORCHAO
     draft = 0 if config.speculate == "off" or auto_off else config.draft_tokens
     plan = LoadPlan(kv_cache, compile_step, kernel, config.quantize, 0, config.device_map, draft)
+    if flex and not compile_step:
+        plan.notes.append("flex attention runs in compiled steps only: SDPA here")
     plan.context = _context(config, hf_config, plan, say)
     return plan
 
