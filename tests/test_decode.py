@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import greedy_reference as reference
+from conftest import varied_model
 from transformers import AutoModelForCausalLM
 
 from rumination.backends import attention
@@ -123,6 +124,38 @@ def test_stop_ids_max_tokens_and_cancel(model, prompt):
         seen: list[int] = []
         cancelled = decoder.generate(prompt, 30, GREEDY, [], on_token=lambda t: seen.append(t) or len(seen) < 4)
     assert cancelled.ids == expected[:4] == seen
+
+
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
+def test_each_token_is_fed_before_the_host_reads_it_and_the_cache_ends_exact(tiny_model_dir, prompt, kind):
+    model = varied_model(tiny_model_dir, attention.PACKED_SDPA)
+    events: list[tuple[str, int]] = []
+
+    def fed(module, args, kwargs):
+        events.append(("fed", int(kwargs["input_ids"][0, -1])))
+
+    def read(token):
+        events.append(("read", token))
+        return True
+
+    expected = reference(model, prompt, 40)
+    stop = next(t for i, t in enumerate(expected) if i > 5 and t not in expected[:i])
+    decoder = Decoder(model, kind, 1024, first_window=32)
+    handle = model.register_forward_pre_hook(fed, with_kwargs=True)
+    try:
+        with torch.inference_mode():
+            stopped = decoder.generate(prompt, 40, GREEDY, [stop], on_token=read)
+            events.append(("turn", 0))
+            capped = decoder.generate(prompt, 12, GREEDY, [])
+    finally:
+        handle.remove()
+    out = expected[: expected.index(stop) + 1]
+    assert stopped.ids == out and capped.ids == expected[:12]
+    first = events[1:][: 2 * len(out)]  # after the prefill: each token's step starts before the host sees it
+    assert first == [event for token in out for event in (("fed", token), ("read", token))]
+    # The stop token's step ran (the host could not know it yet) and was cropped: the next turn reused the rest.
+    assert capped.reused == len(prompt) - 1 and decoder.ids == prompt + expected[:11]
+    assert events[events.index(("turn", 0)) + 1 :][-11:] == [("fed", token) for token in expected[:11]]
 
 
 @pytest.mark.parametrize("kind", ["static", "dynamic", "fp8"])

@@ -181,18 +181,22 @@ def test_sampled_tokens_follow_the_models_distribution_whatever_the_drafts(model
 
 def test_the_meter_verifies_while_it_pays_and_probes_when_it_does_not():
     meter = SpeculationMeter(probe=4)
-    assert all(meter.worth_it() for _ in range(3))  # nothing measured yet: try
+    assert meter.wants()  # nothing measured yet: try
     for _ in range(4):
         meter.stepped(0.010)
         meter.verified(0.012, 3)  # 3 tokens in 12 ms beat 1 in 10 ms
-    assert meter.worth_it()
+    assert meter.wants()
     for _ in range(40):
         meter.verified(0.012, 1)  # nothing accepted any more: 1 token in 12 ms
-    choices = [meter.worth_it() for _ in range(12)]
-    assert choices == [False, False, False, True] * 3  # one in `probe` chances still tries
-    assert SpeculationMeter(always=True, steps=9, verifies=9, verify_seconds=1, step_seconds=0.1).worth_it()
+    choices = []
+    for _ in range(15):
+        choices.append(meter.wants())
+        meter.verified(0.012, 1) if choices[-1] else meter.passed()
+    assert choices == [False, False, False, False, True] * 3  # after `probe` drafts passed, one is tried
+    assert not meter.wants() and meter.wants() is meter.wants()  # asking changes nothing
+    assert SpeculationMeter(always=True, steps=9, verifies=9, verify_seconds=1, step_seconds=0.1).wants()
     untimed = SpeculationMeter(verifies=4, verify_seconds=0.012, yield_per_verify=1)
-    assert not untimed.worth_it()  # drafts everywhere so far: one-token steps must be timed before judging
+    assert not untimed.wants()  # drafts everywhere so far: one-token steps must be timed before judging
 
 
 def test_drafts_that_never_pay_are_dropped_even_when_there_is_one_at_every_position(model, prompt):

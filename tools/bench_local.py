@@ -18,8 +18,10 @@ allocated on the device (no checkpoint), measures the copy bandwidth, then decod
 past the 32K attention window) and 100K of context in a 128K static cache (ours: compiled step), and
 transformers' generate at 1K (default, and with its own static cache), each with its fraction of the bandwidth
 roofline (bytes read per token: the weights less the embedding table, plus the KV in use) at the measured copy
-bandwidth and, for known cards, at the spec's; prefill tok/s; a multi-turn run with and without reuse. It needs
-about 100 GB of GPU memory and 8-10 minutes on one H200 (three decode graphs to compile).
+bandwidth and, for known cards, at the spec's; beside each decode figure the same decode with every token read
+before its step is fed (`_fed_ahead_over_read_first`: what feeding tokens ahead of the host gains); prefill tok/s;
+a multi-turn run with and without reuse. It needs about 100 GB of GPU memory and 8-10 minutes on one H200 (three
+decode graphs to compile; one with `--attention flex`).
 
 `--verify-only` times the speculative verify step (the last token and `--draft` draft tokens, compiled) against
 the one-token step at 1K and 32K in a 32K cache: a verify step pays when it yields more tokens than this ratio
@@ -207,6 +209,11 @@ def gpu_mode(args: argparse.Namespace) -> None:
             decoder.generate(prompt(context, 1), new, greedy, [])  # warms the allocator for this context
             decoded = decoder.generate(prompt(context, 2), new, greedy, [])
             report(name, context + new // 2, (len(decoded.ids) - 1) / decoded.decode_seconds)
+            decoder.ahead = False  # each token read before its step is fed, as before issue 14 item 4
+            behind = decoder.generate(prompt(context, 2), new, greedy, [])
+            decoder.ahead = True
+            say(f"{name}_read_first_tok_s", f"{(len(behind.ids) - 1) / behind.decode_seconds:.1f}")
+            say(f"{name}_fed_ahead_over_read_first", f"{behind.decode_seconds / decoded.decode_seconds:.3f}")
             if name == "decode_32k":
                 say("prefill_32k_tok_s", f"{context / decoded.prefill_seconds:.0f}")
         del decoder

@@ -166,6 +166,9 @@ class Decoder:
         self.compile_error: str | None = None  # why the decode step runs eagerly although compiling was asked
         self.draft, self.meter, self.drafter = draft, meter or SpeculationMeter(), drafter
         self.drafted = self.accepted = 0  # this generation's draft tokens verified, and accepted
+        self.ahead = True  # feed a one-token step its token before reading it (False: read first, for benchmarks)
+        self._host: Any = None  # pinned memory a token is copied to while the next step runs (CUDA)
+        self._copied: Any = None  # the event that copy completes
         # One graph per window size, never a dynamic-shape one; CUDA graphs make a step one launch.
         # (With window_step, the window's size alone is dynamic: marked so on its span tensor.)
         options = {"dynamic": False, **(compile_options or {"mode": "reduce-overhead"})}
@@ -227,11 +230,12 @@ class Decoder:
             input_ids=input_ids, position_ids=positions, cache=self.cache, use_cache=True, logits_to_keep=keep
         )
 
-    def _inputs(self, tokens: list[int]) -> tuple[Any, Any]:
-        """`tokens` to feed after the cached ones, and their positions, on the device."""
-        ids = torch.tensor([tokens], device=self.device)
-        positions = torch.arange(len(self.ids), len(self.ids) + len(tokens), device=self.device).unsqueeze(0)
-        return ids, positions
+    def _ids(self, tokens: list[int]) -> Any:
+        return torch.tensor([tokens], device=self.device)
+
+    def _positions(self, count: int) -> Any:
+        """The positions of `count` tokens fed after the cached ones, made on the device."""
+        return torch.arange(len(self.ids), len(self.ids) + count, device=self.device).unsqueeze(0)
 
     def _window(self, window: int) -> None:
         if self.kind != "static":
@@ -257,12 +261,12 @@ class Decoder:
                 return None
             piece = ids[start : start + self.prefill_chunk]
             self._window(start + len(piece))  # prefill is not compiled: attend over exactly what is there
-            logits = self._forward(*self._inputs(piece))
+            logits = self._forward(self._ids(piece), self._positions(len(piece)))
             self.ids += piece
         return logits
 
-    def _run(self, compiled: Literal["_step", "_verify"], eager: Callable[..., Any], tokens: list[int]) -> Any:
-        step, inputs = getattr(self, compiled), self._inputs(tokens)
+    def _run(self, compiled: Literal["_step", "_verify"], eager: Callable[..., Any], input_ids: Any) -> Any:
+        step, inputs = getattr(self, compiled), (input_ids, self._positions(input_ids.shape[1]))
         if step is not None:
             try:
                 torch.compiler.cudagraph_mark_step_begin()
@@ -274,15 +278,20 @@ class Decoder:
 
     def step(self, token: int) -> Any:
         """Feed one generated token; return the next logits."""
-        self._window(self._window_for(len(self.ids) + 1, self._step))
-        logits = self._run("_step", self._forward, [token])
+        logits = self._one(token)
         self.ids.append(token)
         return logits
+
+    def _one(self, token: Any) -> Any:
+        """Feed one token, an int or a [1] tensor whose value may still be on its way, without adding it to `ids`."""
+        input_ids = token.view(1, 1) if isinstance(token, torch.Tensor) else self._ids([token])
+        self._window(self._window_for(len(self.ids) + 1, self._step))
+        return self._run("_step", self._forward, input_ids)
 
     def verify(self, tokens: list[int]) -> Any:
         """Feed the last sampled token and a draft in one pass; the logits after each of them."""
         self._window(self._window_for(len(self.ids) + len(tokens), self._verify))
-        logits = self._run("_verify", self._forward_all, tokens)
+        logits = self._run("_verify", self._forward_all, self._ids(tokens))
         self.ids += tokens
         return logits
 
@@ -320,7 +329,7 @@ class Decoder:
                     for window in self.windows():
                         self._window(window)
                         for _ in range(3):  # compile, warm up, record the CUDA graph
-                            self._run(name, eager, [0] * width)
+                            self._run(name, eager, self._ids([0] * width))
                             self.cache.crop(-width)  # keep the warm-up inside the smallest window
             except torch.cuda.OutOfMemoryError as exc:
                 if name == "_step":
@@ -336,38 +345,68 @@ class Decoder:
         return self.compile_error
 
     def _drafted(self, lookup: Drafter | None, wanted: int) -> list[int]:
-        """A draft to verify now, or none: no match, no room in the cache, or drafts do not pay at the moment.
+        """The draft there is now, or none: no match, or no room for it in the cache or in the generation.
 
         `wanted` is how many more tokens the generation may take after the one about to be fed.
         """
         if lookup is None or wanted < 2 or len(self.ids) + 1 + self.draft > self.max_tokens:
             return []
-        draft = lookup.draft(min(self.draft, wanted - 1))
-        return draft if draft and self.meter.worth_it() else []
+        return lookup.draft(min(self.draft, wanted - 1))
+
+    def _read_later(self, token: Any) -> Callable[[], int]:
+        """A function giving `token`'s value: on a GPU it is copied now and waited for only when asked."""
+        if not isinstance(token, torch.Tensor) or token.device.type != "cuda":
+            value = int(token)
+            return lambda: value
+        if self._host is None:
+            self._host, self._copied = torch.empty(1, dtype=torch.long, pin_memory=True), torch.cuda.Event()
+        self._host.copy_(token, non_blocking=True)
+        self._copied.record()
+        return lambda: (self._copied.synchronize(), int(self._host[0]))[1]
 
     def _picked(self, logits: Any, pick: Callable[[Any], Any], prompt: list[int], most: int) -> Iterator[int]:
-        """The model's next `most` tokens one by one, from one-token steps or verified drafts (accepted, plus one)."""
+        """The model's next `most` tokens one by one, from one-token steps or verified drafts (accepted, plus one).
+
+        A one-token step is fed its token while that is still on the device, and the token is read while the step
+        runs: the host's work on each token (streaming it, the caller's stop checks) overlaps the next step. A token
+        that may start a verified draft is read first, as its draft depends on it.
+        """
         lookup = self.drafter(prompt) if self.draft else None
-        picked, given = [int(pick(logits))], 0  # int() waits for the device
+        picked: list[int] = []  # read, to give before `pending`: accepted draft tokens
+        pending: Any = pick(logits)  # the token after them: on the device, or an int after a verify step
+        given, arrived, stepped = 0, time.perf_counter(), False
         while True:
-            for token in picked:
+            ahead = self.ahead and most - given - len(picked) > 1 and (lookup is None or not self.meter.wants())
+            if ahead:
+                read = self._read_later(pending)
+                logits = self._one(pending)
+                last = read()
+                self.ids.append(last)
+            else:
+                last = int(pending)  # waits for the device
+            now = time.perf_counter()
+            if stepped:  # tokens from one-token steps arrive one step apart
+                self.meter.stepped(now - arrived)
+            arrived = now
+            for token in [*picked, last]:
                 if lookup is not None:
                     lookup.add(token)
                 given += 1
                 yield token
             started, draft = time.perf_counter(), self._drafted(lookup, most - given)
-            if not draft:
-                picked = [int(pick(self.step(picked[-1])))]
-                self.meter.stepped(time.perf_counter() - started)
+            if ahead or not draft:
+                if draft:
+                    self.meter.passed()
+                picked, pending, stepped = [], pick(logits if ahead else self.step(last)), True
                 continue
             padded = draft + [draft[-1]] * (self.draft - len(draft)) if self._verify is not None else draft
             # A compiled verify step has one shape; padding is as valid a draft as any. Row i is the model's pick
             # after the first i fed draft tokens, meaningful while they were all accepted.
-            targets = pick(self.verify([picked[-1], *padded])).tolist()
+            targets = pick(self.verify([last, *padded])).tolist()
             accepted = next((i for i, (d, t) in enumerate(zip(padded, targets, strict=False)) if d != t), len(padded))
-            picked = targets[: accepted + 1]
+            picked, pending, stepped = targets[:accepted], targets[accepted], False
             self._keep(len(self.ids) - len(padded) + accepted)
-            self.meter.verified(time.perf_counter() - started, len(picked))
+            self.meter.verified(time.perf_counter() - started, accepted + 1)
             self.drafted, self.accepted = self.drafted + len(draft), self.accepted + min(accepted, len(draft))
 
     def generate(

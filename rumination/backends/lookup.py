@@ -60,8 +60,8 @@ class SpeculationMeter:
 
     Running averages of a one-token step's time, a verify step's time and the tokens a verify step yields
     (the accepted drafts plus the token sampled after them). The first drafts are verified, then one-token steps
-    are timed (even where there are drafts); while drafts do not pay, one in `probe` chances is still tried, as
-    text can turn to copying at any point.
+    are timed (even where there are drafts); while drafts do not pay, the next draft after every `probe` passed
+    is still tried, as text can turn to copying at any point.
     """
 
     always: bool = False  # "on": speculate whenever there is a draft
@@ -73,17 +73,20 @@ class SpeculationMeter:
     steps: int = 0
     verifies: int = 0
     skipped: int = 0
+    probe_due: bool = False
 
-    def worth_it(self) -> bool:
-        """Whether to verify the draft there is now."""
+    def wants(self) -> bool:
+        """Whether to verify the draft the next position may have (a one-token step need not wait to see it)."""
         if self.always or self.verifies < self.warm:
             return True
         if self.steps < self.warm:  # drafts at every position so far: time one-token steps too
             return False
-        if self.yield_per_verify / self.verify_seconds > 1 / self.step_seconds:
-            return True
+        return self.probe_due or self.yield_per_verify / self.verify_seconds > 1 / self.step_seconds
+
+    def passed(self) -> None:
+        """A draft was there and not verified."""
         self.skipped += 1
-        return self.skipped % self.probe == 0
+        self.probe_due = self.probe_due or self.skipped % self.probe == 0
 
     def stepped(self, seconds: float) -> None:
         """One one-token step took `seconds`."""
@@ -92,7 +95,7 @@ class SpeculationMeter:
 
     def verified(self, seconds: float, tokens: int) -> None:
         """One verify step took `seconds` and yielded `tokens` (accepted drafts plus one)."""
-        self.verifies += 1
+        self.verifies, self.probe_due = self.verifies + 1, False
         self.verify_seconds = _average(self.verify_seconds, seconds, self.verifies)
         self.yield_per_verify = _average(self.yield_per_verify, tokens, self.verifies)
 
