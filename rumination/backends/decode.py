@@ -361,7 +361,7 @@ class Decoder:
         if self._host is None:
             self._host, self._copied = torch.empty(1, dtype=torch.long, pin_memory=True), torch.cuda.Event()
         self._host.copy_(token, non_blocking=True)
-        self._copied.record()
+        self._copied.record(torch.cuda.current_stream(token.device))  # the model's GPU, which may not be the current
         return lambda: (self._copied.synchronize(), int(self._host[0]))[1]
 
     def _picked(self, logits: Any, pick: Callable[[Any], Any], prompt: list[int], most: int) -> Iterator[int]:
