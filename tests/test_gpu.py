@@ -58,6 +58,22 @@ def test_cuda_graphs_across_window_growth_match_eager(tiny_model_dir):
     assert outputs[0] == outputs[1] == outputs[2]  # CUDA graphs of the verify step replayed, from both windows
 
 
+def test_flex_decode_under_cuda_graphs_matches_eager_sdpa(tiny_model_dir):
+    from conftest import varied_model
+
+    from rumination.backends import attention
+    from rumination.backends.decode import Decoder, sampler
+
+    model = varied_model(tiny_model_dir, attention.FLEX).to("cuda")
+    prompt = list(range(40, 240))
+    outputs = []
+    for compiled, draft in ((True, 0), (True, 5), (False, 0)):
+        decoder = Decoder(model, "static", 1000, first_window=64, compile_step=compiled, draft=draft)
+        assert decoder.warm_up() is None
+        outputs.append(decoder.generate(prompt, 120, sampler(0.0, 1.0), []).ids)  # read past the first block
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
 async def test_fp8_cache_holds_float8_keys_on_cuda(tiny_model_dir):
     answers, said, backend = await _answers(tiny_model_dir, kv_cache="fp8")
     assert any("fp8 KV cache" in line for line in said) and len(answers) == 3
