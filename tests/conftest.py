@@ -95,7 +95,7 @@ def prompt(tiny_model_dir: Path) -> list[int]:
     return tokenizer("Gutenberg printed the Bible in Mainz around 1455. " * 6, add_special_tokens=False)["input_ids"]
 
 
-def varied_model(model_dir: Path, attn_implementation: str) -> Any:
+def varied_model(model_dir: Path, attn_implementation: str, **overrides: Any) -> Any:
     """The tiny model with larger random weights: its greedy text varies instead of repeating one token."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -105,6 +105,8 @@ def varied_model(model_dir: Path, attn_implementation: str) -> Any:
     attention.register()
     config = AutoConfig.from_pretrained(model_dir, attn_implementation=attn_implementation)
     config.initializer_range = 0.2
+    for name, value in overrides.items():
+        setattr(config, name, value)
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
 
@@ -115,7 +117,11 @@ def greedy_reference(model: Any, ids: list[int], new: int) -> list[int]:
 
     with torch.inference_mode():
         output = model.generate(
-            torch.tensor([ids]), max_new_tokens=new, do_sample=False, eos_token_id=[], pad_token_id=0
+            torch.tensor([ids], device=model.device),
+            max_new_tokens=new,
+            do_sample=False,
+            eos_token_id=[],
+            pad_token_id=0,
         )
     return output[0, len(ids) :].tolist()
 

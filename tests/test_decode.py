@@ -145,6 +145,7 @@ def test_each_token_is_fed_before_the_host_reads_it_and_the_cache_ends_exact(tin
     try:
         with torch.inference_mode():
             stopped = decoder.generate(prompt, 40, GREEDY, [stop], on_token=read)
+            held = int(decoder.cache.get_seq_length())
             events.append(("turn", 0))
             capped = decoder.generate(prompt, 12, GREEDY, [])
     finally:
@@ -153,8 +154,9 @@ def test_each_token_is_fed_before_the_host_reads_it_and_the_cache_ends_exact(tin
     assert stopped.ids == out and capped.ids == expected[:12]
     first = events[1:][: 2 * len(out)]  # after the prefill: each token's step starts before the host sees it
     assert first == [event for token in out for event in (("fed", token), ("read", token))]
-    # The stop token's step ran (the host could not know it yet) and was cropped: the next turn reused the rest.
-    assert capped.reused == len(prompt) - 1 and decoder.ids == prompt + expected[:11]
+    # The stop token's step ran (the host could not know it yet), and was cropped from the cache.
+    assert held == len(prompt) + len(out) - 1 and capped.reused == len(prompt) - 1
+    assert decoder.ids == prompt + expected[:11] and int(decoder.cache.get_seq_length()) == len(decoder.ids)
     assert events[events.index(("turn", 0)) + 1 :][-11:] == [("fed", token) for token in expected[:11]]
 
 

@@ -11,7 +11,7 @@ from conftest import greedy_reference as reference
 from conftest import varied_model
 
 from rumination.backends import attention
-from rumination.backends.attention import KV_BLOCK, causal_by_position, decode_block_mask
+from rumination.backends.attention import KV_BLOCK, causal_by_position, decode_block_mask, flex_decode
 from rumination.backends.decode import Decoder, sampler
 from rumination.backends.plan import plan_load
 from rumination.config import Config
@@ -30,22 +30,38 @@ def test_the_block_mask_lists_exactly_the_blocks_the_queries_reach(start, querie
     used, blocks = -(-(start + queries) // KV_BLOCK), -(-keys // KV_BLOCK)
     assert mask.to_dense()[0, 0, 0].tolist() == [1] * used + [0] * (blocks - used)
     assert int(mask.full_kv_num_blocks) == (start + 1) // KV_BLOCK  # every query sees all of these: no rule applied
-    rule = causal_by_position(mask, torch.arange(start, start + queries)).mask_mod
-    zero = torch.tensor(0)
-    assert bool(rule(zero, zero, torch.tensor(queries - 1), torch.tensor(start + queries - 1)))
-    assert not bool(rule(zero, zero, torch.tensor(0), torch.tensor(start + 1)))  # the first query sees no draft
+    folded = causal_by_position(mask, torch.arange(start, start + queries), 6 * queries)  # 6 query heads per K/V
+    assert folded.seq_lengths == (6 * queries, keys)
+    zero, last = torch.tensor(0), torch.tensor(start + queries - 1)
+    assert bool(folded.mask_mod(zero, zero, torch.tensor(6 * queries - 1), last))  # the last head's last query
+    assert not bool(folded.mask_mod(zero, zero, torch.tensor(queries), torch.tensor(start + 1)))  # a first query
+
+
+@pytest.mark.parametrize("queries", [1, 7])
+def test_query_heads_folded_onto_their_kv_head_attend_as_their_own(monkeypatch, queries):
+    monkeypatch.setattr(attention, "folds_heads", lambda query: True)  # what CUDA does, here run eagerly
+    torch.manual_seed(0)
+    key, value = torch.randn(1, 2, 1000, 16), torch.randn(1, 2, 1000, 16)
+    for start in (0, 300, 1000 - queries):
+        query, positions = torch.randn(1, 12, queries, 16), torch.arange(start, start + queries)
+        allowed = torch.arange(1000)[None, :] <= positions[:, None]
+        expected = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=allowed, scale=0.25, enable_gqa=True
+        )
+        mask = decode_block_mask(torch.tensor(start), queries, 1000)
+        got, _ = flex_decode(None, query, key, value, mask, 0.25, position_ids=positions[None])
+        assert torch.allclose(got.transpose(1, 2), expected, atol=1e-5), start
 
 
 @inductor
 @pytest.mark.parametrize("queries", [1, 7])
 def test_compiled_flex_reads_nothing_past_the_blocks_in_use(queries):
-    keys, heads, kv_heads, dim = 1000, 4, 2, 16
+    keys, heads, kv_heads, dim = 1000, 12, 2, 16  # 6 query heads per K/V head, as in the real model
 
     def attend(query, key, value, start, positions):
-        mask = causal_by_position(decode_block_mask(start, queries, keys), positions)
-        return torch.nn.attention.flex_attention.flex_attention(
-            query, key, value, block_mask=mask, scale=0.25, enable_gqa=True
-        )
+        mask = decode_block_mask(start, queries, keys)
+        out, _ = flex_decode(None, query, key, value, mask, 0.25, position_ids=positions[None])
+        return out.transpose(1, 2)
 
     compiled = torch.compile(attend, fullgraph=True, dynamic=False)
     torch.manual_seed(0)
@@ -80,15 +96,19 @@ def test_flex_decode_is_one_graph_for_every_length_and_matches_generate(tiny_mod
     decoder = Decoder(model, "static", 1000, prefill_chunk=7, compile_step=True, compile_options=options, draft=draft)
     assert decoder.windows() == [1000]
     assert decoder.warm_up() is None and len(graphs) == 1 + (draft > 0)
-    ids = prompt
+    with torch.inference_mode():  # never reached by these turns: a step that read the window would spread it
+        for layer in decoder.cache.layers:
+            layer.keys[:, :, 640:] = layer.values[:, :, 640:] = float("nan")
+    ids, drafted = prompt, 0
     for turn in range(3):
         with torch.inference_mode():
             decoded = decoder.generate(ids, 120, GREEDY, [])
         assert decoded.ids == reference(model, ids, 120), f"turn {turn}"
         assert {layer.window for layer in decoder.cache.layers} == {1000}  # the block mask limits the read
-        ids = ids + decoded.ids[:10] + prompt[:25]
+        ids, drafted = ids + decoded.ids[:10] + prompt[:25], drafted + decoded.drafted
+    assert len(ids) + 120 < 640
     assert len(graphs) == 1 + (draft > 0) and decoder._step is not None and decoder.compile_error is None
-    assert (decoder._verify is not None) == (draft > 0)
+    assert (decoder._verify is not None) == (draft > 0) == (drafted > 0)
 
 
 def test_flex_without_compiling_decodes_through_sdpa_windows_exactly(tiny_model_dir, prompt):

@@ -58,20 +58,20 @@ def test_cuda_graphs_across_window_growth_match_eager(tiny_model_dir):
     assert outputs[0] == outputs[1] == outputs[2]  # CUDA graphs of the verify step replayed, from both windows
 
 
-def test_flex_decode_under_cuda_graphs_matches_eager_sdpa(tiny_model_dir):
-    from conftest import varied_model
+@pytest.mark.parametrize("heads", [4, 12])  # 2 and 6 query heads per K/V head (6: folded for the split-KV kernel)
+def test_flex_decode_under_cuda_graphs_matches_generate(tiny_model_dir, prompt, heads):
+    from conftest import greedy_reference, varied_model
 
     from rumination.backends import attention
     from rumination.backends.decode import Decoder, sampler
 
-    model = varied_model(tiny_model_dir, attention.FLEX).to("cuda")
-    prompt = list(range(40, 240))
-    outputs = []
-    for compiled, draft in ((True, 0), (True, 5), (False, 0)):
-        decoder = Decoder(model, "static", 1000, first_window=64, compile_step=compiled, draft=draft)
+    model = varied_model(tiny_model_dir, attention.FLEX, num_attention_heads=heads).to("cuda")
+    expected = greedy_reference(model, prompt, 120)  # transformers' generate: eager SDPA on a dynamic cache
+    for draft in (0, 5):
+        decoder = Decoder(model, "static", 1000, compile_step=True, draft=draft)
         assert decoder.warm_up() is None
-        outputs.append(decoder.generate(prompt, 120, sampler(0.0, 1.0), []).ids)  # read past the first block
-    assert outputs[0] == outputs[1] == outputs[2]
+        decoded = decoder.generate(prompt, 120, sampler(0.0, 1.0), [])  # past the first 128-position block
+        assert decoded.ids == expected and (decoded.drafted > 0) is (draft > 0)
 
 
 async def test_fp8_cache_holds_float8_keys_on_cuda(tiny_model_dir):

@@ -16,7 +16,7 @@ bandwidth) as a fraction of the roofline. Variants:
   cudnn         SDPA on the cuDNN backend with the mask
   split_kv      attention.split_kv_decode compiled (the window read in 1,024-position splits, in parallel)
   flex          what --attention flex runs: flex_attention compiled, the blocks in use from a device-side length
-                (attention.decode_block_mask, causal_by_position), the rest of the window never read
+                (attention.decode_block_mask, flex_decode: query heads folded per K/V head), the rest never read
   flash_exact   SDPA's flash kernel on exactly the L used positions (the ideal, but a new shape every step)
 
 With several queries, packed_sdpa folds the N queries of each head group into one row block (the mask repeated)
@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from bench_local import copy_bandwidth
 
-from rumination.backends.attention import causal_by_position, decode_block_mask, split_kv_decode
+from rumination.backends.attention import decode_block_mask, flex_decode, split_kv_decode
 from rumination.protocol import ARCHITECTURE
 
 LAYERS = ARCHITECTURE["num_hidden_layers"]
@@ -80,7 +80,6 @@ def variants(
     """name -> fn(query, key, value, allowed, length_tensor, used) returning [1, H, N, D]."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.nn.attention.bias import causal_lower_right
-    from torch.nn.attention.flex_attention import flex_attention
 
     groups = heads // kv_heads
 
@@ -105,8 +104,8 @@ def variants(
         return split(q, k, v, allowed)
 
     def blocks(q: Any, k: Any, v: Any, start: Any, positions: Any) -> Any:
-        mask = causal_by_position(decode_block_mask(start, queries, k.shape[2]), positions)
-        return flex_attention(q, k, v, block_mask=mask, scale=scale, enable_gqa=True)
+        mask = decode_block_mask(start, queries, k.shape[2])
+        return flex_decode(None, q, k, v, mask, scale, position_ids=positions[None])[0].transpose(1, 2)
 
     compiled_flex = torch.compile(blocks, fullgraph=True, dynamic=False)
 

@@ -7,6 +7,7 @@
     python tools/bench_local.py --gpu --growth 2      # windows 8K, 16K, 32K, 64K, 128K: less read past the cache
     python tools/bench_local.py --gpu --window-step 2048   # a window every 2K, one graph (its size dynamic)
     python tools/bench_local.py --gpu --attention flex     # flex attention: exactly the blocks in use, one graph
+    python tools/bench_local.py --gpu --decode-only --attention both   # the decode figures with each, and ratios
     python tools/bench_local.py --gpu --tiny   # GPU mode's code on a tiny config (a smoke run, any device)
 
 CPU mode plays the same synthetic 20-turn research run twice, with and without reuse, where each turn
@@ -145,7 +146,8 @@ def gpu_mode(args: argparse.Namespace) -> None:
     say("copy_bandwidth_gb_s", f"{bandwidth / 1e9:.0f}")
 
     config = Glm4Config(**(TINY if tiny else REAL))
-    kernel = attention.choose(args.attention)
+    kernels = ["auto", "flex"] if args.attention == "both" else [args.attention]
+    kernel = attention.choose(kernels[0])
     say("attention", args.attention)
     started = time.perf_counter()
     with torch.device(device):
@@ -189,38 +191,47 @@ def gpu_mode(args: argparse.Namespace) -> None:
         contexts += [("decode_33k", 33000 // scale), ("decode_100k", 100000 // scale)]
     largest = max(context for _, context in contexts)
     cache = max(largest + 2 * new, 131072 // scale if not args.decode_only else 0)
-    decoder = Decoder(
-        model,
-        "static",
-        cache,
-        compile_step=True,
-        compile_options=compile_options,
-        growth=args.growth,
-        window_step=args.window_step,
-    )
-    started = time.perf_counter()
-    failed = decoder.warm_up()  # compiles and records one graph per attention window
-    say("compile_windows", len(decoder.windows()))
-    say("compile_s", f"{time.perf_counter() - started:.1f}")
-    if failed:
-        say("compile_error", failed)  # the figures below are then eager decoding
-    with torch.inference_mode():
-        for name, context in contexts:
-            decoder.generate(prompt(context, 1), new, greedy, [])  # warms the allocator for this context
-            decoded = decoder.generate(prompt(context, 2), new, greedy, [])
-            report(name, context + new // 2, (len(decoded.ids) - 1) / decoded.decode_seconds)
-            decoder.ahead = False  # each token read before its step is fed, as before issue 14 item 4
-            behind = decoder.generate(prompt(context, 2), new, greedy, [])
-            decoder.ahead = True
-            say(f"{name}_read_first_tok_s", f"{(len(behind.ids) - 1) / behind.decode_seconds:.1f}")
-            say(f"{name}_fed_ahead_over_read_first", f"{behind.decode_seconds / decoded.decode_seconds:.3f}")
-            if name == "decode_32k":
-                say("prefill_32k_tok_s", f"{context / decoded.prefill_seconds:.0f}")
+    rates: dict[tuple[str, str], float] = {}
+    for wanted in kernels:  # with --attention both, the same weights decode with each kernel in turn
+        label = "" if wanted == "auto" else f"{wanted}_"
+        model.set_attn_implementation(attention.choose(wanted))
+        decoder = Decoder(
+            model,
+            "static",
+            cache,
+            compile_step=True,
+            compile_options=compile_options,
+            growth=args.growth,
+            window_step=args.window_step,
+        )
+        started = time.perf_counter()
+        failed = decoder.warm_up()  # compiles and records one graph per attention window
+        say(f"{label}compile_windows", len(decoder.windows()))
+        say(f"{label}compile_s", f"{time.perf_counter() - started:.1f}")
+        if failed:
+            say(f"{label}compile_error", failed)  # the figures below are then eager decoding
+        with torch.inference_mode():
+            for name, context in contexts:
+                decoder.generate(prompt(context, 1), new, greedy, [])  # warms the allocator for this context
+                decoded = decoder.generate(prompt(context, 2), new, greedy, [])
+                rates[wanted, name] = (len(decoded.ids) - 1) / decoded.decode_seconds
+                report(f"{label}{name}", context + new // 2, rates[wanted, name])
+                decoder.ahead = False  # each token read before its step is fed, as before issue 14 item 4
+                behind = decoder.generate(prompt(context, 2), new, greedy, [])
+                decoder.ahead = True
+                say(f"{label}{name}_read_first_tok_s", f"{(len(behind.ids) - 1) / behind.decode_seconds:.1f}")
+                say(f"{label}{name}_fed_ahead_over_read_first", f"{behind.decode_seconds / decoded.decode_seconds:.3f}")
+                if name == "decode_32k":
+                    say(f"{label}prefill_32k_tok_s", f"{context / decoded.prefill_seconds:.0f}")
         del decoder
-        empty(torch, device)  # the ~8 GiB static cache, before transformers' generate allocates its own
-        if args.decode_only:
-            return
-
+        empty(torch, device)  # the ~8 GiB static cache, before the next one or transformers' generate
+    if len(kernels) > 1:
+        for name, _ in contexts:
+            say(f"{name}_flex_over_auto", f"{rates['flex', name] / rates['auto', name]:.3f}")
+    model.set_attn_implementation(kernel)
+    if args.decode_only:
+        return
+    with torch.inference_mode():
         model.set_attn_implementation("sdpa")  # transformers' own kernel path, as `generate` users get it
         ids = torch.tensor([prompt(short, 3)], device=device)
         timings = {}
@@ -358,7 +369,9 @@ def main() -> None:
     parser.add_argument("--decode-only", action="store_true", help="with --gpu: decode at 1K and 32K only")
     parser.add_argument("--growth", type=int, default=4, help="with --gpu: window size ratio")
     parser.add_argument("--window-step", type=int, default=0, help="with --gpu: windows every N tokens, one graph")
-    parser.add_argument("--attention", choices=["auto", "flex"], default="auto", help="with --gpu: decode kernel")
+    parser.add_argument(
+        "--attention", choices=["auto", "flex", "both"], default="auto", help="with --gpu: decode kernel (both: each)"
+    )
     parser.add_argument("--verify-only", action="store_true", help="with --gpu: verify step against one-token step")
     parser.add_argument("--draft", type=int, default=6, help="with --verify-only: draft tokens per verify step")
     parser.add_argument("--turns", type=int, default=20, help="CPU mode: turns of the synthetic run")

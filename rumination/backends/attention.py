@@ -96,29 +96,49 @@ def decode_block_mask(start: Any, queries: int, keys: int) -> Any:
     )
 
 
-def causal_by_position(mask: Any, positions: Any) -> Any:
-    """`mask`'s blocks, where query i attends to the keys up to its position `positions[i]`.
+def causal_by_position(mask: Any, positions: Any, rows: int) -> Any:
+    """`mask`'s blocks for `rows` query rows, row r being query r % len(positions), which attends to the keys up to
+    its position.
 
     The rule reads the positions passed to the model, not the cache length `mask` was made from: the step also
     updates that length in place, and torch's CPU flex kernel cannot lower a rule that captures it.
     """
     from torch.nn.attention.flex_attention import BlockMask
 
-    def causal(batch: Any, head: Any, query: Any, key: Any) -> Any:
-        return key <= positions[query]
+    queries = positions.shape[0]
+
+    def causal(batch: Any, head: Any, row: Any, key: Any) -> Any:
+        return key <= positions[row % queries]
 
     blocks = mask.kv_num_blocks, mask.kv_indices, mask.full_kv_num_blocks, mask.full_kv_indices
-    return BlockMask(mask.seq_lengths, *blocks, None, None, None, None, mask.BLOCK_SIZE, causal)
+    return BlockMask((rows, mask.seq_lengths[1]), *blocks, None, None, None, None, mask.BLOCK_SIZE, causal)
 
 
-def flex_mask(q_length: int, kv_length: int, q_offset: Any = 0, **kwargs: Any) -> Any:
+def flex_mask(
+    batch_size: int, q_length: int, kv_length: int, q_offset: Any = 0, attention_mask: Any = None, **kwargs: Any
+) -> Any:
     """The mask for FLEX: a block mask in a compiled decode or verify step on a static cache, else SDPA's."""
     import torch
     from transformers.masking_utils import sdpa_mask
 
-    if torch.compiler.is_compiling() and isinstance(q_offset, torch.Tensor) and q_length <= PACKED_QUERIES:
+    exact = batch_size == 1 and attention_mask is None and q_length <= PACKED_QUERIES  # one unpadded sequence
+    if exact and torch.compiler.is_compiling() and isinstance(q_offset, torch.Tensor):
         return decode_block_mask(q_offset, q_length, kv_length)
-    return sdpa_mask(q_length=q_length, kv_length=kv_length, q_offset=q_offset, **kwargs)
+    return sdpa_mask(
+        batch_size=batch_size,
+        q_length=q_length,
+        kv_length=kv_length,
+        q_offset=q_offset,
+        attention_mask=attention_mask,
+        **kwargs,
+    )
+
+
+def folds_heads(query: Any) -> bool:
+    """Whether flex_decode folds each K/V head's query heads into its query rows: on CUDA, where torch's split-KV
+    decode kernel takes grouped heads only in groups of a power of two (Rumination's are 6). Not on the CPU, whose
+    flex kernel misreads a folded query (a reshaped view; torch 2.13) and takes any group size."""
+    return query.device.type == "cuda"
 
 
 def flex_decode(
@@ -126,15 +146,24 @@ def flex_decode(
 ) -> tuple[Any, None]:
     """flex_attention over the cache blocks in use where the mask is a block mask, else `packed_sdpa`.
 
-    Compiled, flex_attention runs a split-KV decode kernel that shares each K/V head among its query heads and skips
-    every block the mask leaves out: a step reads the cache in use rounded up to a block, in a graph for any length.
+    Compiled, flex_attention skips every block the mask leaves out: a step reads the cache in use rounded up to a
+    block, in one graph for any length, each K/V head once for its query heads (folded, row g*N + i is query i of
+    head g, or through enable_gqa; see `folds_heads`).
     """
     from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
     if not isinstance(attention_mask, BlockMask):
         return packed_sdpa(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
-    mask = causal_by_position(attention_mask, kwargs["position_ids"][0])
-    out = flex_attention(query, key, value, block_mask=mask, scale=scaling, enable_gqa=True)
+    batch, heads, queries, dim = query.shape
+    positions = kwargs["position_ids"][0]
+    if folds_heads(query):
+        rows = heads // key.shape[1] * queries
+        mask = causal_by_position(attention_mask, positions, rows)
+        folded = query.reshape(batch, key.shape[1], rows, dim)
+        out = flex_attention(folded, key, value, block_mask=mask, scale=scaling).reshape(batch, heads, queries, dim)
+    else:
+        mask = causal_by_position(attention_mask, positions, queries)
+        out = flex_attention(query, key, value, block_mask=mask, scale=scaling, enable_gqa=True)
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -368,15 +368,16 @@ class Decoder:
         """The model's next `most` tokens one by one, from one-token steps or verified drafts (accepted, plus one).
 
         A one-token step is fed its token while that is still on the device, and the token is read while the step
-        runs: the host's work on each token (streaming it, the caller's stop checks) overlaps the next step. A token
-        that may start a verified draft is read first, as its draft depends on it.
+        runs: the host's work on each token (streaming it, the caller's stop checks) overlaps the next step. While
+        drafts are verified (the meter wants them), every token is read first, as its draft depends on it.
         """
         lookup = self.drafter(prompt) if self.draft else None
         picked: list[int] = []  # read, to give before `pending`: accepted draft tokens
         pending: Any = pick(logits)  # the token after them: on the device, or an int after a verify step
-        given, arrived, stepped = 0, time.perf_counter(), False
+        given, arrived, timed = 0, time.perf_counter(), False
         while True:
-            ahead = self.ahead and most - given - len(picked) > 1 and (lookup is None or not self.meter.wants())
+            wants = lookup is not None and self.meter.wants()  # a draft there would be verified
+            ahead = self.ahead and most - given - len(picked) > 1 and not wants
             if ahead:
                 read = self._read_later(pending)
                 logits = self._one(pending)
@@ -385,7 +386,7 @@ class Decoder:
             else:
                 last = int(pending)  # waits for the device
             now = time.perf_counter()
-            if stepped:  # tokens from one-token steps arrive one step apart
+            if timed:  # tokens from one-token steps arrive one step apart
                 self.meter.stepped(now - arrived)
             arrived = now
             for token in [*picked, last]:
@@ -394,17 +395,18 @@ class Decoder:
                 given += 1
                 yield token
             started, draft = time.perf_counter(), self._drafted(lookup, most - given)
-            if ahead or not draft:
+            if ahead or not (draft and wants):
                 if draft:
                     self.meter.passed()
-                picked, pending, stepped = [], pick(logits if ahead else self.step(last)), True
+                # Timed: the steps drafts compete with (fed ahead, unless the decoder never feeds ahead).
+                picked, pending, timed = [], pick(logits if ahead else self.step(last)), ahead or not self.ahead
                 continue
             padded = draft + [draft[-1]] * (self.draft - len(draft)) if self._verify is not None else draft
             # A compiled verify step has one shape; padding is as valid a draft as any. Row i is the model's pick
             # after the first i fed draft tokens, meaningful while they were all accepted.
             targets = pick(self.verify([last, *padded])).tolist()
             accepted = next((i for i, (d, t) in enumerate(zip(padded, targets, strict=False)) if d != t), len(padded))
-            picked, pending, stepped = targets[:accepted], targets[accepted], False
+            picked, pending, timed = targets[:accepted], targets[accepted], False
             self._keep(len(self.ids) - len(padded) + accepted)
             self.meter.verified(time.perf_counter() - started, accepted + 1)
             self.drafted, self.accepted = self.drafted + len(draft), self.accepted + min(accepted, len(draft))

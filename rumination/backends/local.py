@@ -214,7 +214,8 @@ class LocalBackend:
         if plan.compile:
             windows = len(self.decoder.windows())
             steps = "decode and verify steps" if self.decoder.draft else "decode step"
-            say(f"compiling the {steps} for {windows} context sizes (once per load; minutes for a 32B model)")
+            sizes = f"{windows} context sizes" if windows > 1 else "every context size at once"
+            say(f"compiling the {steps} for {sizes} (once per load; minutes for a 32B model)")
             try:
                 failed = self._thread.submit(self.decoder.warm_up).result()
             except torch.cuda.OutOfMemoryError:
