@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from rumination.results import Citation, CitationForm, Source, Step
-from rumination.urls import URL_PATTERN, url_key
+from rumination.urls import LINK_TARGET, URL_PATTERN, url_key
 
 # ---------------------------------------------------------------- patterns (each linear: no nested ambiguity)
 
@@ -54,7 +54,6 @@ _DEFINITION = re.compile(r"[ \t]{0,3}(?:[-*+][ \t]+)?(?:\[(\^?)([^\[\]\s^]{1,40}
 _SENTENCE_END = re.compile(r"\n|[.!?](?=\s)|[。！？]")
 _ADJACENT = re.compile(r"[ \t,;]*")
 _ORDINAL = re.compile(r"^[ \t]*(?:>[ \t]*)*(?:[-*+][ \t]+)?(?:#{1,6}[ \t]+)?[0-9]{1,3}[.)](?=[ \t])", re.M)
-_LINK_TARGET = re.compile(r"\]\([^()\s\[\]]{0,4000}\)")
 # A number: digits grouped by comma, apostrophe or a space, or plain; a decimal part; never inside a Latin word.
 _NUMBER = re.compile(r"(?<![A-Za-z0-9_.])(?:[0-9]{1,3}(?:[,' ][0-9]{3})+(?![0-9])|[0-9]+)(?:\.[0-9]+)?")
 _QUOTES = (
@@ -569,7 +568,7 @@ def _check_claims(report: str, found: list[_Found], code: list[tuple[int, int]],
     """Set `missing` on each verified citation: its claim's numbers, dates and quotes its pages' text lacks."""
     sentence_starts = [0] + [m.end() for m in _SENTENCE_END.finditer(report)]
     blanked = [(f.start, f.end) for f in found] + code
-    blanked += [m.span() for pattern in (URL_PATTERN, _LINK_TARGET, _ORDINAL) for m in pattern.finditer(report)]
+    blanked += [m.span() for pattern in (URL_PATTERN, LINK_TARGET, _ORDINAL) for m in pattern.finditer(report)]
     spans = _merge(blanked)
     pages: dict[int, _PageText] = {}
     previous_end = 0

@@ -10,9 +10,12 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 LOCAL_SCHEME = "local://"
 
-# A URL written in text ends at whitespace, quotes, brackets or the search-result markup.
-URL_PATTERN = re.compile(r"(?:https?|local)://[^\s<>\"')\]】]+")
-_MD_LINK_TARGET = re.compile(r"\]\(([^)\s]+)\)")
+# A URL written in text ends at whitespace, quotes, brackets or the search-result markup; a parenthesised part
+# is its own (https://en.wikipedia.org/wiki/Mercury_(planet)), a closing parenthesis alone is not.
+_URL_CHAR = r"[^\s<>\"'()\]】]"
+URL_PATTERN = re.compile(rf"(?:https?|local)://(?:{_URL_CHAR}|\({_URL_CHAR}*\))+")
+# A Markdown link's target, parenthesised parts included (at most 4,000 characters, like a report's).
+LINK_TARGET = re.compile(r"\]\(((?:[^()\s]|\([^()\s]*\)){1,4000})\)")
 _LOCAL_URL = re.compile(r"local://([A-Za-z0-9_-]+)/([0-9]{1,19})/?")  # ASCII digits, at most SQLite's largest id
 MAX_LOCAL_ID = 2**63 - 1
 _TRAILING = ".,;:"  # sentence punctuation after a URL is not part of it
@@ -46,7 +49,7 @@ def find_urls(text: str, base: str | None = None) -> list[str]:
     """The http(s) and local:// URLs written in `text`; with `base`, also Markdown link targets resolved against it."""
     urls = [url.rstrip(_TRAILING) for url in URL_PATTERN.findall(text)]
     if base:
-        for href in _MD_LINK_TARGET.findall(text):
+        for href in LINK_TARGET.findall(text):
             with contextlib.suppress(ValueError):
                 urls.append(urljoin(base, href))
     return urls

@@ -185,10 +185,15 @@ def test_urls_end_before_sentence_and_full_width_punctuation():
     ]
 
 
-def test_wikipedia_style_parentheses_in_a_link():
+def test_wikipedia_style_parentheses_in_a_link_a_bare_url_and_a_reference_list():
     wiki = source(4, "https://en.wikipedia.org/wiki/Type_(printing)", "Type")
     [link] = check("Type [is cast](https://en.wikipedia.org/wiki/Type_(printing)).", [wiki], [])
     assert link.source_id == 4 and link.text.endswith("(printing))")
+    report = "Type is cast (https://en.wikipedia.org/wiki/Type_(printing)), in lead [1].\n\n[1]: https://en.wikipedia.org/wiki/Type_(printing)"
+    assert [(c.target, c.source_id) for c in check(report, [wiki], [])] == [
+        ("https://en.wikipedia.org/wiki/Type_(printing)", 4),
+        ("https://en.wikipedia.org/wiki/Type_(printing)", 4),
+    ]
 
 
 def test_cited_sources_and_unverified_urls_derive_from_the_citations():

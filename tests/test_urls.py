@@ -75,6 +75,13 @@ def test_find_urls() -> None:
     assert find_urls(text, base="https://site.example/dir/")[-1] == "https://site.example/docs/page"
 
 
+def test_a_parenthesised_part_belongs_to_the_url_and_a_lone_closing_one_does_not() -> None:
+    text = "(see https://en.wikipedia.org/wiki/Mercury_(planet)), https://a.example/x) and [t](/wiki/Type_(printing))"
+    wiki = "https://en.wikipedia.org/wiki/"
+    assert find_urls(text) == [f"{wiki}Mercury_(planet)", "https://a.example/x"]
+    assert find_urls(text, base=wiki)[-1] == f"{wiki}Type_(printing)"
+
+
 def test_a_malformed_link_in_a_page_is_skipped_not_raised() -> None:
     """urljoin raises on an unclosed IPv6 host; one such link in a page must not end the run."""
     text = "[bad](http://[::1) and [good](/ok)"
