@@ -6,7 +6,7 @@ import contextlib
 import functools
 import re
 from collections.abc import Iterable
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 LOCAL_SCHEME = "local://"
 
@@ -19,6 +19,8 @@ LINK_TARGET = re.compile(r"\]\(((?:[^()\s]|\([^()\s]*\)){1,4000})\)")
 _LOCAL_URL = re.compile(r"local://([A-Za-z0-9_-]+)/([0-9]{1,19})/?")  # ASCII digits, at most SQLite's largest id
 MAX_LOCAL_ID = 2**63 - 1
 _TRAILING = ".,;:"  # sentence punctuation after a URL is not part of it
+# Escapes of /, ?, #, %, &, = and +: decoded, the character would change what the URL says.
+_MEANINGFUL_ESCAPE = re.compile(r"(%(?:2[Ff]|3[Ff]|23|25|26|3[Dd]|2[Bb]))")
 
 
 def normalize_url(url: str) -> str:
@@ -30,7 +32,8 @@ def normalize_url(url: str) -> str:
 
 
 def url_key(url: str) -> str:
-    """Compare URLs without scheme, www., fragment, or trailing slash (or sentence punctuation after them)."""
+    """Compare URLs without scheme, www., fragment, or trailing slash (or sentence punctuation after them), escaped
+    or not (…/K%C3%B6ln is …/Köln, an IDNA host its Unicode name)."""
     url = url.strip().rstrip(_TRAILING)
     if is_local(url):  # its own namespace: local://papers/1 is not https://papers/1
         return url.lower().rstrip("/")
@@ -40,9 +43,18 @@ def url_key(url: str) -> str:
     except ValueError:
         return url
     host = (parts.hostname or "").lower().removeprefix("www.")
+    with contextlib.suppress(UnicodeError):  # a label too long or empty: compared as written
+        host = host.encode("idna").decode("ascii")
     if port:
         host = f"{host}:{port}"
-    return urlunsplit(("", host, parts.path.rstrip("/"), parts.query, "")).removeprefix("//")
+    path, query = _unescaped(parts.path).rstrip("/"), _unescaped(parts.query)
+    return urlunsplit(("", host, path, query, "")).removeprefix("//")
+
+
+def _unescaped(part: str) -> str:
+    """`part` percent-decoded, but for the escapes whose character would change its meaning (kept, upper case)."""
+    pieces = _MEANINGFUL_ESCAPE.split(part)  # the kept escapes at odd indexes
+    return "".join(piece.upper() if i % 2 else unquote(piece) for i, piece in enumerate(pieces))
 
 
 def find_urls(text: str, base: str | None = None) -> list[str]:

@@ -46,6 +46,10 @@ def test_normalize_url(url: str, expected: str) -> None:
         ("https://example.org/a#part", "https://example.org/a"),
         ("https://example.org/a.", "https://example.org/a"),  # sentence punctuation after a URL in a report
         ("https://example.org:8443/a", "https://EXAMPLE.org:8443/a/"),
+        ("https://de.wikipedia.org/wiki/K%C3%B6ln", "https://de.wikipedia.org/wiki/Köln"),  # as a model writes it
+        ("https://example.org/%7Euser/?q=%C3%A9t%C3%A9", "https://example.org/~user?q=été"),
+        ("https://example.org/a%2fb", "https://example.org/a%2Fb"),
+        ("https://münchen.example/a", "https://xn--mnchen-3ya.example/a"),
     ],
 )
 def test_url_key_equal(a: str, b: str) -> None:
@@ -58,13 +62,19 @@ def test_url_key_equal(a: str, b: str) -> None:
         ("https://example.org/a?x=1", "https://example.org/a?x=2"),
         ("https://example.org:8443/a", "https://example.org/a"),
         ("https://docs.example.org/a", "https://example.org/a"),
+        ("https://example.org/a%2Fb", "https://example.org/a/b"),  # an escaped / is part of one path segment
+        ("https://example.org/?q=a%26b", "https://example.org/?q=a&b"),
+        ("https://example.org/?q=a%2Bb", "https://example.org/?q=a+b"),
+        ("https://example.org/100%25", "https://example.org/100%"),
     ],
 )
 def test_url_key_different(a: str, b: str) -> None:
     assert url_key(a) != url_key(b)
 
 
-@pytest.mark.parametrize("url", ["http://example.org:99999/", "http://[::1/x", "http://a:port/"])
+@pytest.mark.parametrize(
+    "url", ["http://example.org:99999/", "http://[::1/x", "http://a:port/", f"http://{'a' * 70}.example/%ZZ%C3"]
+)
 def test_url_key_never_raises_on_malformed_urls(url: str) -> None:
     assert isinstance(url_key(url), str)
 
