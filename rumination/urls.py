@@ -33,7 +33,7 @@ def normalize_url(url: str) -> str:
 
 def url_key(url: str) -> str:
     """Compare URLs without scheme, www., fragment, or trailing slash (or sentence punctuation after them), escaped
-    or not (…/K%C3%B6ln is …/Köln, an IDNA host its Unicode name)."""
+    or not (…/K%C3%B6ln is …/Köln, a Unicode host name its ASCII IDNA form)."""
     url = url.strip().rstrip(_TRAILING)
     if is_local(url):  # its own namespace: local://papers/1 is not https://papers/1
         return url.lower().rstrip("/")
