@@ -10,7 +10,7 @@ from rumination.registry import fetchers, search_engines
 from rumination.search.base import SearchEngine, SearchError, SearchHit
 from rumination.search.chain import DomainFilter, Fallback, Paced
 from rumination.snapshot import FetchRules, ReachingSnapshotFetcher, SnapshotEngine, WebSnapshot
-from rumination.urls import is_local, local_index, opens_web
+from rumination.urls import is_local, local_index, opens_web, without_userinfo
 from rumination.web.base import Fetcher, FetchError, Page
 from rumination.web.guard import resolves_inside
 
@@ -41,7 +41,7 @@ async def results_lead_inside(engine: SearchEngine) -> bool:
         if local_index(name) is not None:
             continue
         endpoint = getattr(config, _ENDPOINTS[name]) if name in _ENDPOINTS else None
-        if not endpoint or not await resolves_inside(str(endpoint)):
+        if not endpoint or not await resolves_inside(without_userinfo(str(endpoint))):
             return False
     return True
 

@@ -57,6 +57,15 @@ def _unescaped(part: str) -> str:
     return "".join(piece.upper() if i % 2 else unquote(piece) for i, piece in enumerate(pieces))
 
 
+def without_userinfo(url: str) -> str:
+    """`url` without a user name and password (an endpoint the user configured with its credentials)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def find_urls(text: str, base: str | None = None) -> list[str]:
     """The http(s) and local:// URLs written in `text`; with `base`, also Markdown link targets resolved against it."""
     urls = [url.rstrip(_TRAILING) for url in URL_PATTERN.findall(text)]

@@ -442,10 +442,11 @@ async def test_a_public_engines_hits_never_lead_inside(public_web: LocalWeb, int
 
 
 @pytest.mark.usefixtures("world")
+@pytest.mark.parametrize("credentials", ["", "reader:secret@"])  # an intranet SearXNG behind basic auth
 async def test_a_private_engines_hits_lead_inside_but_are_never_prefetched(
-    public_web: LocalWeb, intranet: Loopback
+    public_web: LocalWeb, intranet: Loopback, credentials: str
 ) -> None:
-    config = private_config(public_web, searxng_url=intranet.base, prefetch=3)
+    config = private_config(public_web, searxng_url=intranet.base.replace("://", f"://{credentials}"), prefetch=3)
     engine = make_engine(config)
     async with browsing(config, engine) as browser:
         assert (await browser.search("q")).ok
@@ -456,6 +457,8 @@ async def test_a_private_engines_hits_lead_inside_but_are_never_prefetched(
         assert (await browser.open(intranet.url("/secret.html"))).ok  # linked from the intranet wiki
         assert (await browser.open(public_web.url("/links.html"))).ok  # inside may lead out
     assert intranet.hits["/search"] == 1
+    [search] = [request for request in intranet.requests if request.path == "/search"]
+    assert ("Authorization" in search.headers) is bool(credentials)  # the engine's own credentials, sent to it
 
 
 @pytest.mark.usefixtures("world")
