@@ -154,9 +154,14 @@ class Researcher:
         self, question: str, log: jr.RunLog | None, replay_of: str | None = None
     ) -> AsyncIterator[ev.Event]:
         engine = fetcher = run = None
+        loading: list[ev.Event] = []  # journaled once the journal is open
         try:
             engine = self._engine or make_engine(self.config)
             fetcher = self._fetcher or make_fetcher(self.config)
+            if self.backend.tokenizer is None:  # before the journal: a model that fails to load leaves no empty run
+                async for event in self._load_backend():
+                    loading.append(event)
+                    yield event
             if log is not None:
                 run = Run.resume(log)
             elif self.config.journal:
@@ -167,6 +172,9 @@ class Researcher:
                         message=f"{exc}; the run goes on without a journal (so it cannot be resumed)",
                         detail={"journal": True},
                     )
+            if run is not None:
+                for event in loading:
+                    run.journal.event(event)
             async for event in journaled(run, self._run(question, engine, fetcher, run, log)):
                 yield event
         except RuminationError as exc:
@@ -187,9 +195,6 @@ class Researcher:
     async def _run(
         self, question: str, engine: SearchEngine, fetcher: Fetcher, run: Run | None, log: jr.RunLog | None
     ) -> AsyncIterator[ev.Event]:
-        if self.backend.tokenizer is None:
-            async for event in self._load_backend():
-                yield event
         if run is not None:
             engine, fetcher = run.recording(engine, fetcher, self.config)
         async for event in self._research(question, engine, fetcher, run, log):

@@ -18,7 +18,7 @@ from rumination.agent import Researcher
 from rumination.backends.scripted import ScriptedBackend
 from rumination.cli import main
 from rumination.config import Config
-from rumination.errors import RuminationError
+from rumination.errors import BackendError, RuminationError
 from rumination.web import guard
 
 PAGES = ("/gutenberg.html", "/spread.html", "/search")
@@ -276,6 +276,20 @@ def test_sessions_with_none_and_with_a_foreign_folder(tmp_path, capsys, monkeypa
     (data / "runs" / "deadbeef" / "journal.jsonl").write_text("not json\n")
     assert main(["sessions"]) == 0
     assert "is not a Rumination journal" in capsys.readouterr().err
+
+
+async def test_a_model_that_fails_to_load_leaves_no_run_behind(web):
+    class Unloadable(ScriptedBackend):
+        def load(self, progress=None) -> None:
+            raise BackendError("model not found: 'no-such-model'")
+
+    settings = cfg(web)
+    events = []
+    with pytest.raises(BackendError):
+        async for event in Researcher(settings, backend=Unloadable(settings, outputs=[])).stream(QUESTION):
+            events.append(event)
+    assert isinstance(events[-1], ev.ErrorEvent) and events[-1].fatal and "no-such-model" in events[-1].message
+    assert not (Path(settings.data_dir) / "runs").exists() and main(["sessions"]) == 0  # nothing to resume
 
 
 async def test_no_journal_when_turned_off(web):
