@@ -154,27 +154,27 @@ class Researcher:
         self, question: str, log: jr.RunLog | None, replay_of: str | None = None
     ) -> AsyncIterator[ev.Event]:
         engine = fetcher = run = None
-        loading: list[ev.Event] = []  # journaled once the journal is open
+        loading: list[ev.Event] = []  # a new run's journal opens after the load: its events are written then
         try:
             engine = self._engine or make_engine(self.config)
             fetcher = self._fetcher or make_fetcher(self.config)
-            if self.backend.tokenizer is None:  # before the journal: a model that fails to load leaves no empty run
-                async for event in self._load_backend():
-                    loading.append(event)
-                    yield event
             if log is not None:
-                run = Run.resume(log)
-            elif self.config.journal:
+                run = Run.resume(log)  # its lock first: a second resume of the run fails before loading anything
+            if self.backend.tokenizer is None:
+                async for event in journaled(run, self._load_backend()):
+                    if run is None:
+                        loading.append(event)
+                    yield event
+            if log is None and self.config.journal:  # after the load: a model that fails to load leaves no run
                 try:
                     run = Run.start(question, self.config, replay_of)
+                    for event in loading:
+                        run.journal.event(event)
                 except jr.JournalError as exc:  # a read-only or full disk costs the journal, not the research
                     yield ev.ErrorEvent(
                         message=f"{exc}; the run goes on without a journal (so it cannot be resumed)",
                         detail={"journal": True},
                     )
-            if run is not None:
-                for event in loading:
-                    run.journal.event(event)
             async for event in journaled(run, self._run(question, engine, fetcher, run, log)):
                 yield event
         except RuminationError as exc:

@@ -354,9 +354,11 @@ class Provenance:
         return {"seen_urls": dict(self._urls), "seen_hosts": dict(self._hosts)}
 
     def restore(self, urls: dict[str, bool], hosts: dict[str, bool]) -> None:
-        """Know what a journal says was shown (a resumed run)."""
-        self._urls.update(urls)
-        self._hosts.update(hosts)
+        """Know what a journal says was shown (a resumed run), its keys made again (an older version's may differ)."""
+        for key, inside in urls.items():
+            self._urls[key if is_local(key) else url_key(f"https://{key}")] = inside
+        for host, inside in hosts.items():
+            self._hosts[url_key(f"https://{host}")] = inside
 
     def add_text(self, text: str, base: str | None = None, *, inside: bool = False, local: bool = False) -> None:
         """Remember the URLs written in `text` (Markdown links against `base`); local:// ones only if `local`."""

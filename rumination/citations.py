@@ -47,9 +47,8 @@ _AUTOLINK = re.compile(r"<((?:https?|local)://[^\s<>]{1,4000})>")
 _FOOTNOTE = re.compile(r"\[\^([^\[\]\s^]{1,40})\]")
 _NUMBERS = re.compile(r"\[([0-9]{1,4}(?:[ \t]*[,;\-–—][ \t]*[0-9]{1,4}){0,50})\]")
 _NUMBER_PARTS = re.compile(r"[0-9]+|[-–—]")
-# The end of a URL written in text: sentence punctuation (as urls.find_urls), emphasis, full-width punctuation.
+# The end of a URL written in text: sentence punctuation (as urls.find_urls) and emphasis.
 _URL_TAIL = ".,;:!?*_~"
-_URL_STOP = re.compile(r"[，。；：！？、（）「」『』《》〈〉【】†]")
 _DEFINITION = re.compile(r"[ \t]{0,3}(?:[-*+][ \t]+)?(?:\[(\^?)([^\[\]\s^]{1,40})\](:?)|([0-9]{1,4})[.)])(?=[ \t]|$)")
 _SENTENCE_END = re.compile(r"\n|[.!?](?=\s)|[。！？]")
 _ADJACENT = re.compile(r"[ \t,;]*")
@@ -512,12 +511,7 @@ def _link_target(m: re.Match[str]) -> str | None:
 
 def _bare_url(m: re.Match[str]) -> tuple[int, int]:
     """The span of a URL written in text, less the punctuation that ends its sentence."""
-    start = m.start()
-    url = m.group()
-    stop = _URL_STOP.search(url)
-    if stop:
-        url = url[: stop.start()]
-    return start, start + len(url.rstrip(_URL_TAIL))
+    return m.start(), m.start() + len(m.group().rstrip(_URL_TAIL))
 
 
 def _urls_in(text: str) -> list[str]:

@@ -10,17 +10,19 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 LOCAL_SCHEME = "local://"
 
-# A URL written in text ends at whitespace, quotes, brackets or the search-result markup; a parenthesised part
-# is its own (https://en.wikipedia.org/wiki/Mercury_(planet)), a closing parenthesis alone is not.
-_URL_CHAR = r"[^\s<>\"'()\]】]"
+# A URL written in text ends at whitespace, quotes, brackets, full-width punctuation or the search-result markup;
+# a parenthesised part is its own (https://en.wikipedia.org/wiki/Mercury_(planet)), a closing parenthesis alone is not.
+_URL_CHAR = r"[^\s<>\"'()\]，。；：！？、（）「」『』《》〈〉【】†]"
 URL_PATTERN = re.compile(rf"(?:https?|local)://(?:{_URL_CHAR}|\({_URL_CHAR}*\))+")
 # A Markdown link's target, parenthesised parts included (at most 4,000 characters, like a report's).
 LINK_TARGET = re.compile(r"\]\(((?:[^()\s]|\([^()\s]*\)){1,4000})\)")
 _LOCAL_URL = re.compile(r"local://([A-Za-z0-9_-]+)/([0-9]{1,19})/?")  # ASCII digits, at most SQLite's largest id
 MAX_LOCAL_ID = 2**63 - 1
 _TRAILING = ".,;:"  # sentence punctuation after a URL is not part of it
-# Escapes of /, ?, #, %, &, = and +: decoded, the character would change what the URL says.
-_MEANINGFUL_ESCAPE = re.compile(r"(%(?:2[Ff]|3[Ff]|23|25|26|3[Dd]|2[Bb]))")
+# Escapes of / ? # % & = + ;: decoded, the character would change what the URL says.
+_MEANINGFUL_ESCAPE = re.compile(r"(%(?:2[Ff]|3[Ff]|23|25|26|3[Dd]|2[Bb]|3[Bb]))")
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+MAX_HOST = 253  # characters in a DNS name: longer hosts are compared as written (IDNA work grows with the square)
 
 
 def normalize_url(url: str) -> str:
@@ -42,9 +44,9 @@ def url_key(url: str) -> str:
         port = parts.port
     except ValueError:
         return url
-    host = (parts.hostname or "").lower().removeprefix("www.")
-    with contextlib.suppress(UnicodeError):  # a label too long or empty: compared as written
-        host = host.encode("idna").decode("ascii")
+    host = _norm_host(parts.hostname or "")
+    if ":" in host:  # an IPv6 address keeps its brackets, or its last group would read as the port
+        host = f"[{host}]"
     if port:
         host = f"{host}:{port}"
     path, query = _unescaped(parts.path).rstrip("/"), _unescaped(parts.query)
@@ -54,7 +56,15 @@ def url_key(url: str) -> str:
 def _unescaped(part: str) -> str:
     """`part` percent-decoded, but for the escapes whose character would change its meaning (kept, upper case)."""
     pieces = _MEANINGFUL_ESCAPE.split(part)  # the kept escapes at odd indexes
-    return "".join(piece.upper() if i % 2 else unquote(piece) for i, piece in enumerate(pieces))
+    return "".join(piece.upper() if i % 2 else _decoded(piece) for i, piece in enumerate(pieces))
+
+
+def _decoded(piece: str) -> str:
+    """`piece` percent-decoded as UTF-8 (a % it holds as %25), or as written where it is not UTF-8 (Latin-1 sites)."""
+    try:
+        return unquote(piece, errors="strict").replace("%", "%25")
+    except UnicodeDecodeError:
+        return _ESCAPE.sub(lambda m: m.group().upper(), piece)
 
 
 def without_userinfo(url: str) -> str:
@@ -80,9 +90,11 @@ def find_urls(text: str, base: str | None = None) -> list[str]:
 
 
 def _norm_host(host: str) -> str:
+    """A host name lower case, without a trailing dot or www., a Unicode one in its ASCII IDNA form."""
     host = host.strip().lower().rstrip(".")
-    with contextlib.suppress(UnicodeError):
-        host = host.encode("idna").decode("ascii")
+    if not host.isascii() and len(host) <= MAX_HOST:
+        with contextlib.suppress(UnicodeError):  # a label too long or empty: compared as written
+            host = host.encode("idna").decode("ascii")
     return host.removeprefix("www.")
 
 

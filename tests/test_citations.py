@@ -368,6 +368,9 @@ def test_any_unicode_gives_valid_spans(report):
 
 
 PATHOLOGICAL = [
+    "https://" + "".join(chr(0x4E00 + i) for i in range(20_000)) + "/x",  # IDNA work grows with the square
+    "https://a.example/" + "(a" * 100_000,
+    "[a](https://a.example/" + "(a)" * 60_000 + ")",
     "[" * 200_000,
     "[a" * 100_000,
     "[" + "a[b]" * 50_000,

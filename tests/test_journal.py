@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,32 @@ async def test_resume_refuses_what_cannot_be_resumed(web, capsys):
             jr.Journal(jr.find(settings.data_dir, done.run_id))
     finally:
         journal.close()
+
+
+async def test_a_resume_holds_the_run_while_its_model_loads(web):
+    settings = cfg(web)
+    outputs = script(web.base)
+    researcher = Researcher(settings, backend=ScriptedBackend(settings, outputs=outputs))
+    run_id = await run_until(researcher, researcher.stream(QUESTION), 30)
+    loading, release, loads = threading.Event(), threading.Event(), []
+
+    class Slow(ScriptedBackend):
+        def load(self, progress=None) -> None:
+            loads.append(self)
+            loading.set()
+            release.wait(30)
+            super().load(progress)
+
+    first = asyncio.ensure_future(Researcher(settings, backend=Slow(settings, outputs=outputs)).resume(run_id))
+    try:
+        assert await asyncio.to_thread(loading.wait, 30)
+        second = Slow(settings, outputs=outputs)
+        with pytest.raises(RuminationError, match="running in another rumination process"):
+            await Researcher(settings, backend=second).resume(run_id)
+        assert second not in loads  # refused before its model was loaded
+    finally:
+        release.set()
+    assert (await first).stop_reason == "finished"
 
 
 async def test_a_torn_last_line_is_ignored_and_cut_before_appending(web):

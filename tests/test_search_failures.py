@@ -86,6 +86,13 @@ async def test_searxng_on_a_closed_port(tokenizer: Any) -> None:
     assert result.observation == f"Error: search failed: {result.detail}{OFFLINE_HINT}"
 
 
+async def test_the_model_never_sees_the_searxng_credentials(tokenizer: Any) -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    result = await run_search(Config(search="searxng", searxng_url=url.replace("://", "://reader:s3cret@")), tokenizer)
+    assert result.detail == f"SearXNG at {url} is unreachable: the connection was refused"
+    assert "s3cret" not in result.observation and "reader" not in result.observation
+
+
 async def test_searxng_whose_host_name_does_not_resolve(tokenizer: Any) -> None:
     started = time.monotonic()
     result = await run_search(Config(search="searxng", searxng_url="http://searxng.invalid"), tokenizer)

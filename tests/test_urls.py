@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from rumination.urls import (
     normalize_url,
     parse_local_url,
     url_key,
+    without_userinfo,
 )
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rumination"
@@ -50,6 +52,9 @@ def test_normalize_url(url: str, expected: str) -> None:
         ("https://example.org/%7Euser/?q=%C3%A9t%C3%A9", "https://example.org/~user?q=été"),
         ("https://example.org/a%2fb", "https://example.org/a%2Fb"),
         ("https://münchen.example/a", "https://xn--mnchen-3ya.example/a"),
+        ("https://ｗｗｗ.example.org./a", "https://example.org/a"),  # full-width letters, a trailing dot
+        ("https://example.org/100%", "https://example.org/100%25"),  # a bare % is sent as %25
+        ("https://example.org/caf%e9", "https://example.org/caf%E9"),  # not UTF-8: compared as written
     ],
 )
 def test_url_key_equal(a: str, b: str) -> None:
@@ -65,7 +70,10 @@ def test_url_key_equal(a: str, b: str) -> None:
         ("https://example.org/a%2Fb", "https://example.org/a/b"),  # an escaped / is part of one path segment
         ("https://example.org/?q=a%26b", "https://example.org/?q=a&b"),
         ("https://example.org/?q=a%2Bb", "https://example.org/?q=a+b"),
-        ("https://example.org/100%25", "https://example.org/100%"),
+        ("https://example.org/a%3Bb", "https://example.org/a;b"),  # ; may start a path parameter
+        ("https://example.org/caf%E9", "https://example.org/caf%E8"),  # Latin-1 escapes are not one page
+        ("https://example.org/x%%32%46b", "https://example.org/x%2Fb"),  # a literal % does not make an escape
+        ("http://[fd00::1]:8080/app", "http://[fd00::1:8080]/app"),  # an IPv6 host's last group is not the port
     ],
 )
 def test_url_key_different(a: str, b: str) -> None:
@@ -77,6 +85,20 @@ def test_url_key_different(a: str, b: str) -> None:
 )
 def test_url_key_never_raises_on_malformed_urls(url: str) -> None:
     assert isinstance(url_key(url), str)
+
+
+def test_a_long_unicode_host_costs_no_idna_work() -> None:
+    host = "".join(chr(0x4E00 + i) for i in range(20_000))  # punycode's work grows with the square of this
+    started = time.perf_counter()
+    assert url_key(f"https://{host}/x") == f"{host}/x"
+    assert time.perf_counter() - started < 0.5
+
+
+def test_without_userinfo() -> None:
+    assert without_userinfo("http://reader:s3cr@t@searx.lan:8888/x?q=1") == "http://searx.lan:8888/x?q=1"
+    assert without_userinfo("http://u:p@[fd00::1]:80/") == "http://[fd00::1]:80/"
+    assert without_userinfo("https://searx.example/") == "https://searx.example/"
+    assert without_userinfo("http://[::1") == "http://[::1"  # malformed: as written
 
 
 def test_find_urls() -> None:
@@ -174,3 +196,14 @@ def test_reports_citing_local_documents_are_checked_like_web_pages():
     assert mark_cited([read], citations)[0].cited
     assert unverified_urls(citations) == ["https://papers/1", "local://papers/99"]
     assert url_key("local://papers/1/") != url_key("https://papers/1")
+
+
+def test_a_resumed_run_keys_what_an_older_version_recorded_as_shown() -> None:
+    from rumination.browser import Provenance
+
+    seen = Provenance()
+    seen.restore(
+        {"de.wikipedia.org/wiki/K%C3%B6ln": True, "local://papers/3": False}, {"xn--mnchen-3ya.example": False}
+    )
+    assert seen.leads_inside("https://de.wikipedia.org/wiki/Köln") and "local://papers/3" in seen
+    assert "https://münchen.example/" in seen and "https://de.wikipedia.org/wiki/Bonn" not in seen

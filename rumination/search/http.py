@@ -12,6 +12,7 @@ from rumination.errors import ConfigError
 from rumination.neterrors import brief, network_reason
 from rumination.search.base import SearchError, SearchHit
 from rumination.search.errors import unreachable
+from rumination.urls import without_userinfo
 
 
 def require_key(secret: SecretStr | None, engine: str) -> str:
@@ -28,7 +29,7 @@ def require_key(secret: SecretStr | None, engine: str) -> str:
 def api_client(url: str, setting: str, user_agent: str, timeout: float, **headers: str) -> httpx.AsyncClient:
     """A client for a configured endpoint: no proxies from the environment, JSON accepted."""
     if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"{setting} must be an http(s) URL, got {url!r}")
+        raise ConfigError(f"{setting} must be an http(s) URL, got {without_userinfo(url)!r}")
     return httpx.AsyncClient(
         trust_env=False,
         timeout=httpx.Timeout(timeout, connect=5.0),
@@ -37,7 +38,11 @@ def api_client(url: str, setting: str, user_agent: str, timeout: float, **header
 
 
 async def send(request: Awaitable[httpx.Response], service: str, where: str) -> httpx.Response:
-    """Await an API call, turning a connection failure into an Unreachable error that names the endpoint."""
+    """Await an API call, turning a connection failure into an Unreachable error that names the endpoint.
+
+    The endpoint is named without its credentials: the message becomes the model's observation.
+    """
+    where = without_userinfo(where)
     try:
         return await request
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:

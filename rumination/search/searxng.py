@@ -6,6 +6,7 @@ from rumination.config import Config
 from rumination.errors import ConfigError
 from rumination.search.base import SearchError, SearchHit
 from rumination.search.http import api_client, result_hits, send
+from rumination.urls import without_userinfo
 
 
 class SearxngEngine:
@@ -30,7 +31,8 @@ class SearxngEngine:
             raise SearchError("SearXNG is rate-limiting requests (HTTP 429)")
         if response.status_code in (404, 405):  # no SearXNG at that address: the setting is wrong, not the query
             raise SearchError(
-                f"no SearXNG search at {self.base}/search (HTTP {response.status_code}): check --searxng-url"
+                f"no SearXNG search at {without_userinfo(self.base)}/search (HTTP {response.status_code}): "
+                "check --searxng-url"
             )
         if response.status_code != 200:
             raise SearchError(f"SearXNG answered HTTP {response.status_code}")
