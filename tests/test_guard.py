@@ -142,6 +142,7 @@ REFUSED_SYNTAX = [
     ("http://example.com:99999/", "malformed"),
     ("http://example.com:port/", "malformed"),
     ("http://[::1/", "malformed"),
+    ("http://" + "".join(chr(0x4E00 + i) for i in range(1000)) + ".example/", "host name longer than 253"),
 ]
 
 

@@ -9,6 +9,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
+from rumination.urls import MAX_HOST
+
 MAX_URL_LENGTH = 2083
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _V4_COMPAT = ipaddress.ip_network("::/96")
@@ -89,6 +91,8 @@ def check_url_syntax(url: str) -> tuple[str, str, int]:
         raise RefusedURL("refused: URLs with a user name or password are not opened")
     if not parts.hostname:
         raise RefusedURL("refused: URL has no host")
+    if len(parts.hostname) > MAX_HOST:  # no DNS name is longer; IDNA's work on it would grow with the square
+        raise RefusedURL(f"refused: host name longer than {MAX_HOST} characters")
     if not parts.hostname.isascii() and _idna_2003(parts.hostname) != _idna_2008(parts.hostname):
         # The lists and DNS would read one name and the Host header and TLS another (ß: ss or xn--...).
         raise RefusedURL(f"refused: the host name {parts.hostname!r} reads differently under IDNA 2003 and 2008")
