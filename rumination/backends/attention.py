@@ -110,8 +110,19 @@ def causal_by_position(mask: Any, positions: Any, rows: int) -> Any:
     def causal(batch: Any, head: Any, row: Any, key: Any) -> Any:
         return key <= positions[row % queries]
 
-    blocks = mask.kv_num_blocks, mask.kv_indices, mask.full_kv_num_blocks, mask.full_kv_indices
-    return BlockMask((rows, mask.seq_lengths[1]), *blocks, None, None, None, None, mask.BLOCK_SIZE, causal)
+    return BlockMask(
+        seq_lengths=(rows, mask.seq_lengths[1]),
+        kv_num_blocks=mask.kv_num_blocks,
+        kv_indices=mask.kv_indices,
+        full_kv_num_blocks=mask.full_kv_num_blocks,
+        full_kv_indices=mask.full_kv_indices,
+        q_num_blocks=None,
+        q_indices=None,
+        full_q_num_blocks=None,
+        full_q_indices=None,
+        BLOCK_SIZE=mask.BLOCK_SIZE,
+        mask_mod=causal,
+    )
 
 
 def flex_mask(
