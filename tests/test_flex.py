@@ -132,3 +132,37 @@ def test_the_plan_takes_flex_to_the_static_cache_and_refuses_the_others(tiny_mod
     for kind in ("dynamic", "fp8"):
         with pytest.raises(BackendError, match=f"--attention flex reads the static KV cache, not --kv-cache {kind}"):
             plan_load(Config(attention="flex", kv_cache=kind), hf_config, "cpu", lambda line: None)
+
+
+@inductor
+async def test_the_local_backend_loads_and_decodes_with_flex_like_eager_sdpa(tiny_model_dir, tmp_path):
+    import shutil as files
+
+    from rumination.backends.base import Prompt, SamplingParams
+    from rumination.backends.local import LocalBackend
+
+    lively = tmp_path / "lively"  # the tiny model with weights whose greedy text varies
+    files.copytree(tiny_model_dir, lively)
+    varied_model(tiny_model_dir, attention.PACKED_SDPA).save_pretrained(lively)
+    texts = {}
+    for attention_setting, compile_setting in (("flex", "on"), ("auto", "off")):
+        said: list[str] = []
+        backend = LocalBackend(
+            Config(
+                model=str(lively), device="cpu", dtype="float32", attention=attention_setting, compile=compile_setting
+            )
+        )
+        backend.load(said.append)
+        messages, texts[attention_setting] = [{"role": "user", "content": "Who printed the Aldine editions?"}], []
+        for _ in range(2):
+            prompt = Prompt.of(backend.tokenizer, messages)
+            chunks = [c async for c in backend.generate(prompt, SamplingParams(max_new_tokens=40, temperature=0.0))]
+            texts[attention_setting].append(chunks[-1].outcome.text)
+            messages += [{"role": "assistant", "content": texts[attention_setting][-1]}]
+            messages += [{"role": "observation", "content": "a page"}]
+        if attention_setting == "flex":
+            assert any("static KV cache, compiled decode, flex attention" in line for line in said)
+            assert any("for every context size at once" in line for line in said)
+            assert backend.decoder.flex and backend.decoder._step is not None and backend.decoder.compile_error is None
+        await backend.aclose()
+    assert texts["flex"] == texts["auto"] and len(set(texts["flex"][0])) > 5
