@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 from rumination import protocol
 from rumination.errors import ConfigError
+from rumination.urls import has_userinfo
 
 ENV_PREFIX = "RUMINATION_"
 CONFIG_FILE_VARIABLE = ENV_PREFIX + "CONFIG_FILE"
@@ -354,12 +355,18 @@ class Config(
         for group in GROUPS:
             lines.append(f"\n# {group.__doc__}")
             for key in group.model_fields:
-                lines.append(_toml_line(key, values[key], secret=key in SECRETS))
+                lines.append(_toml_line(key, values[key], secret=secret(key, values[key])))
         return "\n".join(lines).lstrip("\n") + "\n"
 
 
 # Keys: never printed, and a flag only where the flags module says so (shell history, `ps`).
 SECRETS = frozenset(name for name, info in Config.model_fields.items() if SecretStr in typing.get_args(info.annotation))
+
+
+def secret(name: str, value: Any) -> bool:
+    """Whether a setting is never printed nor journaled: a key, or a URL with a user name or password in it."""
+    return name in SECRETS or (isinstance(value, str) and "://" in value and has_userinfo(value))
+
 
 # A setting that implies another's value: (cause, setting, value).
 IMPLICATIONS = (

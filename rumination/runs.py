@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from rumination import events as ev
 from rumination import journal as jr
-from rumination.config import SECRETS, Config
+from rumination.config import Config, secret
 from rumination.errors import RuminationError
 from rumination.factory import fetch_rules, same_origin
 from rumination.results import Message, ResearchResult, Usage
@@ -102,10 +101,8 @@ def recorded_web(log: jr.RunLog, config: Config) -> tuple[SearchEngine, Fetcher]
 
 def recorded_config(config: Config, started: datetime) -> dict[str, Any]:
     """The settings as the journal keeps them: no secrets, and the year the model is told pinned to the start's."""
-    values = config.model_dump(mode="json", exclude=set(SECRETS))
-    for name, value in list(values.items()):  # a URL with a password in it is a secret too: given again on resume
-        if isinstance(value, str) and "://" in value and _credentials(value):
-            del values[name]
+    # A secret is given again on resume (flags, environment, file).
+    values = {name: value for name, value in config.model_dump(mode="json").items() if not secret(name, value)}
     for name in PATHS:  # a resume may start in another working directory
         if values.get(name) is not None:
             values[name] = str(Path(values[name]).expanduser().absolute())
@@ -125,15 +122,6 @@ def check_resumable(log: jr.RunLog) -> None:
             f"run {log.id} replays run {log.header.replay_of} and cannot be resumed: "
             f"replay {log.header.replay_of} again (rumination replay {log.header.replay_of})"
         )
-
-
-def _credentials(url: str) -> bool:
-    """Whether `url` carries a user name or password."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "@" in url
-    return bool(parts.username or parts.password)
 
 
 def config_for(log: jr.RunLog, config: Config, **overrides: Any) -> Config:

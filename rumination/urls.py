@@ -76,6 +76,15 @@ def without_userinfo(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
+def has_userinfo(url: str) -> bool:
+    """Whether `url` carries a user name or password (a malformed one: whether it has an @ at all)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "@" in url
+    return bool(parts.username or parts.password)
+
+
 def find_urls(text: str, base: str | None = None) -> list[str]:
     """The http(s) and local:// URLs written in `text`; with `base`, also Markdown link targets resolved against it."""
     urls = [url.rstrip(_TRAILING) for url in URL_PATTERN.findall(text)]

@@ -296,6 +296,15 @@ def test_config_prints_every_setting_grouped(capsys):
         assert re.search(rf"^(# )?{field} = ", out, re.M), field
 
 
+def test_config_never_prints_a_password_in_a_url(monkeypatch, capsys):
+    monkeypatch.setenv("RUMINATION_SEARXNG_URL", "http://reader:pw0rdSECRET@searx.lan:8888")
+    monkeypatch.setenv("RUMINATION_BRAVE_URL", "https://api.example/search")
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert 'searxng_url = "**********"' in out and "pw0rdSECRET" not in out
+    assert 'brave_url = "https://api.example/search"' in out
+
+
 def test_config_accepts_the_api_keys_only_from_file_or_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("RUMINATION_BRAVE_API_KEY", "k")
     assert Config().brave_api_key is not None
