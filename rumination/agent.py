@@ -162,8 +162,7 @@ class Researcher:
                 run = Run.resume(log)  # its lock first: a second resume of the run fails before loading anything
             if self.backend.tokenizer is None:
                 async for event in journaled(run, self._load_backend()):
-                    if run is None:
-                        loading.append(event)
+                    loading.append(event)  # read only for a new run, whose journal is not open yet
                     yield event
             if log is None and self.config.journal:  # after the load: a model that fails to load leaves no run
                 try:
@@ -175,7 +174,7 @@ class Researcher:
                         message=f"{exc}; the run goes on without a journal (so it cannot be resumed)",
                         detail={"journal": True},
                     )
-            async for event in journaled(run, self._run(question, engine, fetcher, run, log)):
+            async for event in journaled(run, self._research(question, engine, fetcher, run, log)):
                 yield event
         except RuminationError as exc:
             event = ev.ErrorEvent(message=str(exc), fatal=True)
@@ -191,14 +190,6 @@ class Researcher:
                 await engine.aclose()
             if fetcher is not None and self._fetcher is None:
                 await fetcher.aclose()
-
-    async def _run(
-        self, question: str, engine: SearchEngine, fetcher: Fetcher, run: Run | None, log: jr.RunLog | None
-    ) -> AsyncIterator[ev.Event]:
-        if run is not None:
-            engine, fetcher = run.recording(engine, fetcher, self.config)
-        async for event in self._research(question, engine, fetcher, run, log):
-            yield event
 
     async def _load_backend(self) -> AsyncIterator[ev.Event]:
         """Load the model in a daemon thread, passing on its progress lines as status events."""
@@ -224,6 +215,8 @@ class Researcher:
         self, question: str, engine: SearchEngine, fetcher: Fetcher, run: Run | None, log: jr.RunLog | None
     ) -> AsyncIterator[ev.Event]:
         cfg, tok = self.config, self.backend.tokenizer
+        if run is not None:  # the run's own recorded web, in front of the engine and fetcher
+            engine, fetcher = run.recording(engine, fetcher, cfg)
         browser = Browser.from_config(cfg, engine, fetcher, tok, question=question)
         st = _State(question, [{"role": "user", "content": question}], browser, PromptRenderer.for_run(tok, cfg))
         st.run = run

@@ -356,9 +356,11 @@ class Provenance:
     def restore(self, urls: dict[str, bool], hosts: dict[str, bool]) -> None:
         """Know what a journal says was shown (a resumed run), its keys made again (an older version's may differ)."""
         for key, inside in urls.items():
-            self._urls[key if is_local(key) else url_key(f"https://{key}")] = inside
+            key = key if is_local(key) else url_key(f"https://{key}")
+            self._urls[key] = self._urls.get(key, False) or inside
         for host, inside in hosts.items():
-            self._hosts[url_key(f"https://{host}")] = inside
+            host = url_key(f"https://{host}")
+            self._hosts[host] = self._hosts.get(host, False) or inside
 
     def add_text(self, text: str, base: str | None = None, *, inside: bool = False, local: bool = False) -> None:
         """Remember the URLs written in `text` (Markdown links against `base`); local:// ones only if `local`."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from rumination.results import Citation, CitationForm, Source, Step
-from rumination.urls import LINK_TARGET, URL_PATTERN, url_key
+from rumination.urls import LINK_TARGET, URL_END, URL_PATTERN, url_key
 
 # ---------------------------------------------------------------- patterns (each linear: no nested ambiguity)
 
@@ -47,8 +47,7 @@ _AUTOLINK = re.compile(r"<((?:https?|local)://[^\s<>]{1,4000})>")
 _FOOTNOTE = re.compile(r"\[\^([^\[\]\s^]{1,40})\]")
 _NUMBERS = re.compile(r"\[([0-9]{1,4}(?:[ \t]*[,;\-–—][ \t]*[0-9]{1,4}){0,50})\]")
 _NUMBER_PARTS = re.compile(r"[0-9]+|[-–—]")
-# The end of a URL written in text: sentence punctuation (as urls.find_urls) and emphasis.
-_URL_TAIL = ".,;:!?*_~"
+_URL_TAIL = URL_END + "!?*_~"  # the end of a URL written in a report: sentence punctuation, ! ?, emphasis
 _DEFINITION = re.compile(r"[ \t]{0,3}(?:[-*+][ \t]+)?(?:\[(\^?)([^\[\]\s^]{1,40})\](:?)|([0-9]{1,4})[.)])(?=[ \t]|$)")
 _SENTENCE_END = re.compile(r"\n|[.!?](?=\s)|[。！？]")
 _ADJACENT = re.compile(r"[ \t,;]*")

@@ -355,7 +355,7 @@ class Config(
         for group in GROUPS:
             lines.append(f"\n# {group.__doc__}")
             for key in group.model_fields:
-                lines.append(_toml_line(key, values[key], secret=secret(key, values[key])))
+                lines.append(_toml_line(key, values[key], secret=is_secret(key, values[key])))
         return "\n".join(lines).lstrip("\n") + "\n"
 
 
@@ -363,7 +363,7 @@ class Config(
 SECRETS = frozenset(name for name, info in Config.model_fields.items() if SecretStr in typing.get_args(info.annotation))
 
 
-def secret(name: str, value: Any) -> bool:
+def is_secret(name: str, value: Any) -> bool:
     """Whether a setting is never printed nor journaled: a key, or a URL with a user name or password in it."""
     return name in SECRETS or (isinstance(value, str) and "://" in value and has_userinfo(value))
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from rumination import events as ev
 from rumination import journal as jr
-from rumination.config import Config, secret
+from rumination.config import Config, is_secret
 from rumination.errors import RuminationError
 from rumination.factory import fetch_rules, same_origin
 from rumination.results import Message, ResearchResult, Usage
@@ -102,7 +102,7 @@ def recorded_web(log: jr.RunLog, config: Config) -> tuple[SearchEngine, Fetcher]
 def recorded_config(config: Config, started: datetime) -> dict[str, Any]:
     """The settings as the journal keeps them: no secrets, and the year the model is told pinned to the start's."""
     # A secret is given again on resume (flags, environment, file).
-    values = {name: value for name, value in config.model_dump(mode="json").items() if not secret(name, value)}
+    values = {name: value for name, value in config.model_dump(mode="json").items() if not is_secret(name, value)}
     for name in PATHS:  # a resume may start in another working directory
         if values.get(name) is not None:
             values[name] = str(Path(values[name]).expanduser().absolute())

@@ -15,12 +15,12 @@ LOCAL_SCHEME = "local://"
 _URL_CHAR = r"[^\s<>\"'()\]，。；：！？、（）「」『』《》〈〉【】†]"
 URL_PATTERN = re.compile(rf"(?:https?|local)://(?:{_URL_CHAR}|\({_URL_CHAR}*\))+")
 # A Markdown link's target, parenthesised parts included (at most 4,000 characters, like a report's).
-LINK_TARGET = re.compile(r"\]\(((?:[^()\s]|\([^()\s]*\)){1,4000})\)")
+LINK_TARGET = re.compile(r"\]\(((?:[^()\s]|\([^()\s]{0,500}\)){1,4000})\)")
 _LOCAL_URL = re.compile(r"local://([A-Za-z0-9_-]+)/([0-9]{1,19})/?")  # ASCII digits, at most SQLite's largest id
 MAX_LOCAL_ID = 2**63 - 1
-_TRAILING = ".,;:"  # sentence punctuation after a URL is not part of it
+URL_END = ".,;:"  # sentence punctuation after a URL is not part of it
 # Escapes of / ? # % & = + ;: decoded, the character would change what the URL says.
-_MEANINGFUL_ESCAPE = re.compile(r"(%(?:2[Ff]|3[Ff]|23|25|26|3[Dd]|2[Bb]|3[Bb]))")
+_MEANINGFUL_ESCAPE = re.compile(r"(%(?:2[356BF]|3[BDF]))", re.I)
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 MAX_HOST = 253  # characters in a DNS name: longer hosts are compared as written (IDNA work grows with the square)
 
@@ -36,7 +36,7 @@ def normalize_url(url: str) -> str:
 def url_key(url: str) -> str:
     """Compare URLs without scheme, www., fragment, or trailing slash (or sentence punctuation after them), escaped
     or not (…/K%C3%B6ln is …/Köln, a Unicode host name its ASCII IDNA form)."""
-    url = url.strip().rstrip(_TRAILING)
+    url = url.strip().rstrip(URL_END)
     if is_local(url):  # its own namespace: local://papers/1 is not https://papers/1
         return url.lower().rstrip("/")
     try:
@@ -79,15 +79,14 @@ def without_userinfo(url: str) -> str:
 def has_userinfo(url: str) -> bool:
     """Whether `url` carries a user name or password (a malformed one: whether it has an @ at all)."""
     try:
-        parts = urlsplit(url)
+        return "@" in urlsplit(url).netloc
     except ValueError:
         return "@" in url
-    return bool(parts.username or parts.password)
 
 
 def find_urls(text: str, base: str | None = None) -> list[str]:
     """The http(s) and local:// URLs written in `text`; with `base`, also Markdown link targets resolved against it."""
-    urls = [url.rstrip(_TRAILING) for url in URL_PATTERN.findall(text)]
+    urls = [url.rstrip(URL_END) for url in URL_PATTERN.findall(text)]
     if base:
         for href in LINK_TARGET.findall(text):
             with contextlib.suppress(ValueError):

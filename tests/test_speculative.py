@@ -191,7 +191,7 @@ def test_the_meter_verifies_while_it_pays_and_probes_when_it_does_not():
     choices = []
     for _ in range(15):
         choices.append(meter.wants())
-        meter.verified(0.012, 1) if choices[-1] else meter.passed()
+        meter.verified(0.012, 1) if choices[-1] else meter.passed_over()
     assert choices == [False, False, False, False, True] * 3  # after `probe` drafts passed, one is tried
     assert not meter.wants() and meter.wants() is meter.wants()  # asking changes nothing
     assert SpeculationMeter(always=True, steps=9, verifies=9, verify_seconds=1, step_seconds=0.1).wants()

@@ -214,12 +214,12 @@ def gpu_mode(args: argparse.Namespace) -> None:
             for name, context in contexts:
                 decoder.generate(prompt(context, 1), new, greedy, [])  # warms the allocator for this context
                 decoded = decoder.generate(prompt(context, 2), new, greedy, [])
-                rates[wanted, name] = (len(decoded.ids) - 1) / decoded.decode_seconds
+                rates[wanted, name] = tok_s(decoded)
                 report(f"{label}{name}", context + new // 2, rates[wanted, name])
                 decoder.ahead = False  # each token read before its step is fed, as before issue 14 item 4
                 behind = decoder.generate(prompt(context, 2), new, greedy, [])
                 decoder.ahead = True
-                say(f"{label}{name}_read_first_tok_s", f"{(len(behind.ids) - 1) / behind.decode_seconds:.1f}")
+                say(f"{label}{name}_read_first_tok_s", f"{tok_s(behind):.1f}")
                 say(f"{label}{name}_fed_ahead_over_read_first", f"{behind.decode_seconds / decoded.decode_seconds:.3f}")
                 if name == "decode_32k":
                     say(f"{label}prefill_32k_tok_s", f"{context / decoded.prefill_seconds:.0f}")
@@ -228,7 +228,6 @@ def gpu_mode(args: argparse.Namespace) -> None:
     if len(kernels) > 1:
         for name, _ in contexts:
             say(f"{name}_flex_over_auto", f"{rates['flex', name] / rates['auto', name]:.3f}")
-    model.set_attn_implementation(kernel)
     if args.decode_only:
         return
     with torch.inference_mode():
@@ -259,6 +258,11 @@ def gpu_mode(args: argparse.Namespace) -> None:
         empty(torch, device)
 
         multi_turn(model, prompt, greedy, scale, sync)
+
+
+def tok_s(decoded) -> float:
+    """Decode tokens per second (the first token comes from the prefill)."""
+    return (len(decoded.ids) - 1) / decoded.decode_seconds
 
 
 def verify_cost(model, prompt, draft: int, contexts: list[tuple[str, int]], compile_options, sync) -> None:

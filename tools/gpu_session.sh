@@ -6,9 +6,10 @@
 #   bash tools/gpu_session.sh verify    # about 5 min: bench_local.py --gpu --verify-only
 #
 # Run from the repository root. A newer transformers wheel carried in .whl/ is installed first (to /tmp/site, never
-# over the machine's own packages). Every line goes to stdout and to $OUT/gpu_<stage>.log when $OUT is set.
+# over the machine's own packages). Every line goes to stdout and to $OUT/gpu_<stage>.log ($OUT unset: /tmp).
 set -uo pipefail
 stage="${1:?name a stage: kernels, decode or verify}"
+case "$stage" in kernels | decode | verify) ;; *) echo "unknown stage: $stage" >&2; exit 2 ;; esac
 log="${OUT:-/tmp}/gpu_${stage}.log"
 if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -31,6 +32,5 @@ export PYTHONUNBUFFERED=1
       ;;
     decode) timeout 560 python3 tools/bench_local.py --gpu --decode-only --attention both ;;
     verify) timeout 560 python3 tools/bench_local.py --gpu --verify-only ;;
-    *) echo "unknown stage: $stage" >&2; exit 2 ;;
   esac
 } 2>&1 | tee "$log"

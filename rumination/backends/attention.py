@@ -84,7 +84,7 @@ def decode_block_mask(start: Any, queries: int, keys: int) -> Any:
     blocks = -(-keys // KV_BLOCK)
     every = torch.arange(blocks, dtype=torch.int32, device=start.device)
     full = ((start + 1) // KV_BLOCK).to(torch.int32)
-    partial = ((start + queries + KV_BLOCK - 1) // KV_BLOCK).to(torch.int32) - full
+    partial = (-(-(start + queries) // KV_BLOCK)).to(torch.int32) - full
     return BlockMask.from_kv_blocks(
         partial.view(1, 1, 1),
         torch.clamp(every + full, max=blocks - 1).view(1, 1, 1, blocks),
@@ -110,18 +110,15 @@ def causal_by_position(mask: Any, positions: Any, rows: int) -> Any:
     def causal(batch: Any, head: Any, row: Any, key: Any) -> Any:
         return key <= positions[row % queries]
 
-    return BlockMask(
-        seq_lengths=(rows, mask.seq_lengths[1]),
-        kv_num_blocks=mask.kv_num_blocks,
-        kv_indices=mask.kv_indices,
-        full_kv_num_blocks=mask.full_kv_num_blocks,
-        full_kv_indices=mask.full_kv_indices,
-        q_num_blocks=None,
-        q_indices=None,
-        full_q_num_blocks=None,
-        full_q_indices=None,
+    return BlockMask.from_kv_blocks(
+        mask.kv_num_blocks,
+        mask.kv_indices,
+        mask.full_kv_num_blocks,
+        mask.full_kv_indices,
         BLOCK_SIZE=mask.BLOCK_SIZE,
         mask_mod=causal,
+        seq_lengths=(rows, mask.seq_lengths[1]),
+        compute_q_blocks=False,
     )
 
 
@@ -132,8 +129,8 @@ def flex_mask(
     import torch
     from transformers.masking_utils import sdpa_mask
 
-    exact = batch_size == 1 and attention_mask is None and q_length <= PACKED_QUERIES  # one unpadded sequence
-    if exact and torch.compiler.is_compiling() and isinstance(q_offset, torch.Tensor):
+    one_step = batch_size == 1 and attention_mask is None and q_length <= PACKED_QUERIES  # of one unpadded sequence
+    if one_step and torch.compiler.is_compiling() and isinstance(q_offset, torch.Tensor):
         return decode_block_mask(q_offset, q_length, kv_length)
     return sdpa_mask(
         batch_size=batch_size,
@@ -158,8 +155,8 @@ def flex_decode(
     """flex_attention over the cache blocks in use where the mask is a block mask, else `packed_sdpa`.
 
     Compiled, flex_attention skips every block the mask leaves out: a step reads the cache in use rounded up to a
-    block, in one graph for any length, each K/V head once for its query heads (folded, row g*N + i is query i of
-    head g, or through enable_gqa; see `folds_heads`).
+    block, in one graph for any length, each K/V head once for its query heads (folded, row g*queries + i is query
+    i of head g, or through enable_gqa; see `folds_heads`).
     """
     from torch.nn.attention.flex_attention import BlockMask, flex_attention
 

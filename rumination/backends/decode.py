@@ -266,7 +266,8 @@ class Decoder:
         return logits
 
     def _run(self, compiled: Literal["_step", "_verify"], eager: Callable[..., Any], input_ids: Any) -> Any:
-        step, inputs = getattr(self, compiled), (input_ids, self._positions(input_ids.shape[1]))
+        step = getattr(self, compiled)
+        inputs = input_ids, self._positions(input_ids.shape[1])
         if step is not None:
             try:
                 torch.compiler.cudagraph_mark_step_begin()
@@ -278,25 +279,39 @@ class Decoder:
 
     def step(self, token: int) -> Any:
         """Feed one generated token; return the next logits."""
-        logits = self._one(token)
+        logits = self._feed(self._ids([token]))
         self.ids.append(token)
         return logits
 
-    def _one(self, token: Any) -> Any:
-        """Feed one token, an int or a [1] tensor whose value may still be on its way, without adding it to `ids`."""
-        input_ids = token.view(1, 1) if isinstance(token, torch.Tensor) else self._ids([token])
-        self._window(self._window_for(len(self.ids) + 1, self._step))
+    def _step_ahead(self, token: Any) -> tuple[Any, int]:
+        """Feed `token`, a [1] tensor maybe still being computed on the GPU, and read it while the step runs: the next
+        logits, and the token."""
+        if not (isinstance(token, torch.Tensor) and token.is_cuda):
+            value = int(token)
+            return self.step(value), value
+        if self._host is None:
+            self._host, self._copied = torch.empty(1, dtype=torch.long, pin_memory=True), torch.cuda.Event()
+        self._host.copy_(token, non_blocking=True)
+        self._copied.record(torch.cuda.current_stream(token.device))  # the model's GPU, which may not be the current
+        logits = self._feed(token.view(1, 1))
+        self._copied.synchronize()  # the copy, not the step
+        self.ids.append(int(self._host[0]))
+        return logits, self.ids[-1]
+
+    def _feed(self, input_ids: Any) -> Any:
+        """Feed one token's [1, 1] id tensor, not adding it to `ids`; the next logits."""
+        self._window(self._window_for(len(self.ids) + 1, self._step is not None))
         return self._run("_step", self._forward, input_ids)
 
     def verify(self, tokens: list[int]) -> Any:
         """Feed the last sampled token and a draft in one pass; the logits after each of them."""
-        self._window(self._window_for(len(self.ids) + len(tokens), self._verify))
+        self._window(self._window_for(len(self.ids) + len(tokens), self._verify is not None))
         logits = self._run("_verify", self._forward_all, self._ids(tokens))
         self.ids += tokens
         return logits
 
-    def _window_for(self, tokens: int, compiled: Any = None) -> int:
-        if self.flex and compiled is not None:
+    def _window_for(self, tokens: int, compiled: bool = False) -> int:
+        if self.flex and compiled:
             return self.max_tokens  # the block mask, not the window, limits what the compiled step reads
         if self.window_step:
             return min(self.max_tokens, -(-max(tokens, 1) // self.window_step) * self.window_step)
@@ -304,13 +319,9 @@ class Decoder:
 
     def windows(self) -> list[int]:
         """Every attention window a compiled decode step can use, smallest first."""
-        if self.flex:
-            return [self.max_tokens]
-        if self.window_step:
-            return [*range(self.window_step, self.max_tokens, self.window_step), self.max_tokens]
-        sizes = [self._window_for(1)]
+        sizes = [self._window_for(1, compiled=True)]
         while sizes[-1] < self.max_tokens:
-            sizes.append(self._window_for(sizes[-1] + 1))
+            sizes.append(self._window_for(sizes[-1] + 1, compiled=True))
         return sizes
 
     def warm_up(self) -> str | None:
@@ -353,17 +364,6 @@ class Decoder:
             return []
         return lookup.draft(min(self.draft, wanted - 1))
 
-    def _read_later(self, token: Any) -> Callable[[], int]:
-        """A function giving `token`'s value: on a GPU it is copied now and waited for only when asked."""
-        if not isinstance(token, torch.Tensor) or token.device.type != "cuda":
-            value = int(token)
-            return lambda: value
-        if self._host is None:
-            self._host, self._copied = torch.empty(1, dtype=torch.long, pin_memory=True), torch.cuda.Event()
-        self._host.copy_(token, non_blocking=True)
-        self._copied.record(torch.cuda.current_stream(token.device))  # the model's GPU, which may not be the current
-        return lambda: (self._copied.synchronize(), int(self._host[0]))[1]
-
     def _picked(self, logits: Any, pick: Callable[[Any], Any], prompt: list[int], most: int) -> Iterator[int]:
         """The model's next `most` tokens one by one, from one-token steps or verified drafts (accepted, plus one).
 
@@ -377,12 +377,10 @@ class Decoder:
         given, arrived, timed = 0, time.perf_counter(), False
         while True:
             wants = lookup is not None and self.meter.wants()  # a draft there would be verified
-            ahead = self.ahead and most - given - len(picked) > 1 and not wants
+            more = most - given - len(picked) > 1  # a token after `pending` is wanted
+            ahead = self.ahead and more and not wants
             if ahead:
-                read = self._read_later(pending)
-                logits = self._one(pending)
-                last = read()
-                self.ids.append(last)
+                logits, last = self._step_ahead(pending)
             else:
                 last = int(pending)  # waits for the device
             now = time.perf_counter()
@@ -397,9 +395,11 @@ class Decoder:
             started, draft = time.perf_counter(), self._drafted(lookup, most - given)
             if ahead or not (draft and wants):
                 if draft:
-                    self.meter.passed()
-                # Timed: the steps drafts compete with (fed ahead, unless the decoder never feeds ahead).
-                picked, pending, timed = [], pick(logits if ahead else self.step(last)), ahead or not self.ahead
+                    self.meter.passed_over()
+                if not ahead:
+                    logits = self.step(last)
+                picked, pending = [], pick(logits)
+                timed = ahead or not self.ahead  # the steps drafts compete with (all, where none is fed ahead)
                 continue
             padded = draft + [draft[-1]] * (self.draft - len(draft)) if self._verify is not None else draft
             # A compiled verify step has one shape; padding is as valid a draft as any. Row i is the model's pick
@@ -440,7 +440,8 @@ class Decoder:
                         out.append(token)
                         if not on_token(token) or token in stop_ids or len(out) >= max_new_tokens:
                             break
-                    self._keep(len(ids) + len(out) - 1)  # a verified draft may have gone past the last token kept
+                    # A verified draft, or a step fed ahead (a stop token's), may have gone past the last token kept.
+                    self._keep(len(ids) + len(out) - 1)
         except BaseException:
             with torch.inference_mode():
                 self.reset()

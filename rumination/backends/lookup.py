@@ -83,7 +83,7 @@ class SpeculationMeter:
             return False
         return self.probe_due or self.yield_per_verify / self.verify_seconds > 1 / self.step_seconds
 
-    def passed(self) -> None:
+    def passed_over(self) -> None:
         """A draft was there and not verified."""
         self.skipped += 1
         self.probe_due = self.probe_due or self.skipped % self.probe == 0

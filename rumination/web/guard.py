@@ -9,7 +9,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from rumination.urls import MAX_HOST
+from rumination.urls import MAX_HOST, has_userinfo
 
 MAX_URL_LENGTH = 2083
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -87,7 +87,7 @@ def check_url_syntax(url: str) -> tuple[str, str, int]:
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise RefusedURL(f"refused: only http and https URLs can be opened, not {scheme or 'a bare path'}")
-    if "@" in parts.netloc:
+    if has_userinfo(url):
         raise RefusedURL("refused: URLs with a user name or password are not opened")
     if not parts.hostname:
         raise RefusedURL("refused: URL has no host")
