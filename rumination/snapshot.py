@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from rumination.errors import RuminationError
 from rumination.search.base import SearchEngine, SearchError, SearchHit
 from rumination.search.errors import RateLimited, Unreachable
-from rumination.urls import domain_allowed, normalize_url, url_key
+from rumination.urls import URL_END, domain_allowed, is_local, normalize_url, url_key
 from rumination.web.base import Fetcher, FetchError, FetchErrorKind, Page
 from rumination.web.fetch import RETRY_STATUSES, current_reach
 
@@ -188,6 +189,21 @@ def search_key(engine: str, query: str, max_results: int) -> str:
 def page_key(url: str) -> str:
     """The key of a page: its URL as the browser compares URLs (no scheme, www., fragment or trailing slash)."""
     return f"page\0{url_key(normalize_url(url))}"
+
+
+def older_page_key(url: str) -> str | None:
+    """The key `url` had before url_key decoded escapes and IDNA hosts, where it differs: read, so that older
+    snapshots still replay such pages, and never written."""
+    url = normalize_url(url).rstrip(URL_END)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower().removeprefix("www.")
+    host = f"{host}:{port}" if port else host
+    key = "page\0" + urlunsplit(("", host, parts.path.rstrip("/"), parts.query, "")).removeprefix("//")
+    return None if is_local(url) or key == page_key(url) else key
 
 
 @dataclass
@@ -434,7 +450,7 @@ class SnapshotFetcher:
         """The recorded page (or error) of `url`; on a miss, the wrapped fetcher's, recorded first."""
         key = page_key(url)
         async with self.store.exclusive(key):
-            record = await asyncio.to_thread(self.store.get_page, key)
+            record = await asyncio.to_thread(self._recorded, key, url)
             if record is not None and not record.lasting:
                 record = None  # an older version's record of a transient failure: fetched again, and replaced
             if record is not None and record.serves(self.rules):
@@ -453,6 +469,11 @@ class SnapshotFetcher:
                     raise
                 record = self._record(key, url, error=FetchFailure(kind=exc.kind, message=str(exc)))
             return (await asyncio.to_thread(self.store.put_page, record)).replay(self.rules)
+
+    def _recorded(self, key: str, url: str) -> PageRecord | None:
+        """The record of `key`, else the one an earlier version wrote under its own key for `url`."""
+        older = None if (record := self.store.get_page(key)) is not None else older_page_key(url)
+        return record if older is None else self.store.get_page(older)
 
     def _record(self, key: str, url: str, page: Page | None = None, error: FetchFailure | None = None) -> PageRecord:
         rules = self.rules

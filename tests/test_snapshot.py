@@ -24,12 +24,15 @@ from rumination.search.errors import Unreachable
 from rumination.snapshot import (
     MANIFEST,
     FetchFailure,
+    Offline,
     PageRecord,
     SearchFailure,
     SearchRecord,
     SnapshotError,
+    SnapshotFetcher,
     SnapshotStats,
     WebSnapshot,
+    older_page_key,
     page_key,
     search_key,
 )
@@ -210,6 +213,17 @@ async def test_transient_failures_an_earlier_version_recorded_are_fetched_and_se
     assert store.get_page(page_key(url)).page is not None and store.get_search(key).hits  # replaced
     stats = WebSnapshot.open(cfg.web_snapshot).stats
     assert (stats.recorded, stats.replayed) == (2, 1)
+
+
+async def test_pages_an_older_version_recorded_under_its_own_key_still_replay(tmp_path):
+    store = WebSnapshot(tmp_path / "snapshot")
+    url = "https://de.wikipedia.org/wiki/K%C3%B6ln_(Stadt)"
+    older = "page\0de.wikipedia.org/wiki/K%C3%B6ln_(Stadt)"  # escapes as written: the key before they were decoded
+    assert older_page_key(url) == older != page_key(url) and older_page_key("https://example.org/a") is None
+    page = Page(url=url, final_url=url, title="Köln", text="Köln is a city on the Rhine.", content_type="text/html")
+    store.put_page(PageRecord(key=older, url=url, private_network=False, robots_txt=True, page=page))
+    fetcher = SnapshotFetcher(Offline(), store)  # a miss would be an error, never a request
+    assert "Rhine" in (await fetcher.fetch(url)).text and store.stats.replayed == 1  # the URL the run read
 
 
 def test_the_summary_says_when_nothing_was_recorded_or_replayed(tmp_path, capsys):
