@@ -472,7 +472,8 @@ class SnapshotFetcher:
 
     def _recorded(self, key: str, url: str) -> PageRecord | None:
         """The record of `key`, else the one an earlier version wrote under its own key for `url`."""
-        older = None if (record := self.store.get_page(key)) is not None else older_page_key(url)
+        record = self.store.get_page(key)
+        older = older_page_key(url) if record is None else None
         return record if older is None else self.store.get_page(older)
 
     def _record(self, key: str, url: str, page: Page | None = None, error: FetchFailure | None = None) -> PageRecord:

@@ -20,6 +20,7 @@ from transformers.cache_utils import Fp8QuantizedLayer, StaticLayer
 
 from rumination.backends import attention
 from rumination.backends.lookup import Drafter, PromptLookup, SpeculationMeter
+from rumination.neterrors import brief
 
 CacheKind = Literal["static", "dynamic", "fp8"]
 FIRST_WINDOW = 8192  # a static cache's first attention window
@@ -274,7 +275,7 @@ class Decoder:
                 return step(*inputs).clone()  # the graph's output buffer is rewritten by the next replay
             except torch._dynamo.exc.TorchDynamoException as exc:  # raised while compiling, before the cache moves
                 setattr(self, compiled, None)
-                self.compile_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+                self.compile_error = brief(f"{type(exc).__name__}: {exc}", 300)
         return eager(*inputs)
 
     def step(self, token: int) -> Any:
@@ -346,10 +347,10 @@ class Decoder:
                 if name == "_step":
                     raise
                 self._verify, self.draft = None, 0  # no room for the verify graphs: decode without drafts
-                self.compile_error = f"out of memory: {' '.join(str(exc).split())[:200]}"
+                self.compile_error = f"out of memory: {brief(str(exc), 200)}"
             except Exception as exc:  # a compiler or CUDA-graph failure: this step runs eagerly instead
                 setattr(self, name, None)
-                self.compile_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+                self.compile_error = brief(f"{type(exc).__name__}: {exc}", 300)
             finally:
                 with torch.inference_mode():
                     self.reset()
